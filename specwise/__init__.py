@@ -1,0 +1,62 @@
+"""specwise: does vLLM speculative decoding pay here, and which k (0 included) should it run?"""
+
+from __future__ import annotations
+
+from specwise.errors import (
+    ActuatorError,
+    ConfigError,
+    DataError,
+    ModelInputError,
+    ParseError,
+    ReportError,
+    SourceError,
+    SpecwiseError,
+)
+from specwise.model import (
+    VerifyCost,
+    alpha_from_acceptance_length,
+    alpha_from_acceptance_rate,
+    expected_tokens_from_survival,
+    expected_tokens_per_verify,
+    expected_tokens_two_state,
+    marginal_value,
+    mixture_survival,
+    optimal_k,
+    optimal_k_from_survival,
+    saturating_verify_cost,
+    speedup,
+    speedup_from_survival,
+    survival_curve,
+    survival_two_state,
+    verify_cost_at,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActuatorError",
+    "ConfigError",
+    "DataError",
+    "ModelInputError",
+    "ParseError",
+    "ReportError",
+    "SourceError",
+    "SpecwiseError",
+    "VerifyCost",
+    "__version__",
+    "alpha_from_acceptance_length",
+    "alpha_from_acceptance_rate",
+    "expected_tokens_from_survival",
+    "expected_tokens_per_verify",
+    "expected_tokens_two_state",
+    "marginal_value",
+    "mixture_survival",
+    "optimal_k",
+    "optimal_k_from_survival",
+    "saturating_verify_cost",
+    "speedup",
+    "speedup_from_survival",
+    "survival_curve",
+    "survival_two_state",
+    "verify_cost_at",
+]

@@ -1,0 +1,69 @@
+"""The ``specwise`` command line: one group, thin commands, errors handled in one place.
+
+Each command lives in ``specwise/commands/<name>.py`` and only parses options, calls the
+library and prints. A ``SpecwiseError`` or a bad option becomes one ``Error: ...`` line on
+stderr and exit status 1; a traceback reaching a user is a bug.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from specwise import __version__
+from specwise.commands.model import model_command
+from specwise.errors import SpecwiseError
+
+__all__ = ["cli", "main"]
+
+_EPILOG = """\b
+Examples:
+  specwise model --alpha 0.7 --cost 0.05      # does speculation pay, and at which k?
+  specwise model --alpha 0.2 --cost 0.5       # a losing drafter: recommends k = 0
+"""
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=_EPILOG,
+)
+@click.version_option(__version__, prog_name="specwise")
+def cli() -> None:
+    """specwise: decide with arithmetic whether vLLM speculative decoding pays, and which
+    num_speculative_tokens (k, 0 included) to run."""
+
+
+cli.add_command(model_command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 ok, 1 error) instead of raising."""
+    try:
+        status = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="specwise",
+            standalone_mode=False,
+        )
+    except SpecwiseError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 1
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return status if isinstance(status, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
