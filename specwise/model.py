@@ -135,8 +135,9 @@ def verify_cost_at(k: int, verify_cost: VerifyCost = None) -> float:
     elif isinstance(verify_cost, Sequence):
         if k >= len(verify_cost):
             raise ModelInputError(
-                f"the verify-cost table has {len(verify_cost)} entries (k = 0..{len(verify_cost) - 1})"
-                f" but k = {k} was asked; measure v({k}) or lower k_max",
+                f"the verify-cost table has {len(verify_cost)} entries "
+                f"(k = 0..{len(verify_cost) - 1}) but k = {k} was asked; measure v({k}) or "
+                "lower k_max",
                 field="verify_cost",
                 value=k,
             )
@@ -342,7 +343,9 @@ def survival_two_state(
     hl = _check_alpha(p_high_to_low, "p_high_to_low")
     lh = _check_alpha(p_low_to_high, "p_low_to_high")
     if hl + lh == 0.0:
-        raise ModelInputError("p_high_to_low and p_low_to_high cannot both be 0 (no stationary mix)")
+        raise ModelInputError(
+            "p_high_to_low and p_low_to_high cannot both be 0 (no stationary mix)"
+        )
     high, low = lh / (hl + lh), hl / (hl + lh)
     curve: list[float] = []
     for _ in range(k):

@@ -13,10 +13,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from specwise.model import VerifyCost, optimal_k, speedup  # noqa: E402
+from specwise.model import VerifyCost, optimal_k, speedup
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -156,8 +156,13 @@ def model_command(
     table = format_table(
         ["k", "expected tokens", "speedup", "marginal", ""],
         [
-            [r.k, r.expected_tokens, f"{r.speedup:.3f}x", r.marginal if r.k else None,
-             "<- optimal" if r.k == best else ""]
+            [
+                r.k,
+                r.expected_tokens,
+                f"{r.speedup:.3f}x",
+                r.marginal if r.k else None,
+                "<- optimal" if r.k == best else "",
+            ]
             for r in rows
         ],
     )
@@ -165,7 +170,9 @@ def model_command(
     click.echo("")
     click.echo(line)
     if verify_slope is None:
-        click.echo("Note: verify cost taken as 1 target step (light load); pass --verify-slope "
-                   "for busy servers, where the best k is smaller.")
+        click.echo(
+            "Note: verify cost taken as 1 target step (light load); pass --verify-slope "
+            "for busy servers, where the best k is smaller."
+        )
     if plot_path is not None:
         click.echo(f"Plot written to {plot_path}")
