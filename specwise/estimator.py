@@ -1,0 +1,730 @@
+"""Rolling per-class estimate of the acceptance rate alpha, with its uncertainty.
+
+Pure given its inputs: deltas come in, ``now`` is passed by the caller, no I/O, no clock.
+The maths (DESIGN.md, VLLM_METRICS.md 2.1 and 4):
+
+- each draft is a run of Bernoulli trials that stops at the first rejection or at its end;
+  with D drafts, A accepted tokens and P_i drafts whose prefix reached position i
+  (0-based), full-length drafts give successes A and failures R = D - P_{k-1}, so the
+  maximum-likelihood alpha is A / (A + R) and a Beta(A + a0, R + b0) posterior its interval;
+- drafts shorter than k (T < k*D) would count as rejections in R; instead R is corrected by
+  the expected number of short drafts that were fully accepted, assuming the missing draft
+  tokens sit at the tail positions and do not depend on acceptance, and the interval is
+  widened to the identification bracket (every short draft rejected / none rejected);
+- without per-position counters (vLLM 0.8.4, old logs) alpha inverts the mean acceptance
+  length 1 + A/D (or the token acceptance rate A/T when drafts are not counted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+from scipy import special
+
+from specwise.collectors.snapshot import CounterDelta, Generation
+from specwise.errors import ConfigError, DataError
+from specwise.fit import FitCheck, check_iid_fit, tail_lengths
+from specwise.model import alpha_from_acceptance_length, alpha_from_acceptance_rate
+
+__all__ = [
+    "DEFAULT_ESTIMATOR_CONFIG",
+    "Estimate",
+    "EstimatorConfig",
+    "FitCheck",
+    "Method",
+    "RollingEstimator",
+    "SurvivalPoint",
+    "WindowCounts",
+    "alpha_trials",
+    "estimate_counts",
+    "estimate_delta",
+]
+
+#: How alpha was obtained: from the per-position counters (the MLE), by inverting vLLM's
+#: mean acceptance length 1 + A/D, by inverting the token rate A/T (no drafts counter), from
+#: V0's per-token counts, or not at all.
+Method = Literal[
+    "positions-mle", "acceptance-length", "acceptance-rate", "per-token-rate", "insufficient"
+]
+
+_GRID = 9  # posterior quantile grid the policy prices over
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """How the estimator pools and judges evidence.
+
+    ``mode`` "sliding" keeps the deltas that ended within the last ``window_seconds``;
+    "ewma" weighs each by 2^(-age / half_life_seconds). Below ``min_drafts`` drafts in the
+    window the estimate is "insufficient". ``prior`` is the Beta prior (Jeffreys by
+    default); ``level`` the credible level. The i.i.d. fit fails when its p-value is below
+    ``fit_level`` and some survival point misses by more than ``fit_min_effect``.
+    """
+
+    window_seconds: float = 600.0
+    mode: Literal["sliding", "ewma"] = "sliding"
+    half_life_seconds: float = 300.0
+    min_drafts: float = 200.0
+    prior: tuple[float, float] = (0.5, 0.5)
+    level: float = 0.95
+    fit_level: float = 0.01
+    fit_min_effect: float = 0.01
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, float, bool, str]] = [
+            ("window_seconds", self.window_seconds, self.window_seconds > 0, "e.g. 600"),
+            ("half_life_seconds", self.half_life_seconds, self.half_life_seconds > 0, "e.g. 300"),
+            ("min_drafts", self.min_drafts, self.min_drafts >= 0, "e.g. 200"),
+            ("level", self.level, 0.0 < self.level < 1.0, "e.g. 0.95"),
+            ("fit_level", self.fit_level, 0.0 < self.fit_level < 1.0, "e.g. 0.01"),
+            ("fit_min_effect", self.fit_min_effect, self.fit_min_effect >= 0, "e.g. 0.01"),
+        ]
+        for name, value, ok, hint in checks:
+            if not (ok and math.isfinite(value)):
+                raise ConfigError(
+                    f"estimator {name} = {value!r} is out of range; set a finite value, {hint}",
+                    field=name,
+                )
+        if self.mode not in ("sliding", "ewma"):
+            raise ConfigError(
+                f"estimator mode = {self.mode!r} is unknown; use 'sliding' or 'ewma'", field="mode"
+            )
+        a0, b0 = self.prior
+        if not (a0 > 0 and b0 > 0 and math.isfinite(a0) and math.isfinite(b0)):
+            raise ConfigError(
+                f"estimator prior = {self.prior!r} needs two finite numbers > 0, e.g. (0.5, 0.5)",
+                field="prior",
+            )
+
+
+DEFAULT_ESTIMATOR_CONFIG = EstimatorConfig()
+
+
+@dataclass(frozen=True)
+class SurvivalPoint:
+    """One position (1-based) of a measured curve with its credible interval."""
+
+    position: int
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """Counter gains pooled over a window for one class (possibly weighted, so floats)."""
+
+    drafts: float | None
+    draft_tokens: float
+    accepted: float
+    accepted_per_position: tuple[float, ...] = ()
+    k: int | None = None
+    generation: Generation = "v1"
+    start: float = 0.0
+    end: float = 0.0
+    deltas: int = 1
+    restarts: int = 0
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_delta(cls, delta: CounterDelta) -> WindowCounts:
+        """The counts of one collector delta, checked for contradictions."""
+        k = delta.k
+        if k is None and delta.accepted_per_position:
+            k = len(delta.accepted_per_position)
+        counts = cls(
+            drafts=None if delta.drafts is None else float(delta.drafts),
+            draft_tokens=float(delta.draft_tokens),
+            accepted=float(delta.accepted),
+            accepted_per_position=tuple(float(p) for p in delta.accepted_per_position),
+            k=k,
+            generation=delta.generation,
+            start=float(delta.start),
+            end=float(delta.end),
+            restarts=delta.restarts,
+            notes=tuple(delta.notes),
+        )
+        _validate(counts, source=_describe(delta.labels))
+        return counts
+
+
+def _describe(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _validate(c: WindowCounts, *, source: str = "") -> None:
+    where = f" for {source}" if source else ""
+    values = [c.draft_tokens, c.accepted, *c.accepted_per_position]
+    if c.drafts is not None:
+        values.append(c.drafts)
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise DataError(
+            f"counter gains{where} contain a negative or non-finite value ({values!r}); "
+            "feed deltas of cumulative counters (restarts handled as increase() does)",
+            source=source or None,
+        )
+    tol = 1e-6 * max(1.0, c.draft_tokens)
+    if c.accepted > c.draft_tokens + tol:
+        raise DataError(
+            f"accepted tokens {c.accepted:g} exceed draft tokens {c.draft_tokens:g}{where}; "
+            "check that both deltas cover the same window and series",
+            source=source or None,
+        )
+    pos = c.accepted_per_position
+    if c.k is not None and pos and len(pos) != c.k:
+        raise DataError(
+            f"{len(pos)} per-position counters but k = {c.k}{where}; positions must be 0..k-1",
+            source=source or None,
+        )
+    for i in range(1, len(pos)):
+        if pos[i] > pos[i - 1] + tol:
+            raise DataError(
+                f"accepted at position {i} ({pos[i]:g}) exceeds position {i - 1} "
+                f"({pos[i - 1]:g}){where}; per-position counts count prefixes and cannot rise, "
+                "so sum series over the same engines for every position",
+                source=source or None,
+            )
+    if pos and c.drafts is not None and pos[0] > c.drafts + tol:
+        raise DataError(
+            f"{pos[0]:g} drafts reached position 0 but only {c.drafts:g} drafts were counted"
+            f"{where}; check that drafts and positions come from the same window",
+            source=source or None,
+        )
+    if pos and abs(math.fsum(pos) - c.accepted) > max(1e-6 * c.accepted, 0.5 + 1e-9):
+        raise DataError(
+            f"per-position counts sum to {math.fsum(pos):g} but accepted is {c.accepted:g}"
+            f"{where}; both must come from the same scrape",
+            source=source or None,
+        )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Alpha for one workload class over one window, with what it rests on.
+
+    ``alpha`` (and the interval) is None when ``method`` is "insufficient"; ``reason``
+    then says why. ``survival`` holds s_i = P_{i-1}/D with intervals, ``conditional`` the
+    acceptance at position i given position i-1 was reached (P_{i-1}/P_{i-2}).
+    ``alpha_samples`` is a quantile grid of the posterior of alpha and ``survival_samples``
+    the matching grid of measured survival curves: the policy prices k over them.
+    ``shortfall`` is T/(k*D) (1 = every draft had k tokens).
+    """
+
+    class_name: str
+    method: Method
+    alpha: float | None
+    alpha_low: float | None
+    alpha_high: float | None
+    drafts: float
+    draft_tokens: float
+    accepted: float
+    k: int | None
+    survival: tuple[SurvivalPoint, ...] = ()
+    conditional: tuple[SurvivalPoint, ...] = ()
+    mean_acceptance_length: float | None = None
+    acceptance_rate: float | None = None
+    shortfall: float | None = None
+    alpha_bracket: tuple[float, float] | None = None
+    fit: FitCheck = field(default_factory=FitCheck.untested)
+    alpha_samples: tuple[float, ...] = ()
+    survival_samples: tuple[tuple[float, ...], ...] = ()
+    generation: Generation = "v1"
+    window_start: float = 0.0
+    window_end: float = 0.0
+    data_age: float = 0.0
+    reason: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the estimate carries a number (enough data, usable counters)."""
+        return self.method != "insufficient" and self.alpha is not None
+
+    @property
+    def survival_values(self) -> tuple[float, ...]:
+        return tuple(p.value for p in self.survival)
+
+    @property
+    def fit_ok(self) -> bool:
+        return self.fit.ok
+
+
+def _beta_interval(a: float, b: float, level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0
+    lo, hi = special.betaincinv(a, b, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def _grid() -> np.ndarray:
+    return (np.arange(_GRID) + 0.5) / _GRID
+
+
+def alpha_trials(counts: WindowCounts) -> tuple[float, float, float, float] | None:
+    """(successes, failures, failures_min, failures_max) of the i.i.d. alpha likelihood.
+
+    ``failures`` is corrected for short drafts (see the module docstring); the min and max
+    bracket it. None without per-position counters or drafts.
+    """
+    pos = counts.accepted_per_position
+    d = counts.drafts
+    if not pos or d is None or d <= 0:
+        return None
+    k = len(pos)
+    a = counts.accepted
+    stopped_early = max(0.0, d - pos[-1])
+    r_max = max(0.0, min(stopped_early, counts.draft_tokens - a))
+    missing = max(0.0, k * d - counts.draft_tokens)
+    if missing <= 1e-9 * max(1.0, k * d):
+        return a, r_max, r_max, r_max
+    # Most fully-accepted short drafts the missing-token budget allows: a draft that
+    # stopped at position m (reached m, not m+1) and had only m tokens misses k - m.
+    budget = missing
+    f_max = 0.0
+    reached = [d, *pos]
+    for m in range(k - 1, -1, -1):
+        group = max(0.0, reached[m] - reached[m + 1])
+        take = min(group, budget / (k - m))
+        f_max += take
+        budget -= take * (k - m)
+        if budget <= 0:
+            break
+    r_min = max(0.0, min(r_max, stopped_early - f_max))
+    lengths = tail_lengths(d, counts.draft_tokens, k)
+    alpha = a / (a + r_max) if a + r_max > 0 else 0.0
+    r = r_max
+    for _ in range(200):
+        short_full = math.fsum((lengths[m] - lengths[m + 1]) * alpha**m for m in range(k)) + (
+            d - lengths[0]
+        )
+        r = min(r_max, max(r_min, stopped_early - short_full))
+        new = a / (a + r) if a + r > 0 else 0.0
+        if abs(new - alpha) < 1e-13:
+            alpha = new
+            break
+        alpha = new
+    return a, r, r_min, r_max
+
+
+def _insufficient(
+    class_name: str, counts: WindowCounts, now: float, reason: str, notes: Iterable[str] = ()
+) -> Estimate:
+    return Estimate(
+        class_name=class_name,
+        method="insufficient",
+        alpha=None,
+        alpha_low=None,
+        alpha_high=None,
+        drafts=counts.drafts or 0.0,
+        draft_tokens=counts.draft_tokens,
+        accepted=counts.accepted,
+        k=counts.k,
+        generation=counts.generation,
+        window_start=counts.start,
+        window_end=counts.end,
+        data_age=max(0.0, now - counts.end),
+        reason=reason,
+        notes=(*counts.notes, *notes),
+    )
+
+
+def _curve_points(
+    numer: Sequence[float], denom: Sequence[float], prior: tuple[float, float], level: float
+) -> tuple[SurvivalPoint, ...]:
+    n = np.asarray(numer, dtype=float)
+    m = np.asarray(denom, dtype=float)
+    tail = (1.0 - level) / 2.0
+    a = n + prior[0]
+    b = np.maximum(m - n, 0.0) + prior[1]
+    lo = special.betaincinv(a, b, tail)
+    hi = special.betaincinv(a, b, 1.0 - tail)
+    safe = np.where(m > 0, m, 1.0)
+    val = np.where(m > 0, n / safe, 0.0)
+    return tuple(
+        SurvivalPoint(i + 1, float(val[i]), float(lo[i]), float(hi[i])) for i in range(len(n))
+    )
+
+
+def _survival_samples(
+    pos: Sequence[float], drafts: float, prior: tuple[float, float]
+) -> tuple[tuple[float, ...], ...]:
+    """Comonotone posterior quantile grid of survival curves (conditional Betas, chained)."""
+    reached = np.asarray([drafts, *pos], dtype=float)
+    a = reached[1:] + prior[0]
+    b = np.maximum(reached[:-1] - reached[1:], 0.0) + prior[1]
+    q = _grid()[:, None]
+    cond = special.betaincinv(a[None, :], b[None, :], q)
+    curves = np.cumprod(cond, axis=1)
+    return tuple(tuple(float(x) for x in row) for row in curves)
+
+
+def estimate_counts(
+    class_name: str,
+    counts: WindowCounts,
+    *,
+    now: float,
+    config: EstimatorConfig = DEFAULT_ESTIMATOR_CONFIG,
+    k: int | None = None,
+) -> Estimate:
+    """Estimate alpha, its interval, the survival curve and the i.i.d. fit from ``counts``.
+
+    ``k`` overrides an unknown deployed k (needed when positions are not exported).
+    """
+    _validate(counts)
+    k_eff = counts.k if counts.k is not None else k
+    d = counts.drafts
+    t, a = counts.draft_tokens, counts.accepted
+    evidence = d if d is not None else (t / k_eff if k_eff else 0.0)
+    if counts.generation == "v0":
+        return _estimate_v0(class_name, counts, now=now, config=config)
+    if evidence < config.min_drafts or evidence <= 0:
+        return _insufficient(
+            class_name,
+            counts,
+            now,
+            f"not enough data: {evidence:.0f} drafts in the window, fewer than the "
+            f"{config.min_drafts:g} required (min_drafts)",
+        )
+    if k_eff is None or k_eff < 1:
+        return _insufficient(
+            class_name,
+            counts,
+            now,
+            "the deployed k is unknown (no per-position counters); pass it (k / --k)",
+        )
+    notes: list[str] = list(counts.notes)
+    mal = 1.0 + a / d if d else None
+    shortfall = t / (k_eff * d) if d else None
+    if d and shortfall is not None and shortfall < 0.995:
+        notes.append(
+            f"drafts averaged {t / d:.2f} of k = {k_eff} tokens (shortfall {shortfall:.3f}); "
+            "short drafts are not counted as rejections"
+        )
+    trials = alpha_trials(counts)
+    level, prior = config.level, config.prior
+    base = {
+        "class_name": class_name,
+        "drafts": d if d is not None else 0.0,
+        "draft_tokens": t,
+        "accepted": a,
+        "k": k_eff,
+        "mean_acceptance_length": mal,
+        "acceptance_rate": a / t if t > 0 else None,
+        "shortfall": shortfall,
+        "generation": counts.generation,
+        "window_start": counts.start,
+        "window_end": counts.end,
+        "data_age": max(0.0, now - counts.end),
+    }
+    if trials is not None and d is not None:
+        s, r, r_min, r_max = trials
+        if s + r <= 0:
+            return _insufficient(class_name, counts, now, "no verified draft token in the window")
+        alpha = s / (s + r)
+        lo, hi = _beta_interval(s + prior[0], r + prior[1], level)
+        bracket: tuple[float, float] | None = None
+        if r_max - r_min > 1e-9:
+            lo = min(lo, _beta_interval(s + prior[0], r_max + prior[1], level)[0])
+            hi = max(hi, _beta_interval(s + prior[0], r_min + prior[1], level)[1])
+            bracket = (s / (s + r_max) if s + r_max else 0.0, s / (s + r_min) if s + r_min else 1.0)
+            notes.append(
+                f"short drafts leave alpha between {bracket[0]:.3f} (all rejected) and "
+                f"{bracket[1]:.3f} (none rejected); the interval covers both"
+            )
+        pos = counts.accepted_per_position
+        survival = _curve_points(pos, [d] * len(pos), prior, level)
+        conditional = _curve_points(pos, [d, *pos[:-1]], prior, level)
+        fit = check_iid_fit(
+            pos, d, t, alpha, level=config.fit_level, min_effect=config.fit_min_effect
+        )
+        if not fit.ok:
+            notes.append(
+                f"one i.i.d. alpha does not fit the survival curve (p = {fit.p_value:.2g}, "
+                f"worst miss {fit.max_deviation:.3f}): a workload mix or correlated acceptance; "
+                f"price k from the measured curve up to k = {k_eff}"
+            )
+        samples = special.betaincinv(s + prior[0], r + prior[1], _grid())
+        return Estimate(
+            method="positions-mle",
+            alpha=alpha,
+            alpha_low=lo,
+            alpha_high=hi,
+            survival=survival,
+            conditional=conditional,
+            alpha_bracket=bracket,
+            fit=fit,
+            alpha_samples=tuple(float(x) for x in samples),
+            survival_samples=_survival_samples(pos, d, prior),
+            notes=tuple(notes),
+            **base,  # type: ignore[arg-type]
+        )
+    # Fallbacks: no positions. Invert a ratio; its interval counts drafts, not tokens
+    # (tokens within a draft are not independent), mapped through the inversion.
+    method: Method
+    if d is not None and d > 0:
+        method = "acceptance-length"
+        frac, n_eff = a / (k_eff * d), d
+        notes.append("no per-position counters: alpha inverts the mean acceptance length")
+    else:
+        method = "acceptance-rate"
+        frac, n_eff = (a / t if t > 0 else 0.0), t / k_eff
+        notes.append(
+            "no drafts counter (vLLM 0.8.4): alpha inverts accepted / draft tokens assuming "
+            "full-length drafts"
+        )
+    frac = min(1.0, max(0.0, frac))
+    qa, qb = frac * n_eff + prior[0], (1.0 - frac) * n_eff + prior[1]
+    tail = (1.0 - level) / 2.0
+    raw = special.betaincinv(qa, qb, np.concatenate([[tail, 1.0 - tail], _grid()]))
+
+    def invert(f: float) -> float:
+        f = min(1.0, max(0.0, float(f)))
+        if method == "acceptance-length":
+            return alpha_from_acceptance_length(1.0 + f * k_eff, k_eff)
+        return alpha_from_acceptance_rate(f, k_eff)
+
+    return Estimate(
+        method=method,
+        alpha=invert(frac),
+        alpha_low=invert(raw[0]),
+        alpha_high=invert(raw[1]),
+        alpha_samples=tuple(invert(x) for x in raw[2:]),
+        fit=FitCheck.untested("no per-position counters"),
+        notes=tuple(notes),
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def _estimate_v0(
+    class_name: str, counts: WindowCounts, *, now: float, config: EstimatorConfig
+) -> Estimate:
+    t, a = counts.draft_tokens, counts.accepted
+    k = counts.k
+    evidence = t / k if k else t
+    if evidence < config.min_drafts or t <= 0:
+        return _insufficient(
+            class_name,
+            counts,
+            now,
+            f"not enough data: about {evidence:.0f} V0 drafts in the window, fewer than "
+            f"{config.min_drafts:g} (min_drafts)",
+        )
+    prior, level = config.prior, config.level
+    n_eff = evidence  # tokens within a draft are not independent: count drafts
+    frac = a / t
+    qa, qb = frac * n_eff + prior[0], (1.0 - frac) * n_eff + prior[1]
+    lo, hi = _beta_interval(qa, qb, level)
+    return Estimate(
+        class_name=class_name,
+        method="per-token-rate",
+        alpha=frac,
+        alpha_low=lo,
+        alpha_high=hi,
+        drafts=evidence,
+        draft_tokens=t,
+        accepted=a,
+        k=k,
+        acceptance_rate=frac,
+        alpha_samples=tuple(float(x) for x in special.betaincinv(qa, qb, _grid())),
+        fit=FitCheck.untested("V0 counts every accepted token, not prefixes"),
+        generation="v0",
+        window_start=counts.start,
+        window_end=counts.end,
+        data_age=max(0.0, now - counts.end),
+        notes=(*counts.notes, "V0: alpha = accepted / draft tokens (per-token acceptance)"),
+    )
+
+
+def estimate_delta(
+    class_name: str,
+    delta: CounterDelta,
+    *,
+    now: float | None = None,
+    config: EstimatorConfig = DEFAULT_ESTIMATOR_CONFIG,
+    k: int | None = None,
+) -> Estimate:
+    """One-shot estimate from one delta (``now`` defaults to the delta's end)."""
+    counts = WindowCounts.from_delta(delta)
+    return estimate_counts(
+        class_name, counts, now=delta.end if now is None else now, config=config, k=k
+    )
+
+
+class _Acc:
+    """Running (possibly decayed) sums of one class's counts."""
+
+    __slots__ = ("accepted", "drafts", "end", "n", "pos", "restarts", "start", "tokens", "weight_t")
+
+    def __init__(self, k: int | None, generation: Generation, has_drafts: bool) -> None:
+        self.drafts: float | None = 0.0 if has_drafts else None
+        self.tokens = 0.0
+        self.accepted = 0.0
+        self.pos: list[float] = [0.0] * (k or 0)
+        self.start = math.inf
+        self.end = -math.inf
+        self.n = 0
+        self.restarts = 0
+        self.weight_t = -math.inf  # ewma: time the weights refer to
+
+    def add(self, c: WindowCounts, w: float = 1.0) -> None:
+        if self.drafts is not None and c.drafts is not None:
+            self.drafts += w * c.drafts
+        self.tokens += w * c.draft_tokens
+        self.accepted += w * c.accepted
+        for i, p in enumerate(c.accepted_per_position):
+            self.pos[i] += w * p
+        self.n += 1
+        self.restarts += c.restarts
+
+    def scale(self, f: float) -> None:
+        if self.drafts is not None:
+            self.drafts *= f
+        self.tokens *= f
+        self.accepted *= f
+        self.pos = [p * f for p in self.pos]
+
+
+class _ClassState:
+    __slots__ = ("acc", "generation", "has_drafts", "items", "k", "notes")
+
+    def __init__(self, c: WindowCounts) -> None:
+        self.k = c.k
+        self.generation = c.generation
+        self.has_drafts = c.drafts is not None
+        self.items: deque[WindowCounts] = deque()
+        self.acc = _Acc(c.k, c.generation, self.has_drafts)
+        self.notes: tuple[str, ...] = ()
+
+
+class RollingEstimator:
+    """Per-class rolling estimator fed with collector deltas; ask it for estimates at ``now``.
+
+    A change of k, of metrics generation or of the presence of the drafts counter restarts
+    that class's window (the old counts describe another configuration) and says so.
+    """
+
+    def __init__(
+        self,
+        config: EstimatorConfig = DEFAULT_ESTIMATOR_CONFIG,
+        *,
+        k: Mapping[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self._k_hint = dict(k or {})
+        self._states: dict[str, _ClassState] = {}
+
+    def classes(self) -> list[str]:
+        return sorted(self._states)
+
+    def reset(self, class_name: str) -> None:
+        """Forget a class's window (after a detected drift or a deliberate change of k)."""
+        self._states.pop(class_name, None)
+
+    def update(self, class_name: str, delta: CounterDelta | WindowCounts) -> None:
+        """Add one delta (one tick of one class, already summed over its series)."""
+        c = delta if isinstance(delta, WindowCounts) else WindowCounts.from_delta(delta)
+        st = self._states.get(class_name)
+        if st is not None and (
+            st.k != c.k or st.generation != c.generation or st.has_drafts != (c.drafts is not None)
+        ):
+            note = (
+                f"window restarted at {c.start:.0f}: k {st.k} -> {c.k}, "
+                f"generation {st.generation} -> {c.generation}"
+            )
+            st = None
+            self._states[class_name] = fresh = _ClassState(c)
+            fresh.notes = (note,)
+        if st is None:
+            st = self._states.setdefault(class_name, _ClassState(c))
+        acc = st.acc
+        if self.config.mode == "sliding":
+            st.items.append(c)
+            acc.add(c)
+        elif acc.n == 0 or c.end >= acc.weight_t:
+            if acc.n:
+                acc.scale(self._decay(c.end - acc.weight_t))
+            acc.weight_t = c.end
+            acc.add(c)
+        else:  # a late delta: weigh it by its age relative to the newest one
+            acc.add(c, self._decay(acc.weight_t - c.end))
+        acc.start = min(acc.start, c.start)
+        acc.end = max(acc.end, c.end)
+
+    def _decay(self, dt: float) -> float:
+        return float(2.0 ** (-dt / self.config.half_life_seconds))
+
+    def window_counts(self, class_name: str, *, now: float) -> WindowCounts | None:
+        """The pooled counts of a class at ``now`` (None if the class was never seen)."""
+        st = self._states.get(class_name)
+        if st is None:
+            return None
+        acc = st.acc
+        if self.config.mode == "sliding":
+            cutoff = now - self.config.window_seconds
+            evicted = False
+            while st.items and st.items[0].end <= cutoff:
+                st.items.popleft()
+                evicted = True
+            if evicted:
+                acc = st.acc = _Acc(st.k, st.generation, st.has_drafts)
+                for c in st.items:
+                    acc.add(c)
+                    acc.start = min(acc.start, c.start)
+                    acc.end = max(acc.end, c.end)
+            scale = 1.0
+        else:
+            scale = self._decay(now - acc.weight_t) if now > acc.weight_t else 1.0
+        if acc.n == 0:
+            return WindowCounts(
+                drafts=0.0 if st.has_drafts else None,
+                draft_tokens=0.0,
+                accepted=0.0,
+                accepted_per_position=(0.0,) * (st.k or 0),
+                k=st.k,
+                generation=st.generation,
+                start=now,
+                end=now,
+                deltas=0,
+                notes=st.notes,
+            )
+        return WindowCounts(
+            drafts=None if acc.drafts is None else max(0.0, acc.drafts * scale),
+            draft_tokens=max(0.0, acc.tokens * scale),
+            accepted=max(0.0, acc.accepted * scale),
+            accepted_per_position=tuple(max(0.0, p * scale) for p in acc.pos),
+            k=st.k,
+            generation=st.generation,
+            start=acc.start,
+            end=acc.end,
+            deltas=acc.n,
+            restarts=acc.restarts,
+            notes=st.notes,
+        )
+
+    def estimate(self, class_name: str, *, now: float) -> Estimate:
+        """The estimate of one class at ``now``; "insufficient" for an unseen class."""
+        counts = self.window_counts(class_name, now=now)
+        if counts is None:
+            empty = WindowCounts(drafts=None, draft_tokens=0.0, accepted=0.0, start=now, end=now)
+            return _insufficient(class_name, empty, now, f"no data yet for class {class_name!r}")
+        counts = _sanitize(counts)
+        return estimate_counts(
+            class_name, counts, now=now, config=self.config, k=self._k_hint.get(class_name)
+        )
+
+    def estimate_all(self, *, now: float) -> dict[str, Estimate]:
+        return {name: self.estimate(name, now=now) for name in self.classes()}
+
+
+def _sanitize(c: WindowCounts) -> WindowCounts:
+    """Undo float drift of running sums so validation sees consistent counts."""
+    pos = list(c.accepted_per_position)
+    for i in range(1, len(pos)):
+        pos[i] = min(pos[i], pos[i - 1])
+    accepted = math.fsum(pos) if pos else c.accepted
+    accepted = min(accepted, c.draft_tokens)
+    return replace(c, accepted_per_position=tuple(pos), accepted=accepted)
