@@ -1,0 +1,190 @@
+"""Scenario schedules for the simulated vLLM fleet: what the truth is, class by class, over time.
+
+A scenario gives each workload class a survival curve as a function of time (i.i.d.,
+a workload mix, or correlated acceptance), a drafter cost, a load and a starting k. The
+simulator samples vLLM's counters from it; the control-quality benchmark scores controllers
+against the oracle that knows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from specwise.errors import ConfigError
+from specwise.model import mixture_survival, survival_curve, survival_two_state
+
+__all__ = [
+    "SCENARIOS",
+    "ClassScenario",
+    "Scenario",
+    "SurvivalFn",
+    "const",
+    "get_scenario",
+    "iid",
+    "linear",
+    "mix",
+    "step",
+    "two_state",
+]
+
+#: (seconds since the scenario started, k) -> [s_1, ..., s_k]
+SurvivalFn = Callable[[float, int], list[float]]
+Schedule = Callable[[float], float]
+
+HOUR = 3600.0
+
+
+def linear(start: float, end: float, duration: float) -> Schedule:
+    """A value moving linearly from ``start`` to ``end`` over ``duration`` seconds, then held."""
+
+    def value(t: float) -> float:
+        f = min(max(t / duration, 0.0), 1.0)
+        return start + (end - start) * f
+
+    return value
+
+
+def step(before: float, after: float, at: float) -> Schedule:
+    """``before`` until ``at`` seconds, then ``after`` (an abrupt change)."""
+    return lambda t: before if t < at else after
+
+
+def const(value: float) -> Schedule:
+    """The same value at every time."""
+    return lambda _t: value
+
+
+_DEFAULT_LOAD = const(400.0)
+
+
+def iid(alpha: Schedule) -> SurvivalFn:
+    """Independent acceptance with a time-varying alpha: s_i = alpha(t)^i."""
+    return lambda t, k: survival_curve(alpha(t), k)
+
+
+def mix(weight_first: Schedule, alpha_first: float, alpha_second: float) -> SurvivalFn:
+    """A class pooling two workloads (say code and prose) whose share moves over time."""
+
+    def survival(t: float, k: int) -> list[float]:
+        w = min(max(weight_first(t), 0.0), 1.0)
+        return mixture_survival([w, 1.0 - w], [alpha_first, alpha_second], k)
+
+    return survival
+
+
+def two_state(alpha_high: float, alpha_low: float, p_hl: float, p_lh: float) -> SurvivalFn:
+    """Correlated acceptance: in-phrase and at-boundary states (see model.survival_two_state)."""
+    return lambda _t, k: survival_two_state(
+        k, alpha_high=alpha_high, alpha_low=alpha_low, p_high_to_low=p_hl, p_low_to_high=p_lh
+    )
+
+
+@dataclass(frozen=True)
+class ClassScenario:
+    """One workload class of the fleet (served as its own ``model_name``).
+
+    ``load`` is the target's plain-decoding throughput per engine in tokens per second (it
+    sets how much evidence arrives); ``restart_every`` crashes and restarts each engine
+    periodically at the same k (counters reset); ``target_step_seconds`` is one target
+    forward, for the inter-token latency histogram.
+    """
+
+    name: str
+    survival: SurvivalFn
+    cost: float
+    initial_k: int
+    load: Schedule = _DEFAULT_LOAD
+    replicas: int = 1
+    restart_every: float | None = None
+    target_step_seconds: float = 0.02
+
+    def alpha_at(self, t: float) -> float:
+        """The first-position acceptance s_1: alpha for i.i.d. classes, a summary otherwise."""
+        return self.survival(t, 1)[0]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    duration: float
+    classes: tuple[ClassScenario, ...]
+
+
+def _suite() -> dict[str, Scenario]:
+    six_hours = 6 * HOUR
+    return {
+        s.name: s
+        for s in (
+            Scenario(
+                "steady",
+                "Two classes at constant acceptance: code (alpha 0.8) and chat (alpha 0.55).",
+                six_hours,
+                (
+                    ClassScenario("code", iid(const(0.8)), cost=0.05, initial_k=3),
+                    ClassScenario("chat", iid(const(0.55)), cost=0.05, initial_k=3),
+                ),
+            ),
+            Scenario(
+                "drift",
+                "Chat acceptance drifts from 0.8 down to 0.45 over six hours.",
+                six_hours,
+                (ClassScenario("chat", iid(linear(0.8, 0.45, six_hours)), cost=0.05, initial_k=5),),
+            ),
+            Scenario(
+                "drafter-failure",
+                "An EAGLE-style drafter (alpha 0.75) breaks after one hour (alpha 0.1).",
+                six_hours,
+                (ClassScenario("code", iid(step(0.75, 0.1, HOUR)), cost=0.05, initial_k=5),),
+            ),
+            Scenario(
+                "mix-change",
+                "One class pooling code (alpha 0.92) and prose (alpha 0.4); the code share "
+                "falls from 80% to 20%.",
+                six_hours,
+                (ClassScenario("assistant", mix(linear(0.8, 0.2, six_hours), 0.92, 0.4), 0.05, 4),),
+            ),
+            Scenario(
+                "restarts",
+                "Steady alpha 0.7, but every engine crashes and restarts every 30 minutes.",
+                six_hours,
+                (
+                    ClassScenario(
+                        "chat",
+                        iid(const(0.7)),
+                        cost=0.05,
+                        initial_k=3,
+                        replicas=2,
+                        restart_every=0.5 * HOUR,
+                    ),
+                ),
+            ),
+            Scenario(
+                "losing",
+                "A mediocre small draft model (alpha 0.25, cost 0.4): speculation loses.",
+                six_hours,
+                (ClassScenario("summarize", iid(const(0.25)), cost=0.4, initial_k=3),),
+            ),
+            Scenario(
+                "correlated",
+                "Correlated acceptance (in-phrase 0.95, boundary 0.3): i.i.d. misprices k.",
+                six_hours,
+                (ClassScenario("code", two_state(0.95, 0.3, 0.08, 0.25), 0.05, 4),),
+            ),
+        )
+    }
+
+
+SCENARIOS: dict[str, Scenario] = _suite()
+
+
+def get_scenario(name: str) -> Scenario:
+    """The scenario of that name, or a ConfigError listing the known ones."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown scenario {name!r}; choose one of {', '.join(sorted(SCENARIOS))}",
+            field="scenario",
+        ) from None

@@ -1,0 +1,379 @@
+"""A simulated vLLM fleet that serves `/metrics` in vLLM's exact V1 format.
+
+Each replica of each scenario class is one "vLLM server" with one engine: it samples the
+spec-decode counters (drafts, draft tokens, accepted, accepted per position) from the
+scenario's true survival curve, exposes them with prometheus_client's classic text format
+(colons, `_created` gauges, every position present from start-up, as vLLM 0.32 does), and
+accepts k changes: a change restarts the engine (it serves nothing for ``restart_delay``
+seconds) and resets its counters, exactly like restarting vLLM with a new
+``--speculative-config``. k = 0 means restarted without speculation: the spec-decode
+families disappear from the page.
+
+The clock is passed in, so tests and the benchmark drive simulated time directly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from specwise.errors import ConfigError
+from specwise.model import speedup_from_survival
+from specwise.scenarios import ClassScenario, Scenario
+
+__all__ = ["EngineStats", "SimEngine", "SimFleet", "SimServer"]
+
+Clock = Callable[[], float]
+_SPEC_HELP = {
+    "drafts": "Number of spec decoding drafts.",
+    "draft_tokens": "Number of draft tokens.",
+    "accepted": "Number of accepted tokens.",
+    "per_pos": "Accepted tokens per draft position.",
+}
+
+
+@dataclass
+class EngineStats:
+    """Ground truth the benchmark scores against (never exported)."""
+
+    target_seconds: float = 0.0  # seconds the engine was asked to serve
+    down_seconds: float = 0.0  # seconds lost to restarts
+    expected_tokens: float = 0.0  # tokens the deployed k yields, in expectation
+    restarts: int = 0  # k changes (each a restart)
+    crashes: int = 0  # scenario-driven restarts at the same k
+
+
+@dataclass
+class SimEngine:
+    """One vLLM engine (one server, data-parallel rank 0) of one class."""
+
+    spec: ClassScenario
+    replica: int
+    t0: float
+    restart_delay: float
+    rng: np.random.Generator
+    k: int = 0
+    last: float = 0.0
+    up_at: float = 0.0
+    pending_k: int | None = None
+    started_at: float = 0.0
+    next_crash: float | None = None
+    drafts: float = 0.0
+    draft_tokens: float = 0.0
+    accepted: float = 0.0
+    per_pos: list[float] = field(default_factory=list)
+    generation_tokens: float = 0.0
+    itl_sum: float = 0.0
+    itl_count: float = 0.0
+    stats: EngineStats = field(default_factory=EngineStats)
+
+    def __post_init__(self) -> None:
+        self.k = self.spec.initial_k
+        self.last = self.started_at = self.up_at = self.t0
+        self.per_pos = [0.0] * self.k
+        if self.spec.restart_every:
+            # stagger replicas so they do not all restart at once
+            self.next_crash = self.t0 + self.spec.restart_every * (1.0 + 0.37 * self.replica)
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name}-{self.replica}"
+
+    def is_up(self, now: float) -> bool:
+        return now >= self.up_at
+
+    def set_k(self, k: int, now: float) -> bool:
+        """Restart with a new k (no-op when it is already deployed); True if it restarts."""
+        if k < 0:
+            raise ConfigError(f"k = {k} for {self.name} must be >= 0", field="k")
+        self.advance(now)
+        target = self.pending_k if self.pending_k is not None else self.k
+        if k == target:
+            return False
+        self.pending_k = k
+        self.up_at = now + self.restart_delay
+        self.stats.restarts += 1
+        return True
+
+    def _restart_now(self, at: float, k: int) -> None:
+        self.k = k
+        self.pending_k = None
+        self.started_at = at
+        self.drafts = self.draft_tokens = self.accepted = 0.0
+        self.generation_tokens = self.itl_sum = self.itl_count = 0.0
+        self.per_pos = [0.0] * k
+
+    def advance(self, now: float, *, max_step: float = 10.0) -> None:
+        """Sample the counters up to ``now`` in steps of at most ``max_step`` seconds."""
+        while self.last < now:
+            t = min(now, self.last + max_step)
+            if self.next_crash is not None and self.last < self.next_crash <= t:
+                t = self.next_crash
+            self._advance_interval(self.last, t)
+            self.last = t
+            if self.next_crash is not None and t >= self.next_crash and self.is_up(t):
+                self.up_at = t + min(self.restart_delay, 30.0)
+                self.pending_k = self.k
+                self.stats.crashes += 1
+                assert self.spec.restart_every is not None
+                self.next_crash = t + self.spec.restart_every
+
+    def _advance_interval(self, a: float, b: float) -> None:
+        dt = b - a
+        self.stats.target_seconds += dt
+        if b <= self.up_at:
+            self.stats.down_seconds += dt
+            return
+        if a < self.up_at:  # came back up inside this interval
+            self.stats.down_seconds += self.up_at - a
+            if self.pending_k is not None:
+                self._restart_now(self.up_at, self.pending_k)
+            a = self.up_at
+            dt = b - a
+        elif self.pending_k is not None:
+            self._restart_now(self.up_at, self.pending_k)
+        t_mid = 0.5 * (a + b) - self.t0
+        load = self.spec.load(t_mid) * dt  # plain-decode token slots in this interval
+        step = self.spec.target_step_seconds
+        if self.k == 0:
+            self.stats.expected_tokens += load
+            n_steps = float(self.rng.poisson(load))
+            self.generation_tokens += n_steps
+            self.itl_count += n_steps
+            self.itl_sum += n_steps * step
+            return
+        survival = self.spec.survival(t_mid, self.k)
+        cycle_cost = self.k * self.spec.cost + 1.0
+        self.stats.expected_tokens += load * speedup_from_survival(survival, self.k, self.spec.cost)
+        n = int(self.rng.poisson(load / cycle_cost))
+        if n == 0:
+            return
+        # P(L = j): accepted prefix of exactly j drafts, from the survival curve
+        s = [1.0, *survival, 0.0]
+        pmf = np.clip([s[j] - s[j + 1] for j in range(self.k + 1)], 0.0, None)
+        hist = self.rng.multinomial(n, pmf / pmf.sum())
+        reached = np.cumsum(hist[::-1])[::-1]  # reached[j] = drafts with L >= j
+        accepted = float(np.dot(np.arange(self.k + 1), hist))
+        self.drafts += n
+        self.draft_tokens += n * self.k
+        self.accepted += accepted
+        for i in range(self.k):
+            self.per_pos[i] += float(reached[i + 1])
+        self.generation_tokens += n + accepted
+        self.itl_count += n
+        self.itl_sum += n * cycle_cost * step
+
+
+class _EngineCollector(Collector):
+    """Renders one engine's counters as vLLM 0.32's V1 metric families."""
+
+    def __init__(self, engine: SimEngine, model_name: str) -> None:
+        self.engine = engine
+        self.model_name = model_name
+
+    def describe(self) -> list[object]:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        e = self.engine
+        base = ["engine", "model_name"]
+        values = ["0", self.model_name]
+        created = e.started_at
+        running = GaugeMetricFamily(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            labels=base,
+        )
+        running.add_metric(values, 8.0)
+        yield running
+        gen = CounterMetricFamily(
+            "vllm:generation_tokens", "Number of generation tokens processed.", labels=base
+        )
+        gen.add_metric(values, e.generation_tokens, created=created)
+        yield gen
+        itl = HistogramMetricFamily(
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds.",
+            labels=base,
+        )
+        itl.add_metric(values, buckets=[("+Inf", e.itl_count)], sum_value=e.itl_sum)
+        yield itl
+        if e.k == 0:
+            return  # started without --speculative-config: no spec-decode families at all
+        for key, value in (
+            ("drafts", e.drafts),
+            ("draft_tokens", e.draft_tokens),
+            ("accepted", e.accepted),
+        ):
+            name = {"drafts": "num_drafts", "draft_tokens": "num_draft_tokens"}.get(
+                key, "num_accepted_tokens"
+            )
+            fam = CounterMetricFamily(f"vllm:spec_decode_{name}", _SPEC_HELP[key], labels=base)
+            fam.add_metric(values, value, created=created)
+            yield fam
+        pos = CounterMetricFamily(
+            "vllm:spec_decode_num_accepted_tokens_per_pos",
+            _SPEC_HELP["per_pos"],
+            labels=[*base, "position"],
+        )
+        for i, value in enumerate(e.per_pos):
+            pos.add_metric([*values, str(i)], value, created=created)
+        yield pos
+
+
+class SimFleet:
+    """Every engine of a scenario, advanced lazily to the clock on each read."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        clock: Clock,
+        seed: int = 0,
+        restart_delay: float = 120.0,
+    ) -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.lock = threading.Lock()
+        t0 = clock()
+        self.t0 = t0
+        rng = np.random.default_rng(seed)
+        self.engines: list[SimEngine] = [
+            SimEngine(spec, r, t0, restart_delay, np.random.default_rng(rng.integers(2**32)))
+            for spec in scenario.classes
+            for r in range(spec.replicas)
+        ]
+
+    def engines_of(self, class_name: str) -> list[SimEngine]:
+        found = [e for e in self.engines if e.spec.name == class_name]
+        if not found:
+            names = sorted({e.spec.name for e in self.engines})
+            raise ConfigError(
+                f"the simulated fleet has no class {class_name!r}; it has {', '.join(names)}",
+                field="class",
+            )
+        return found
+
+    def advance(self, now: float | None = None) -> float:
+        t = self.clock() if now is None else now
+        with self.lock:
+            for e in self.engines:
+                e.advance(t)
+        return t
+
+    def set_k(self, class_name: str, k: int, now: float | None = None) -> int:
+        """Deploy k on every engine of a class (each restarts); returns how many restarted."""
+        t = self.clock() if now is None else now
+        with self.lock:
+            return sum(e.set_k(k, t) for e in self.engines_of(class_name))
+
+    def deployed_k(self, class_name: str) -> int:
+        e = self.engines_of(class_name)[0]
+        return e.pending_k if e.pending_k is not None else e.k
+
+    def render(self, index: int, now: float | None = None) -> bytes | None:
+        """The /metrics page of engine ``index``; None while it is restarting."""
+        t = self.advance(now)
+        with self.lock:
+            engine = self.engines[index]
+            if not engine.is_up(t):
+                return None
+            registry = CollectorRegistry()
+            registry.register(_EngineCollector(engine, engine.spec.name))
+            return generate_latest(registry)
+
+    def apply_file(self, path: Path, now: float | None = None) -> int | None:
+        """Apply a file actuator's output (``{"class": ..., "speculative_config": {...}}``).
+
+        Returns the k applied, or None if the file does not name a class of this fleet.
+        """
+        data = json.loads(path.read_text())
+        class_name = data.get("class")
+        config = data.get("speculative_config")
+        k = 0 if config is None else int(config.get("num_speculative_tokens", 0))
+        if not isinstance(class_name, str) or class_name not in {e.spec.name for e in self.engines}:
+            return None
+        self.set_k(class_name, k, now)
+        return k
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fleet: SimFleet
+    index: int
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/health":
+            self._send(200, b"", "text/plain")
+            return
+        if self.path.split("?")[0] != "/metrics":
+            self._send(404, b"Not Found\n", "text/plain")
+            return
+        body = self.fleet.render(self.index)
+        if body is None:
+            self._send(503, b"engine restarting\n", "text/plain")
+            return
+        # vLLM's /metrics route never negotiates: classic text, colons kept (VLLM_METRICS 5)
+        self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+class SimServer:
+    """One HTTP server on 127.0.0.1 per engine, like one vLLM server per replica."""
+
+    def __init__(self, fleet: SimFleet, *, host: str = "127.0.0.1", ports: Sequence[int] = ()):
+        self.fleet = fleet
+        self.servers: list[ThreadingHTTPServer] = []
+        self.threads: list[threading.Thread] = []
+        for i in range(len(fleet.engines)):
+            handler = type("SimHandler", (_Handler,), {"fleet": fleet, "index": i})
+            port = ports[i] if i < len(ports) else 0
+            server = ThreadingHTTPServer((host, port), handler)
+            server.daemon_threads = True
+            self.servers.append(server)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{s.server_address[1]}/metrics" for s in self.servers]
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(class name, /metrics URL) for every engine."""
+        return [(e.spec.name, url) for e, url in zip(self.fleet.engines, self.urls)]
+
+    def start(self) -> SimServer:
+        for server in self.servers:
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.threads.clear()
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
