@@ -1,0 +1,291 @@
+"""Cumulative Snapshots -> per-window CounterDeltas, and per-series deltas -> per-class sums.
+
+A counter that goes down means the process restarted from 0: the value after the drop is
+the gain since the restart. Over the raw samples of one series this is exactly what
+Prometheus' ``increase()`` computes when the window starts and ends on samples (no
+extrapolation). NaN samples are skipped. A change of ``process_start_time`` (or of k) between
+two samples is also a restart, even when the counters grew past their old values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from specwise.collectors.classes import ClassConfig
+from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
+from specwise.errors import DataError
+
+__all__ = [
+    "check_delta",
+    "check_snapshot",
+    "counter_increase",
+    "series_deltas",
+    "sum_by_class",
+    "window_deltas",
+]
+
+_GEN_ORDER: dict[Generation, int] = {"v0": 0, "v1-0.8.4": 1, "v1": 2}
+
+
+def counter_increase(
+    values: Iterable[float], *, resets_at: Iterable[int] = ()
+) -> tuple[float, int]:
+    """(increase, resets) over successive raw samples, as Prometheus' increase() on them.
+
+    NaN samples are skipped. ``resets_at`` lists sample indexes known to follow a restart
+    (e.g. a new process_start_time): the sample's own value is then the gain.
+    """
+    forced = set(resets_at)
+    total = 0.0
+    resets = 0
+    prev: float | None = None
+    for i, v in enumerate(values):
+        if math.isnan(v):
+            continue
+        if prev is not None:
+            if v < prev or i in forced:
+                total += v
+                resets += 1
+            else:
+                total += v - prev
+        prev = v
+    return total, resets
+
+
+def _fmt(labels: object) -> str:
+    return str(dict(labels)) if isinstance(labels, dict) else str(labels)
+
+
+def _tol(a: float, b: float) -> float:
+    return 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _check(
+    labels: object,
+    what: str,
+    drafts: float | None,
+    draft_tokens: float,
+    accepted: float,
+    per_pos: Sequence[float],
+    rel: float,
+) -> None:
+    tol = max(_tol(accepted, draft_tokens), rel * max(abs(accepted), abs(draft_tokens)))
+    if accepted - draft_tokens > tol:
+        raise DataError(
+            f"Series {_fmt(labels)} has {what} accepted tokens {accepted:g} > draft tokens "
+            f"{draft_tokens:g}, which vLLM cannot produce; check that both counters come from "
+            "the same servers and scrapes.",
+            source=_fmt(labels),
+        )
+    for i in range(1, len(per_pos)):
+        a, b = per_pos[i - 1], per_pos[i]
+        if math.isnan(a) or math.isnan(b):
+            continue
+        if b - a > max(_tol(a, b), rel * max(abs(a), abs(b))):
+            raise DataError(
+                f"Series {_fmt(labels)} has {what} accepted count at position {i} ({b:g}) above "
+                f"position {i - 1} ({a:g}), but vLLM counts accepted prefixes, so they never "
+                "rise; check for mixed k or a mislabelled series.",
+                source=_fmt(labels),
+            )
+    if (
+        drafts is not None
+        and per_pos
+        and not math.isnan(drafts)
+        and per_pos[0] - drafts > max(_tol(per_pos[0], drafts), rel * abs(drafts))
+    ):
+        raise DataError(
+            f"Series {_fmt(labels)} has {what} position-0 accepted count {per_pos[0]:g} "
+            f"above its drafts {drafts:g}; check that both counters come from the same "
+            "servers and scrapes.",
+            source=_fmt(labels),
+        )
+
+
+def check_snapshot(snapshot: Snapshot) -> None:
+    """Raise DataError when cumulative counters contradict vLLM's semantics."""
+    _check(
+        snapshot.labels,
+        "cumulative",
+        snapshot.drafts,
+        snapshot.draft_tokens,
+        snapshot.accepted,
+        snapshot.accepted_per_position,
+        0.0,
+    )
+
+
+def check_delta(delta: CounterDelta, *, rel_tolerance: float = 0.0) -> None:
+    """Raise DataError when window deltas contradict vLLM's semantics.
+
+    ``rel_tolerance`` allows for Prometheus' extrapolated (non-integer) increases.
+    """
+    _check(
+        delta.labels,
+        "a window",
+        delta.drafts,
+        delta.draft_tokens,
+        delta.accepted,
+        delta.accepted_per_position,
+        rel_tolerance,
+    )
+
+
+def _opt_increase(values: list[float | None], forced: list[int]) -> float | None:
+    if all(v is None for v in values):
+        return None
+    clean = [math.nan if v is None else v for v in values]
+    return counter_increase(clean, resets_at=forced)[0]
+
+
+def _series_delta(snaps: list[Snapshot]) -> CounterDelta:
+    snaps = sorted(snaps, key=lambda s: s.timestamp)
+    first, last = snaps[0], snaps[-1]
+    forced: list[int] = []
+    for i in range(1, len(snaps)):
+        a, b = snaps[i - 1], snaps[i]
+        new_process = (
+            a.process_start_time is not None
+            and b.process_start_time is not None
+            and b.process_start_time != a.process_start_time
+        )
+        if new_process or (a.k is not None and b.k is not None and a.k != b.k):
+            forced.append(i)
+    draft_tokens, resets = counter_increase([s.draft_tokens for s in snaps], resets_at=forced)
+    accepted, r2 = counter_increase([s.accepted for s in snaps], resets_at=forced)
+    drafts = _opt_increase([s.drafts for s in snaps], forced)
+    k = last.k
+    per_pos: tuple[float, ...] = ()
+    if k:
+        per_pos = tuple(
+            counter_increase(
+                [
+                    s.accepted_per_position[i] if i < len(s.accepted_per_position) else math.nan
+                    for s in snaps
+                ],
+                resets_at=forced,
+            )[0]
+            for i in range(k)
+        )
+    notes = list(last.notes)
+    if last.generation == "v0" and math.isnan(last.draft_tokens):
+        notes.append("V0 scrape: no usable counters; use the lifetime gauges")
+    delta = CounterDelta(
+        labels=dict(last.labels),
+        start=first.timestamp,
+        end=last.timestamp,
+        drafts=drafts,
+        draft_tokens=draft_tokens,
+        accepted=accepted,
+        accepted_per_position=per_pos,
+        k=k,
+        generation=last.generation,
+        restarts=max(resets, r2, len(forced)),
+        series=1,
+        generation_tokens=_opt_increase([s.generation_tokens for s in snaps], forced),
+        itl_seconds_sum=_opt_increase([s.itl_seconds_sum for s in snaps], forced),
+        itl_seconds_count=_opt_increase([s.itl_seconds_count for s in snaps], forced),
+        running_requests=last.running_requests,
+        notes=tuple(dict.fromkeys(notes)),
+    )
+    if not math.isnan(delta.draft_tokens):
+        check_delta(delta)
+    return delta
+
+
+def series_deltas(snapshots: Iterable[Snapshot]) -> list[CounterDelta]:
+    """One CounterDelta per series over all its Snapshots (first to last timestamp).
+
+    Raises DataError (naming the series and values) when a delta has accepted > draft
+    tokens or per-position counts that rise with the position.
+    """
+    groups: dict[tuple[tuple[str, str], ...], list[Snapshot]] = defaultdict(list)
+    for s in snapshots:
+        groups[s.key].append(s)
+    return [_series_delta(g) for _, g in sorted(groups.items())]
+
+
+def window_deltas(previous: Sequence[Snapshot], current: Sequence[Snapshot]) -> list[CounterDelta]:
+    """Deltas between two collections (e.g. two scrapes); series new in ``current`` are
+    skipped (no baseline yet), as Prometheus does for a series' first sample."""
+    before = {s.key: s for s in previous}
+    return [_series_delta([before[s.key], s]) for s in current if s.key in before]
+
+
+@dataclass
+class _Acc:
+    labels: dict[str, str]
+    deltas: list[CounterDelta]
+
+
+def _sum_opt(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return math.fsum(vals) if vals else None
+
+
+def sum_by_class(deltas: Iterable[CounterDelta], classes: ClassConfig) -> list[CounterDelta]:
+    """Sum per-series deltas into one CounterDelta per workload class.
+
+    Numerators and denominators are summed separately (never ratios averaged). A class that
+    mixes series with and without a drafts counter gets ``drafts=None`` and a note; V0 series
+    without usable counters are left out with a note.
+    """
+    groups: dict[tuple[tuple[str, str], ...], _Acc] = {}
+    for d in deltas:
+        cl = classes.classify(d.labels)
+        groups.setdefault(labels_key(cl), _Acc(cl, [])).deltas.append(d)
+    out: list[CounterDelta] = []
+    for _, acc in sorted(groups.items()):
+        notes: list[str] = []
+        usable = [d for d in acc.deltas if not math.isnan(d.draft_tokens)]
+        if len(usable) < len(acc.deltas):
+            notes.append(
+                f"{len(acc.deltas) - len(usable)} V0 series without usable counters left out"
+            )
+        if not usable:
+            continue
+        has_drafts = [d.drafts is not None for d in usable]
+        drafts = _sum_opt(d.drafts for d in usable) if all(has_drafts) else None
+        if any(has_drafts) and not all(has_drafts):
+            notes.append("some series have no drafts counter (vLLM 0.8.4): drafts unknown")
+        ks = {d.k for d in usable if d.k is not None}
+        k = max(ks) if ks else None
+        if len(ks) > 1:
+            notes.append(f"series run different k {sorted(ks)}")
+        per_pos: tuple[float, ...] = ()
+        if k and all(d.accepted_per_position for d in usable):
+            per_pos = tuple(
+                math.fsum(
+                    d.accepted_per_position[i] if i < len(d.accepted_per_position) else 0.0
+                    for d in usable
+                )
+                for i in range(k)
+            )
+        gen = min((d.generation for d in usable), key=lambda g: _GEN_ORDER[g])
+        for d in usable:
+            notes.extend(d.notes)
+        out.append(
+            CounterDelta(
+                labels=dict(acc.labels),
+                start=min(d.start for d in usable),
+                end=max(d.end for d in usable),
+                drafts=drafts,
+                draft_tokens=math.fsum(d.draft_tokens for d in usable),
+                accepted=math.fsum(d.accepted for d in usable),
+                accepted_per_position=per_pos,
+                k=k,
+                generation=gen,
+                restarts=sum(d.restarts for d in usable),
+                series=sum(d.series for d in usable),
+                generation_tokens=_sum_opt(d.generation_tokens for d in usable),
+                itl_seconds_sum=_sum_opt(d.itl_seconds_sum for d in usable),
+                itl_seconds_count=_sum_opt(d.itl_seconds_count for d in usable),
+                running_requests=_sum_opt(d.running_requests for d in usable),
+                partial=any(d.partial for d in usable),
+                notes=tuple(dict.fromkeys(notes)),
+            )
+        )
+    return out

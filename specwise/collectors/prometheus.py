@@ -1,0 +1,590 @@
+"""Read spec-decode counters through the Prometheus HTTP API (Prometheus, VictoriaMetrics,
+Thanos, Mimir/Cortex).
+
+``PrometheusClient`` is a small client on requests: form-encoded POSTs, the response envelope
+and errors mapped to ``QueryError`` (a ``SourceError`` with ``status_code``, ``url``,
+``error_type``), warnings/infos/``isPartial`` surfaced, bearer/basic auth, CA bundle and client
+certificate passed per request, ``X-Scope-OrgID``; range queries split under the 11,000
+points-per-series limit on step-aligned boundaries.
+
+``PrometheusSource`` asks the server to aggregate: one ``sum by (<class labels>)
+(increase(...[W]))`` per counter (per-position also ``by position``), matching both metric
+spellings, so the number of queries per tick does not depend on the number of engines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from specwise.collectors.classes import ClassConfig, Matcher
+from specwise.collectors.deltas import check_delta
+from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
+from specwise.errors import ParseError, SourceError
+
+__all__ = [
+    "COUNTER_METRICS",
+    "MAX_POINTS",
+    "PromSeries",
+    "PrometheusClient",
+    "PrometheusSource",
+    "QueryError",
+    "QueryResult",
+    "aligned_chunks",
+    "metric_selector",
+]
+
+#: Prometheus, Thanos and Mimir reject more than 11,000 steps per series.
+MAX_POINTS = 11_000
+
+#: CounterDelta field -> sample name (without the ``vllm:``/``vllm_`` prefix).
+COUNTER_METRICS: dict[str, str] = {
+    "drafts": "spec_decode_num_drafts_total",
+    "draft_tokens": "spec_decode_num_draft_tokens_total",
+    "accepted": "spec_decode_num_accepted_tokens_total",
+    "accepted_per_position": "spec_decode_num_accepted_tokens_per_pos_total",
+}
+_CONTEXT_COUNTERS: dict[str, str] = {
+    "generation_tokens": "generation_tokens_total",
+    "itl_seconds_sum": "inter_token_latency_seconds_sum",
+    "itl_seconds_count": "inter_token_latency_seconds_count",
+}
+#: V0 exports draft/accepted token counters too, but broken ones, and without ``engine``.
+_V1_ONLY = Matcher("engine", "!=", "")
+
+
+class QueryError(SourceError):
+    """A Prometheus-compatible server refused or failed a query."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        query: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, url=url, status_code=status_code, retryable=retryable)
+        self.error_type = error_type
+        self.query = query
+
+
+@dataclass(frozen=True)
+class PromSeries:
+    """One result series: its labels and (timestamp, value) points (one for a vector)."""
+
+    labels: Mapping[str, str]
+    points: tuple[tuple[float, float], ...]
+
+    @property
+    def value(self) -> float:
+        return self.points[-1][1] if self.points else math.nan
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A parsed ``data`` plus what the server said about it."""
+
+    result_type: str
+    series: tuple[PromSeries, ...]
+    warnings: tuple[str, ...] = ()
+    infos: tuple[str, ...] = ()
+    partial: bool = False
+    requests: int = 1
+
+
+def metric_selector(name: str, matchers: Sequence[Matcher] = ()) -> str:
+    """``{__name__=~"vllm[:_]<name>",...}``: both spellings of a vLLM sample name."""
+    parts = [f'__name__=~"vllm[:_]{name}"'] + [m.promql() for m in matchers]
+    return "{" + ",".join(parts) + "}"
+
+
+def aligned_chunks(
+    start: float, end: float, step: float, *, max_points: int = MAX_POINTS
+) -> list[tuple[float, float]]:
+    """Step-aligned [start, end] pieces of at most ``max_points`` points each, covering the
+    range with no point twice (start floored, end ceiled to multiples of ``step``)."""
+    if step <= 0:
+        raise ValueError(f"step {step} must be > 0")
+    first = math.floor(start / step + 1e-9)
+    last = math.ceil(end / step - 1e-9)
+    chunks = []
+    i = first
+    while i <= last:
+        j = min(i + max_points - 1, last)
+        chunks.append((i * step, j * step))
+        i = j + 1
+    return chunks
+
+
+def _fmt_time(t: float) -> str:
+    return f"{t:.3f}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+class PrometheusClient:
+    """Minimal Prometheus HTTP API client (``/api/v1/query`` and ``/api/v1/query_range``).
+
+    ``base_url`` is everything before ``/api/v1`` (``http://prom:9090``,
+    ``https://mimir/prometheus``). ``verify`` (True, False or a CA bundle path) and ``cert``
+    are passed on every request, so ``REQUESTS_CA_BUNDLE`` cannot override them.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: requests.Session,
+        timeout: float = 30.0,
+        bearer_token: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        tenant: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.timeout = timeout
+        self.basic_auth = basic_auth
+        self.verify = verify
+        self.cert = cert
+        self.extra_params = dict(extra_params or {})
+        self.headers: dict[str, str] = dict(headers or {})
+        if bearer_token:
+            self.headers["Authorization"] = f"Bearer {bearer_token}"
+        if tenant:
+            self.headers["X-Scope-OrgID"] = tenant
+        #: HTTP requests sent so far (one per query, one per range chunk).
+        self.requests_sent = 0
+
+    def _post(self, path: str, params: dict[str, str], query: str) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        self.requests_sent += 1
+        try:
+            resp = self.session.post(
+                url,
+                data={**self.extra_params, **params},
+                headers=self.headers,
+                auth=self.basic_auth,
+                timeout=self.timeout,
+                verify=self.verify,
+                cert=self.cert,
+            )
+        except requests.exceptions.Timeout as exc:
+            raise QueryError(
+                f"Prometheus at {self.base_url} did not answer within {self.timeout:g} s for "
+                f"query {query!r}; raise the timeout or query a shorter window.",
+                url=url,
+                query=query,
+                retryable=True,
+            ) from exc
+        except requests.exceptions.SSLError as exc:
+            raise QueryError(
+                f"TLS to Prometheus at {self.base_url} failed ({exc.__class__.__name__}); pass "
+                "the server's CA bundle and, if it requires one, a client certificate.",
+                url=url,
+                query=query,
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise QueryError(
+                f"Cannot reach Prometheus at {self.base_url} ({exc.__class__.__name__}); check "
+                "the URL and that the server is up.",
+                url=url,
+                query=query,
+                retryable=True,
+            ) from exc
+        body: object = None
+        if "json" in resp.headers.get("Content-Type", "") or resp.text.lstrip().startswith("{"):
+            try:
+                body = resp.json()
+            except (json.JSONDecodeError, ValueError):
+                body = None
+        if isinstance(body, dict) and body.get("status") == "error":
+            etype = str(body.get("errorType", ""))
+            fix = {
+                "bad_data": "check the query and the class label names in the config",
+                "timeout": "query a shorter window or a coarser step",
+                "execution": "check for duplicate series of one class (relabel conflicts)",
+                "422": "check the query and the class label names in the config",
+            }.get(etype, "check the server logs")
+            raise QueryError(
+                f"Prometheus at {self.base_url} answered {resp.status_code} for query "
+                f"{query!r}: {etype}: {body.get('error', '')}; {fix}.",
+                url=url,
+                status_code=resp.status_code,
+                error_type=etype,
+                query=query,
+                retryable=etype == "timeout" or resp.status_code in (429, 502, 504),
+            )
+        if resp.status_code != 200 or not isinstance(body, dict):
+            text = resp.text[:120].strip().replace("\n", " ")
+            if resp.status_code in (401, 403):
+                fix = "check the bearer token, basic-auth user/password or tenant"
+            elif resp.status_code == 404:
+                fix = "check the base URL (Mimir and VictoriaMetrics cluster need a path prefix)"
+            elif resp.status_code == 200:
+                fix = "check that the URL is a Prometheus-compatible API"
+            else:
+                fix = "retry later or check the server"
+            cls = ParseError if resp.status_code == 200 else QueryError
+            msg = (
+                f"Prometheus at {self.base_url} answered {resp.status_code} "
+                f"({text or 'empty body'!r}) for query {query!r}; {fix}."
+            )
+            if cls is ParseError:
+                raise ParseError(msg, url=url)
+            raise QueryError(
+                msg,
+                url=url,
+                status_code=resp.status_code,
+                query=query,
+                retryable=resp.status_code in (429, 502, 503, 504),
+            )
+        if body.get("status") != "success" or not isinstance(body.get("data"), dict):
+            raise ParseError(
+                f"Prometheus at {self.base_url} sent an envelope without status success and "
+                f"data for query {query!r}; check that the URL is a Prometheus-compatible API.",
+                url=url,
+            )
+        return body
+
+    def _parse(self, body: dict[str, Any], query: str) -> QueryResult:
+        data = body["data"]
+        rtype = str(data.get("resultType", ""))
+        raw = data.get("result")
+        series: list[PromSeries] = []
+        try:
+            if rtype == "vector":
+                for item in raw:
+                    ts, val = item["value"]
+                    series.append(PromSeries(dict(item["metric"]), ((float(ts), float(val)),)))
+            elif rtype == "matrix":
+                for item in raw:
+                    pts = tuple((float(t), float(v)) for t, v in item["values"])
+                    series.append(PromSeries(dict(item["metric"]), pts))
+            elif rtype == "scalar":
+                ts, val = raw
+                series.append(PromSeries({}, ((float(ts), float(val)),)))
+            else:
+                raise ValueError(f"resultType {rtype!r}")
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ParseError(
+                f"Prometheus at {self.base_url} sent an unreadable result for query {query!r} "
+                f"({exc}); check that the URL is a Prometheus-compatible API.",
+                url=self.base_url,
+            ) from exc
+        return QueryResult(
+            result_type=rtype,
+            series=tuple(series),
+            warnings=tuple(str(w) for w in body.get("warnings") or ()),
+            infos=tuple(str(i) for i in body.get("infos") or ()),
+            partial=bool(body.get("isPartial", False)),
+        )
+
+    def query(self, expr: str, *, time: float | None = None) -> QueryResult:
+        """Instant query at ``time`` (Unix seconds; server's now when None)."""
+        params = {"query": expr}
+        if time is not None:
+            params["time"] = _fmt_time(time)
+        return self._parse(self._post("/api/v1/query", params, expr), expr)
+
+    def query_range(
+        self,
+        expr: str,
+        *,
+        start: float,
+        end: float,
+        step: float,
+        max_points: int = MAX_POINTS,
+    ) -> QueryResult:
+        """Range query, split into step-aligned chunks under ``max_points`` points and merged."""
+        if end < start:
+            raise QueryError(f"Range end {end} is before start {start}; swap them.", query=expr)
+        merged: dict[tuple[tuple[str, str], ...], dict[float, float]] = defaultdict(dict)
+        labels: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+        warnings: list[str] = []
+        infos: list[str] = []
+        partial = False
+        chunks = aligned_chunks(start, end, step, max_points=max_points)
+        for c_start, c_end in chunks:
+            params = {
+                "query": expr,
+                "start": _fmt_time(c_start),
+                "end": _fmt_time(c_end),
+                "step": repr(float(step)),
+            }
+            part = self._parse(self._post("/api/v1/query_range", params, expr), expr)
+            warnings.extend(part.warnings)
+            infos.extend(part.infos)
+            partial = partial or part.partial
+            for s in part.series:
+                key = labels_key(s.labels)
+                labels[key] = s.labels
+                merged[key].update(s.points)
+        return QueryResult(
+            result_type="matrix",
+            series=tuple(
+                PromSeries(labels[k], tuple(sorted(merged[k].items()))) for k in sorted(merged)
+            ),
+            warnings=tuple(dict.fromkeys(warnings)),
+            infos=tuple(dict.fromkeys(infos)),
+            partial=partial,
+            requests=len(chunks),
+        )
+
+
+@dataclass
+class _ClassAcc:
+    labels: dict[str, str]
+    values: dict[str, float] = field(default_factory=dict)
+    per_pos: dict[int, float] = field(default_factory=dict)
+    rows: int = 0
+
+
+class PrometheusSource:
+    """Per-class spec-decode counters aggregated server-side; satisfies ``SnapshotSource``.
+
+    ``increase(now, window_s)`` gives per-class deltas over ``[now - window_s, now]``.
+    ``collect(now)`` accumulates successive increases into running cumulative totals per
+    class (seeded with ``initial_window_s`` on the first call; a call less than
+    ``min_window_s`` after the last one returns the previous totals unchanged, because
+    increase() needs two samples in its window). Totals inherit Prometheus' extrapolation,
+    so they are not integers. ``latest(now)`` reads the raw counters summed per class
+    (exact, but not restart-safe).
+    """
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        *,
+        classes: ClassConfig | None = None,
+        selector: Sequence[Matcher] = (),
+        context: bool = True,
+        initial_window_s: float = 300.0,
+        min_window_s: float = 60.0,
+    ) -> None:
+        self.client = client
+        self.classes = classes or ClassConfig()
+        self.selector = tuple(selector)
+        self.context = context
+        self.initial_window_s = initial_window_s
+        self.min_window_s = min_window_s
+        self.warnings: list[str] = []
+        self.partial = False
+        self._last: float | None = None
+        self._totals: list[Snapshot] = []
+
+    # -- query building ------------------------------------------------------------------
+    def _by(self, *extra: str) -> str:
+        return ", ".join([*self.classes.by_labels(), *extra])
+
+    def queries(self, window: str) -> dict[str, str]:
+        """Field -> PromQL for one tick (the same count for 1 or 10,000 engines)."""
+        out: dict[str, str] = {}
+        for fld, name in COUNTER_METRICS.items():
+            matchers = (*self.selector, _V1_ONLY)
+            by = self._by("position") if fld == "accepted_per_position" else self._by()
+            sel = metric_selector(name, matchers)
+            out[fld] = f"sum by ({by}) (increase({sel}[{window}]))"
+        if self.context:
+            for fld, name in _CONTEXT_COUNTERS.items():
+                sel = metric_selector(name, self.selector)
+                out[fld] = f"sum by ({self._by()}) (increase({sel}[{window}]))"
+            sel = metric_selector("num_requests_running", self.selector)
+            out["running_requests"] = f"sum by ({self._by()}) ({sel})"
+        return out
+
+    def latest_queries(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for fld, name in COUNTER_METRICS.items():
+            by = self._by("position") if fld == "accepted_per_position" else self._by()
+            sel = metric_selector(name, (*self.selector, _V1_ONLY))
+            out[fld] = f"sum by ({by}) ({sel})"
+        return out
+
+    # -- result folding ------------------------------------------------------------------
+    def _fold(
+        self, results: Mapping[str, QueryResult]
+    ) -> dict[tuple[tuple[str, str], ...], _ClassAcc]:
+        accs: dict[tuple[tuple[str, str], ...], _ClassAcc] = {}
+        for fld, res in results.items():
+            self.warnings.extend(res.warnings)
+            self.partial = self.partial or res.partial
+            for s in res.series:
+                cl = self.classes.classify(s.labels)
+                acc = accs.setdefault(labels_key(cl), _ClassAcc(cl))
+                v = s.value
+                if math.isnan(v):
+                    continue
+                if fld == "accepted_per_position":
+                    pos = s.labels.get("position", "")
+                    if not pos.isdigit():
+                        continue
+                    acc.per_pos[int(pos)] = acc.per_pos.get(int(pos), 0.0) + v
+                else:
+                    acc.values[fld] = acc.values.get(fld, 0.0) + v
+                    if fld == "draft_tokens":
+                        acc.rows += 1
+        return accs
+
+    def _run(self, queries: Mapping[str, str], now: float) -> dict[str, QueryResult]:
+        self.warnings = []
+        self.partial = False
+        return {f: self.client.query(q, time=now) for f, q in queries.items()}
+
+    def increase(self, now: float, window_s: float) -> list[CounterDelta]:
+        """Per-class deltas over ``[now - window_s, now]``, aggregated by the server."""
+        window = _duration(window_s)
+        accs = self._fold(self._run(self.queries(window), now))
+        out: list[CounterDelta] = []
+        notes = tuple(f"server warning: {w}" for w in dict.fromkeys(self.warnings))
+        if self.partial:
+            notes += ("partial response: some stores did not answer, counts may be low",)
+        for _, acc in sorted(accs.items()):
+            if "draft_tokens" not in acc.values:
+                continue
+            k = max(acc.per_pos) + 1 if acc.per_pos else None
+            per_pos = tuple(acc.per_pos.get(i, 0.0) for i in range(k)) if k else ()
+            drafts = acc.values.get("drafts")
+            gen: Generation = "v1" if drafts is not None else "v1-0.8.4"
+            delta = CounterDelta(
+                labels=acc.labels,
+                start=now - window_s,
+                end=now,
+                drafts=drafts,
+                draft_tokens=acc.values["draft_tokens"],
+                accepted=acc.values.get("accepted", 0.0),
+                accepted_per_position=per_pos,
+                k=k,
+                generation=gen,
+                series=acc.rows,
+                generation_tokens=acc.values.get("generation_tokens"),
+                itl_seconds_sum=acc.values.get("itl_seconds_sum"),
+                itl_seconds_count=acc.values.get("itl_seconds_count"),
+                running_requests=acc.values.get("running_requests"),
+                partial=self.partial,
+                notes=notes,
+            )
+            check_delta(delta, rel_tolerance=0.01)
+            out.append(delta)
+        return out
+
+    def latest(self, now: float) -> list[Snapshot]:
+        """Raw cumulative counters summed per class at ``now`` (exact; not restart-safe)."""
+        accs = self._fold(self._run(self.latest_queries(), now))
+        snaps = []
+        for _, acc in sorted(accs.items()):
+            if "draft_tokens" not in acc.values:
+                continue
+            k = max(acc.per_pos) + 1 if acc.per_pos else None
+            drafts = acc.values.get("drafts")
+            snaps.append(
+                Snapshot(
+                    labels=acc.labels,
+                    timestamp=now,
+                    drafts=drafts,
+                    draft_tokens=acc.values["draft_tokens"],
+                    accepted=acc.values.get("accepted", 0.0),
+                    accepted_per_position=(
+                        tuple(acc.per_pos.get(i, 0.0) for i in range(k)) if k else ()
+                    ),
+                    k=k,
+                    generation="v1" if drafts is not None else "v1-0.8.4",
+                    source=self.client.base_url,
+                )
+            )
+        return snaps
+
+    def collect(self, now: float) -> list[Snapshot]:
+        """Running per-class cumulative totals built from successive increases."""
+        if self._last is not None and now - self._last < self.min_window_s:
+            return list(self._totals)
+        window = self.initial_window_s if self._last is None else now - self._last
+        deltas = self.increase(now, window)
+        previous = {s.key: s for s in self._totals}
+        totals: list[Snapshot] = []
+        for d in deltas:
+            key = labels_key(d.labels)
+            p = previous.pop(key, None)
+            totals.append(_add(p, d, now, self.client.base_url))
+        totals.extend(Snapshot(**{**_fields(p), "timestamp": now}) for p in previous.values())
+        self._totals = sorted(totals, key=lambda s: s.key)
+        self._last = now
+        return list(self._totals)
+
+    def increase_range(
+        self, start: float, end: float, *, step: float, window_s: float
+    ) -> dict[str, QueryResult]:
+        """Range versions of the tick queries (chunked under the points limit): field ->
+        matrix of per-class-label rows over [start, end] every ``step`` seconds."""
+        return {
+            f: self.client.query_range(q, start=start, end=end, step=step)
+            for f, q in self.queries(_duration(window_s)).items()
+        }
+
+
+def _fields(s: Snapshot) -> dict[str, Any]:
+    return {f: getattr(s, f) for f in Snapshot.__dataclass_fields__}
+
+
+def _opt_add(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def _add(prev: Snapshot | None, d: CounterDelta, now: float, source: str) -> Snapshot:
+    if prev is None:
+        return Snapshot(
+            labels=dict(d.labels),
+            timestamp=now,
+            drafts=d.drafts,
+            draft_tokens=d.draft_tokens,
+            accepted=d.accepted,
+            accepted_per_position=d.accepted_per_position,
+            k=d.k,
+            generation=d.generation,
+            source=source,
+            running_requests=d.running_requests,
+            generation_tokens=d.generation_tokens,
+            itl_seconds_sum=d.itl_seconds_sum,
+            itl_seconds_count=d.itl_seconds_count,
+            notes=d.notes,
+        )
+    k = max(prev.k or 0, d.k or 0) or None
+    per_pos = tuple(
+        (prev.accepted_per_position[i] if i < len(prev.accepted_per_position) else 0.0)
+        + (d.accepted_per_position[i] if i < len(d.accepted_per_position) else 0.0)
+        for i in range(k or 0)
+    )
+    return Snapshot(
+        labels=dict(d.labels),
+        timestamp=now,
+        drafts=_opt_add(prev.drafts, d.drafts),
+        draft_tokens=prev.draft_tokens + d.draft_tokens,
+        accepted=prev.accepted + d.accepted,
+        accepted_per_position=per_pos,
+        k=k,
+        generation=d.generation,
+        source=source,
+        running_requests=d.running_requests,
+        generation_tokens=_opt_add(prev.generation_tokens, d.generation_tokens),
+        itl_seconds_sum=_opt_add(prev.itl_seconds_sum, d.itl_seconds_sum),
+        itl_seconds_count=_opt_add(prev.itl_seconds_count, d.itl_seconds_count),
+        notes=d.notes,
+    )
