@@ -1,0 +1,378 @@
+"""vLLM log lines -> a time series of Snapshots.
+
+Reads every ``SpecDecoding metrics:`` format from 0.8.4 to today and the V0
+``Speculative metrics:`` line (VLLM_METRICS.md section 9), anchored on the message, not the
+prefix (container tools prepend their own). V1 lines hold per-interval counts: Snapshots are
+cumulative sums of the intervals. V1 lines carry no drafts count: it is recovered as the
+integer D that reproduces the printed per-position rates (``%.3f``) and mean acceptance length
+(``%.2f``), starting from A / sum(rates). V0 lines are cumulative since the engine started and
+count per-token (not prefix) acceptance: each such Snapshot says so in ``notes``. Log
+timestamps have no year and no time zone: both are parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TextIO
+
+from specwise.collectors.snapshot import Generation, Snapshot
+from specwise.errors import ParseError, SourceError
+
+__all__ = [
+    "V0_LOG_NOTE",
+    "LogInterval",
+    "LogSource",
+    "log_snapshots",
+    "parse_log_lines",
+    "recover_drafts",
+]
+
+V0_LOG_NOTE = (
+    "vLLM V0 log values are cumulative since the engine started, and V0 'accepted' counts "
+    "every accepted position (per token, not the accepted prefix): not comparable with V1."
+)
+_ESTIMATED_NOTE = "drafts estimated as ceil(draft_tokens / k): the interval accepted nothing"
+
+_TS = re.compile(
+    r"\b(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+(\d{2})-(\d{2})\s+(\d{2}):(\d{2}):(\d{2})\b"
+)
+_ENGINE = re.compile(r"\bEngine (\d+): ")
+_V1 = re.compile(r"SpecDecoding metrics: (.*)")
+_V0 = re.compile(
+    r"Speculative metrics: Draft acceptance rate: ([\d.]+), (?:System efficiency: ([\d.]+), "
+    r"Number of speculative tokens: (\d+), )?Number of accepted tokens: (\d+), "
+    r"Number of draft tokens(?: tokens)?: (\d+)(?:, Number of emitted tokens(?: tokens)?: (\d+))?"
+)
+_MAL = re.compile(r"Mean acceptance length: ([\d.]+)")
+_ACC = re.compile(r"Accepted: (\d+) tokens")
+_DRAFTED = re.compile(r"Drafted: (\d+) tokens")
+_PER_POS = re.compile(r"Per-position acceptance rate: (\d+(?:\.\d+)?(?:, \d+(?:\.\d+)?)*)")
+_CONFIG_MODEL = re.compile(r"served_model_name=([^,\s]+)")
+_CONFIG_K = re.compile(r"num_spec_tokens=(\d+)")
+
+
+@dataclass(frozen=True)
+class LogInterval:
+    """One parsed log line: per-interval counts (V1) or since-start counts (V0)."""
+
+    line_no: int
+    timestamp: float
+    engine: str
+    generation: Generation
+    cumulative: bool
+    draft_tokens: int
+    accepted: int
+    drafts: int | None = None
+    accepted_per_position: tuple[int, ...] = ()
+    k: int | None = None
+    mean_acceptance_length: float | None = None
+    v0_acceptance_rate: float | None = None
+    v0_efficiency: float | None = None
+    v0_emitted: int | None = None
+    model_name: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def _split_counts(rates: list[float], d: int, accepted: int) -> list[int] | None:
+    """Integers P_i with round(P_i/d, 3) == rate_i, non-increasing, summing to ``accepted``."""
+    lo = [max(0, math.ceil((r - 0.0005) * d - 1e-9)) for r in rates]
+    hi = [math.floor((r + 0.0005) * d + 1e-9) for r in rates]
+    if any(a > b for a, b in zip(lo, hi, strict=True)):
+        return None
+    if not sum(lo) <= accepted <= sum(hi):
+        return None
+    counts = [min(max(round(r * d), a), b) for r, a, b in zip(rates, lo, hi, strict=True)]
+    diff = accepted - sum(counts)
+    order = sorted(range(len(rates)), key=lambda i: rates[i] * d - counts[i], reverse=diff > 0)
+    for i in order * (abs(diff) + 1):
+        if diff == 0:
+            break
+        if diff > 0 and counts[i] < hi[i]:
+            counts[i] += 1
+            diff -= 1
+        elif diff < 0 and counts[i] > lo[i]:
+            counts[i] -= 1
+            diff += 1
+    return counts if diff == 0 else None
+
+
+def recover_drafts(
+    accepted: int, mean_acceptance_length: float | None, rates: list[float]
+) -> tuple[int, list[int]] | None:
+    """(D, per-position counts) from a V1 line's A, MAL and per-position rates, or None.
+
+    D must reproduce the printed MAL (``%.2f``) and every rate (``%.3f``) with integer
+    per-position counts that sum to A; the candidate closest to A / sum(rates) wins.
+    """
+    if accepted <= 0:
+        return None
+    total_rate = sum(rates)
+    if total_rate > 0:
+        est = accepted / total_rate
+    elif mean_acceptance_length is not None and mean_acceptance_length > 1.0:
+        est = accepted / (mean_acceptance_length - 1.0)
+    else:
+        return None
+    span = max(3, int(est * 0.01) + 2)
+    candidates = sorted(
+        range(max(1, int(est) - span), int(est) + span + 2), key=lambda c: abs(c - est)
+    )
+    for d in candidates:
+        if (
+            mean_acceptance_length is not None
+            and abs(1.0 + accepted / d - mean_acceptance_length) > 0.005 + 1e-9
+        ):
+            continue
+        if not rates:
+            return d, []
+        counts = _split_counts(rates, d, accepted)
+        if counts is not None:
+            return d, counts
+    return None
+
+
+def _timestamp(
+    line: str, year: int, tz: tzinfo, last: tuple[int, int] | None
+) -> tuple[float | None, int]:
+    m = _TS.search(line)
+    if m is None:
+        return None, year
+    month, day, hh, mm, ss = (int(g) for g in m.groups())
+    if last is not None and month < last[0]:
+        year += 1  # the log crossed New Year
+    try:
+        dt = datetime(year, month, day, hh, mm, ss, tzinfo=tz)
+    except ValueError:
+        return None, year
+    return dt.timestamp(), year
+
+
+def parse_log_lines(
+    lines: Iterable[str], *, year: int, tz: tzinfo = UTC, source: str = ""
+) -> list[LogInterval]:
+    """Every spec-decode metrics line, in order; the engine index comes from the preceding
+    ``Engine NNN:`` line (``"0"`` when none was seen)."""
+    out: list[LogInterval] = []
+    engine = "0"
+    model: str | None = None
+    config_k: int | None = None
+    last_ts: float | None = None
+    last_md: tuple[int, int] | None = None
+    for no, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\n")
+        if "Initializing a V1 LLM engine" in line or "Initializing an LLM engine" in line:
+            mm = _CONFIG_MODEL.search(line)
+            model = mm.group(1) if mm else model
+            mk = _CONFIG_K.search(line)
+            config_k = int(mk.group(1)) if mk else config_k
+        if "Engine " in line:
+            me = _ENGINE.search(line)
+            if me:
+                engine = str(int(me.group(1)))
+        if "SpecDecoding metrics:" not in line and "Speculative metrics:" not in line:
+            continue
+        ts, year = _timestamp(line, year, tz, last_md)
+        tsm = _TS.search(line)
+        if tsm:
+            last_md = (int(tsm.group(1)), int(tsm.group(2)))
+        notes: list[str] = []
+        if ts is None:
+            if last_ts is None:
+                ts = float(no)
+                notes.append("no timestamp in the log line: timestamp is the line number")
+            else:
+                ts = last_ts
+        last_ts = ts
+        try:
+            item = _parse_line(line, no, ts, engine, model, config_k, notes)
+        except (ValueError, IndexError) as exc:
+            raise ParseError(
+                f"Line {no} of {source or 'the log'} looks like a vLLM spec-decode metrics "
+                f"line but cannot be read ({exc}); report the vLLM version with the line.",
+                line=line[:300],
+            ) from exc
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def _parse_line(
+    line: str,
+    no: int,
+    ts: float,
+    engine: str,
+    model: str | None,
+    config_k: int | None,
+    notes: list[str],
+) -> LogInterval | None:
+    v1 = _V1.search(line)
+    if v1 is not None:
+        body = v1.group(1)
+        ma, md = _ACC.search(body), _DRAFTED.search(body)
+        if ma is None or md is None:
+            raise ValueError("no 'Accepted: N tokens, Drafted: N tokens'")
+        accepted, drafted = int(ma.group(1)), int(md.group(1))
+        mal_m = _MAL.search(body)
+        mal = float(mal_m.group(1)) if mal_m else None
+        pp = _PER_POS.search(body)
+        rates = [float(x) for x in pp.group(1).split(", ")] if pp else []
+        if mal is None and not rates:  # 0.8.4: no drafts, no positions
+            return LogInterval(
+                no,
+                ts,
+                engine,
+                "v1-0.8.4",
+                False,
+                drafted,
+                accepted,
+                model_name=model,
+                notes=tuple(notes),
+            )
+        k = len(rates) if rates else config_k
+        rec = recover_drafts(accepted, mal, rates)
+        if rec is not None:
+            drafts, counts = rec
+        elif accepted == 0:
+            drafts = math.ceil(drafted / k) if k else 0
+            counts = [0] * len(rates)
+            notes.append(_ESTIMATED_NOTE)
+        else:
+            raise ValueError(
+                f"no integer drafts count reproduces accepted {accepted}, mean acceptance "
+                f"length {mal} and per-position rates {rates}"
+            )
+        return LogInterval(
+            no,
+            ts,
+            engine,
+            "v1",
+            False,
+            drafted,
+            accepted,
+            drafts=drafts,
+            accepted_per_position=tuple(counts),
+            k=k,
+            mean_acceptance_length=mal,
+            model_name=model,
+            notes=tuple(notes),
+        )
+    v0 = _V0.search(line)
+    if v0 is None:
+        raise ValueError("unknown 'Speculative metrics' format")
+    rate, eff, k0, acc, draft, emitted = v0.groups()
+    if eff is None:  # the Mar-2025 V1 dev build: per-interval tokens only
+        return LogInterval(
+            no,
+            ts,
+            engine,
+            "v1-0.8.4",
+            False,
+            int(draft),
+            int(acc),
+            model_name=model,
+            notes=tuple(notes),
+        )
+    return LogInterval(
+        no, ts, engine, "v0", True, int(draft), int(acc),
+        k=int(k0) if k0 else None, v0_acceptance_rate=float(rate), v0_efficiency=float(eff),
+        v0_emitted=int(emitted) if emitted else None, model_name=model,
+        notes=(*notes, V0_LOG_NOTE),
+    )  # fmt: skip
+
+
+def log_snapshots(
+    lines: Iterable[str],
+    *,
+    year: int,
+    tz: tzinfo = UTC,
+    labels: Mapping[str, str] | None = None,
+    source: str = "",
+) -> list[Snapshot]:
+    """A cumulative Snapshot per spec-decode line, per engine, in time order.
+
+    Labels: ``engine``, ``model_name`` (from the engine start line, else ``labels``) and
+    ``labels``. V1 intervals are summed; V0 values are already since start.
+    """
+    extra = dict(labels or {})
+    totals: dict[tuple[str, str], list[float]] = {}
+    per_pos: dict[tuple[str, str], list[float]] = {}
+    out: list[Snapshot] = []
+    for it in parse_log_lines(lines, year=year, tz=tz, source=source):
+        model = it.model_name or extra.get("model_name", "")
+        snap_labels = {**extra, "engine": it.engine, "model_name": model}
+        key = (it.engine, model)
+        if it.cumulative:
+            out.append(
+                Snapshot(
+                    labels=snap_labels,
+                    timestamp=it.timestamp,
+                    drafts=None,
+                    draft_tokens=float(it.draft_tokens),
+                    accepted=float(it.accepted),
+                    k=it.k,
+                    generation=it.generation,
+                    source=source,
+                    v0_acceptance_rate=it.v0_acceptance_rate,
+                    v0_efficiency=it.v0_efficiency,
+                    notes=it.notes,
+                )
+            )
+            continue
+        t = totals.setdefault(key, [0.0, 0.0, 0.0])
+        t[0] += it.drafts or 0
+        t[1] += it.draft_tokens
+        t[2] += it.accepted
+        pp = per_pos.setdefault(key, [])
+        if len(pp) < len(it.accepted_per_position):
+            pp.extend([0.0] * (len(it.accepted_per_position) - len(pp)))
+        for i, c in enumerate(it.accepted_per_position):
+            pp[i] += c
+        out.append(
+            Snapshot(
+                labels=snap_labels,
+                timestamp=it.timestamp,
+                drafts=t[0] if it.generation == "v1" else None,
+                draft_tokens=t[1],
+                accepted=t[2],
+                accepted_per_position=tuple(pp),
+                k=it.k,
+                generation=it.generation,
+                source=source,
+                notes=it.notes,
+            )
+        )
+    return out
+
+
+@dataclass
+class LogSource:
+    """A vLLM log file (or ``-`` for stdin); ``collect`` returns the whole time series."""
+
+    path: str
+    year: int
+    tz: tzinfo = UTC
+    labels: Mapping[str, str] = field(default_factory=dict)
+    stdin: TextIO | None = None
+
+    def collect(self, now: float) -> list[Snapshot]:
+        if self.path == "-":
+            stream = self.stdin or sys.stdin
+            return log_snapshots(
+                stream, year=self.year, tz=self.tz, labels=self.labels, source="<stdin>"
+            )
+        try:
+            with Path(self.path).open(encoding="utf-8", errors="replace") as fh:
+                return log_snapshots(
+                    fh, year=self.year, tz=self.tz, labels=self.labels, source=self.path
+                )
+        except OSError as exc:
+            raise SourceError(
+                f"Cannot read log file {self.path} ({exc.strerror or exc}); check the path.",
+                url=self.path,
+            ) from exc
