@@ -381,6 +381,13 @@ def estimate_counts(
     evidence = d if d is not None else (t / k_eff if k_eff else 0.0)
     if counts.generation == "v0":
         return _estimate_v0(class_name, counts, now=now, config=config)
+    if k_eff is None or k_eff < 1:
+        return _insufficient(
+            class_name,
+            counts,
+            now,
+            "the deployed k is unknown (no per-position counters); pass it (k / --k)",
+        )
     if evidence < config.min_drafts or evidence <= 0:
         return _insufficient(
             class_name,
@@ -388,13 +395,6 @@ def estimate_counts(
             now,
             f"not enough data: {evidence:.0f} drafts in the window, fewer than the "
             f"{config.min_drafts:g} required (min_drafts)",
-        )
-    if k_eff is None or k_eff < 1:
-        return _insufficient(
-            class_name,
-            counts,
-            now,
-            "the deployed k is unknown (no per-position counters); pass it (k / --k)",
         )
     notes: list[str] = list(counts.notes)
     mal = 1.0 + a / d if d else None
