@@ -96,7 +96,7 @@ def test_alarm_rebaselines_and_reports_the_move() -> None:
     first = alarms[0]
     assert first.shift is not None
     assert first.shift < -0.03  # flagged while the recent window is still partly old
-    assert "moved from 0.8" in first.reason
+    assert "alpha moved from 0.79" in first.reason
     assert first.drifting
     assert not statuses[-1].drifting
 
