@@ -1,0 +1,473 @@
+"""The controller's TOML configuration, validated at start.
+
+Every bad value raises a ``ConfigError`` whose message names the field (``[policy]
+min_gain``), the value and the fix. ``config/specwise.example.toml`` is the annotated example.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from specwise.errors import ConfigError
+
+__all__ = [
+    "DRAFTER_COSTS",
+    "ActuatorSettings",
+    "AlertSettings",
+    "ClassSettings",
+    "ControllerSettings",
+    "EstimatorSettings",
+    "PolicySettings",
+    "SourceSettings",
+    "SpecwiseConfig",
+    "format_duration",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+#: Drafter cost presets (drafter step time / target step time), from the seed's notes.
+DRAFTER_COSTS: dict[str, float] = {
+    "ngram": 0.0,
+    "suffix": 0.0,
+    "eagle": 0.05,
+    "eagle3": 0.05,
+    "mtp": 0.05,
+    "medusa": 0.05,
+    "draft-model": 0.3,
+}
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: object, *, field: str) -> float:
+    """'30s', '5m', '1h30m', '2d' or a number of seconds -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ConfigError(
+            f"{field} = {value!r} is not a duration; write e.g. '30s' or '5m'", field=field
+        )
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        pos, seconds = 0, 0.0
+        while pos < len(text):
+            m = _DURATION.match(text, pos)
+            if m is None:
+                raise ConfigError(
+                    f"{field} = {value!r} is not a duration; write e.g. '30s', '5m', '1h30m'",
+                    field=field,
+                )
+            seconds += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if not text:
+            raise ConfigError(f"{field} is empty; write a duration such as '5m'", field=field)
+    else:
+        raise ConfigError(f"{field} = {value!r} is not a duration; write e.g. '5m'", field=field)
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"{field} = {value!r} must be a positive duration", field=field)
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest exact Prometheus duration ('90s' -> '90s', 3600 -> '1h')."""
+    whole = round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= size and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where counters come from: direct scrape of vLLM /metrics URLs, or a Prometheus API."""
+
+    kind: Literal["scrape", "prometheus"] = "scrape"
+    urls: tuple[str, ...] = ()
+    url: str = ""
+    timeout: float = 5.0
+    window: float = 600.0
+    group_by: tuple[str, ...] = ("model_name",)
+    bearer_token_file: str = ""
+    basic_auth_user: str = ""
+    basic_auth_password_file: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tenant: str = ""
+    tls_verify: bool = True
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    window: float = 600.0
+    mode: Literal["sliding", "ewma"] = "sliding"
+    half_life: float = 300.0
+    min_drafts: float = 200.0
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    k_max: int = 8
+    min_gain: float = 0.05
+    min_dwell: float = 1800.0
+    max_changes_per_hour: int = 2
+    tolerance: float = 0.01
+    off_mode: Literal["restart", "schedule"] = "restart"
+    verify_slope: float = 0.0
+
+
+@dataclass(frozen=True)
+class ActuatorSettings:
+    kind: Literal["dry-run", "file", "command"] = "dry-run"
+    dir: str = ""
+    argv: tuple[str, ...] = ()
+    min_interval: float = 600.0
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    alertmanager_url: str = ""
+    generator_url: str = ""
+    not_paying_for: float = 900.0
+
+
+@dataclass(frozen=True)
+class ClassSettings:
+    """One workload class: how to recognise its series, its drafter cost, its deployed k."""
+
+    name: str
+    match: str = ""
+    cost: float = 0.05
+    k: int | None = None
+    speculative_config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    interval: float = 30.0
+    listen: str = "127.0.0.1:9464"
+    stale_after: float = 300.0
+    state_file: str = ""
+
+
+@dataclass(frozen=True)
+class SpecwiseConfig:
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
+    source: SourceSettings = field(default_factory=SourceSettings)
+    estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    actuator: ActuatorSettings = field(default_factory=ActuatorSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    classes: tuple[ClassSettings, ...] = ()
+
+    def class_settings(self, name: str) -> ClassSettings | None:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        return None
+
+
+class _Section:
+    """Reads one TOML table, naming ``[section] key`` in every error, and rejects unknown keys."""
+
+    def __init__(self, name: str, data: object, allowed: set[str]) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"[{name}] must be a table of settings, not {data!r}", field=name)
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"[{name}] has unknown setting(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(allowed))}",
+                field=f"{name}.{unknown[0]}",
+            )
+        self.name = name
+        self.data: dict[str, Any] = data
+
+    def where(self, key: str) -> str:
+        return f"[{self.name}] {key}"
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def duration(self, key: str, default: float) -> float:
+        return (
+            parse_duration(self.data[key], field=self.where(key)) if key in self.data else default
+        )
+
+    def number(self, key: str, default: float, *, low: float, high: float = math.inf) -> float:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(
+                f"{self.where(key)} = {value!r} must be a number", field=self.where(key)
+            )
+        if not (low <= float(value) <= high):
+            bound = f"between {low:g} and {high:g}" if high < math.inf else f">= {low:g}"
+            raise ConfigError(
+                f"{self.where(key)} = {value!r} is out of range; it must be {bound}",
+                field=self.where(key),
+            )
+        return float(value)
+
+    def integer(self, key: str, default: int, *, low: int, high: int = 10**9) -> int:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(
+                f"{self.where(key)} = {value!r} must be a whole number between {low} and {high}",
+                field=self.where(key),
+            )
+        return value
+
+    def string(self, key: str, default: str = "", *, choices: tuple[str, ...] = ()) -> str:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"{self.where(key)} = {value!r} must be a string", field=self.where(key)
+            )
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{self.where(key)} = {value!r} is unknown; use one of {', '.join(choices)}",
+                field=self.where(key),
+            )
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(
+                f"{self.where(key)} = {value!r} must be a list of strings", field=self.where(key)
+            )
+        return tuple(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"{self.where(key)} = {value!r} must be true or false", field=self.where(key)
+            )
+        return value
+
+
+def _classes(raw: object) -> tuple[ClassSettings, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(
+            "classes must be an array of tables: write [[classes]] blocks", field="classes"
+        )
+    out: list[ClassSettings] = []
+    allowed = {"name", "match", "cost", "drafter", "k", "speculative_config"}
+    for i, item in enumerate(raw):
+        s = _Section(f"classes.{i}", item, allowed)
+        name = s.string("name")
+        if not name:
+            raise ConfigError(
+                f'[[classes]] entry {i + 1} has no name; add name = "code"', field=s.where("name")
+            )
+        if s.has("cost") and s.has("drafter"):
+            raise ConfigError(
+                f"class {name!r} sets both cost and drafter; keep one (drafter picks a "
+                "preset cost)",
+                field=s.where("cost"),
+            )
+        drafter = s.string("drafter", choices=tuple(DRAFTER_COSTS)) if s.has("drafter") else ""
+        cost = DRAFTER_COSTS[drafter] if drafter else s.number("cost", 0.05, low=0.0, high=10.0)
+        k = s.integer("k", 0, low=0, high=64) if s.has("k") else None
+        spec = s.data.get("speculative_config", {})
+        if not isinstance(spec, dict):
+            raise ConfigError(
+                f"class {name!r}: speculative_config must be a table such as "
+                '{ method = "eagle", model = "..." }',
+                field=s.where("speculative_config"),
+            )
+        out.append(ClassSettings(name, s.string("match"), cost, k, dict(spec)))
+    names = [c.name for c in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"class {dupes[0]!r} is defined twice; give each class one [[classes]] entry",
+            field="classes",
+        )
+    return tuple(out)
+
+
+def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
+    """Validate a parsed TOML document into a SpecwiseConfig."""
+    top = _Section(
+        "top level",
+        dict(data),
+        {"controller", "source", "estimator", "policy", "actuator", "alerts", "classes"},
+    )
+    c = _Section(
+        "controller",
+        top.data.get("controller"),
+        {"interval", "listen", "stale_after", "state_file"},
+    )
+    listen = c.string("listen", "127.0.0.1:9464")
+    if not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
+        raise ConfigError(
+            f"[controller] listen = {listen!r} must be host:port, e.g. 127.0.0.1:9464",
+            field="[controller] listen",
+        )
+    controller = ControllerSettings(
+        interval=c.duration("interval", 30.0),
+        listen=listen,
+        stale_after=c.duration("stale_after", 300.0),
+        state_file=c.string("state_file"),
+    )
+    s = _Section(
+        "source",
+        top.data.get("source"),
+        {
+            "kind",
+            "urls",
+            "url",
+            "timeout",
+            "window",
+            "group_by",
+            "bearer_token_file",
+            "basic_auth_user",
+            "basic_auth_password_file",
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "tenant",
+            "tls_verify",
+        },
+    )
+    kind = s.string("kind", "scrape", choices=("scrape", "prometheus"))
+    source = SourceSettings(
+        kind=kind,  # type: ignore[arg-type]
+        urls=s.strings("urls"),
+        url=s.string("url"),
+        timeout=s.duration("timeout", 5.0),
+        window=s.duration("window", 600.0),
+        group_by=s.strings("group_by", ("model_name",)),
+        bearer_token_file=s.string("bearer_token_file"),
+        basic_auth_user=s.string("basic_auth_user"),
+        basic_auth_password_file=s.string("basic_auth_password_file"),
+        ca_file=s.string("ca_file"),
+        cert_file=s.string("cert_file"),
+        key_file=s.string("key_file"),
+        tenant=s.string("tenant"),
+        tls_verify=s.boolean("tls_verify", True),
+    )
+    if kind == "scrape" and not source.urls:
+        raise ConfigError(
+            '[source] urls is empty; list the vLLM /metrics URLs, e.g. urls = ["http://127.0.0.1:8000/metrics"]',
+            field="[source] urls",
+        )
+    if kind == "prometheus" and not source.url:
+        raise ConfigError(
+            '[source] url is empty; set the Prometheus base URL, e.g. url = "http://127.0.0.1:9090"',
+            field="[source] url",
+        )
+    for u in (*source.urls, source.url):
+        if u and not re.match(r"https?://", u):
+            raise ConfigError(
+                f"[source] URL {u!r} must start with http:// or https://", field="[source] urls"
+            )
+    e = _Section(
+        "estimator", top.data.get("estimator"), {"window", "mode", "half_life", "min_drafts"}
+    )
+    estimator = EstimatorSettings(
+        window=e.duration("window", 600.0),
+        mode=e.string("mode", "sliding", choices=("sliding", "ewma")),  # type: ignore[arg-type]
+        half_life=e.duration("half_life", 300.0),
+        min_drafts=e.number("min_drafts", 200.0, low=0.0),
+    )
+    p = _Section(
+        "policy",
+        top.data.get("policy"),
+        {
+            "k_max",
+            "min_gain",
+            "min_dwell",
+            "max_changes_per_hour",
+            "tolerance",
+            "off_mode",
+            "verify_slope",
+        },
+    )
+    policy = PolicySettings(
+        k_max=p.integer("k_max", 8, low=1, high=64),
+        min_gain=p.number("min_gain", 0.05, low=0.0, high=10.0),
+        min_dwell=p.duration("min_dwell", 1800.0),
+        max_changes_per_hour=p.integer("max_changes_per_hour", 2, low=0, high=3600),
+        tolerance=p.number("tolerance", 0.01, low=0.0, high=1.0),
+        off_mode=p.string("off_mode", "restart", choices=("restart", "schedule")),  # type: ignore[arg-type]
+        verify_slope=p.number("verify_slope", 0.0, low=0.0, high=10.0),
+    )
+    a = _Section(
+        "actuator", top.data.get("actuator"), {"kind", "dir", "argv", "min_interval", "timeout"}
+    )
+    actuator = ActuatorSettings(
+        kind=a.string("kind", "dry-run", choices=("dry-run", "file", "command")),  # type: ignore[arg-type]
+        dir=a.string("dir"),
+        argv=a.strings("argv"),
+        min_interval=a.duration("min_interval", 600.0),
+        timeout=a.duration("timeout", 300.0),
+    )
+    if actuator.kind == "file" and not actuator.dir:
+        raise ConfigError(
+            '[actuator] dir is empty; with kind = "file" set dir = "/path/to/output"',
+            field="[actuator] dir",
+        )
+    if actuator.kind == "command" and not actuator.argv:
+        raise ConfigError(
+            '[actuator] argv is empty; with kind = "command" set argv = '
+            '["./apply-k.sh", "{class}", "{k}"]',
+            field="[actuator] argv",
+        )
+    al = _Section(
+        "alerts", top.data.get("alerts"), {"alertmanager_url", "generator_url", "not_paying_for"}
+    )
+    alerts = AlertSettings(
+        alertmanager_url=al.string("alertmanager_url"),
+        generator_url=al.string("generator_url"),
+        not_paying_for=al.duration("not_paying_for", 900.0),
+    )
+    return SpecwiseConfig(
+        controller, source, estimator, policy, actuator, alerts, _classes(top.data.get("classes"))
+    )
+
+
+def load_config(path: Path) -> SpecwiseConfig:
+    """Read and validate a TOML file; errors name the file and the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {str(path)!r} ({exc.strerror}); check the path", field="path"
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid TOML ({exc}); fix the syntax there",
+            field="path",
+        ) from exc
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}", field=exc.field) from exc

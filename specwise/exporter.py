@@ -1,0 +1,222 @@
+"""The controller's own Prometheus metrics, `/healthz` and `/recommendations`.
+
+A custom collector reads the controller's current state at scrape time (no stale gauges to
+forget); it is registered on a registry passed in, never the global one. The HTTP server
+binds 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+from specwise.state import ControllerState
+
+__all__ = ["METRIC_NAMES", "ControllerCollector", "ExporterServer", "make_app"]
+
+StateFn = Callable[[], ControllerState]
+Metric = GaugeMetricFamily | CounterMetricFamily
+
+#: Every metric family the controller exports (rules and dashboards refer only to these).
+METRIC_NAMES = (
+    "specwise_alpha_ratio",
+    "specwise_alpha_lower_ratio",
+    "specwise_alpha_upper_ratio",
+    "specwise_mean_acceptance_length_tokens",
+    "specwise_survival_ratio",
+    "specwise_window_drafts",
+    "specwise_deployed_k",
+    "specwise_recommended_k",
+    "specwise_predicted_speedup_ratio",
+    "specwise_paying_off",
+    "specwise_fit_ok",
+    "specwise_drift_detected",
+    "specwise_stale",
+    "specwise_data_age_seconds",
+    "specwise_class_last_data_timestamp_seconds",
+    "specwise_changes_total",
+    "specwise_source_up",
+    "specwise_source_last_success_timestamp_seconds",
+    "specwise_source_errors_total",
+    "specwise_ticks_total",
+    "specwise_last_tick_timestamp_seconds",
+)
+
+
+class ControllerCollector(Collector):
+    """Yields the state as gauge/counter families on every scrape."""
+
+    def __init__(self, state: StateFn) -> None:
+        self.state = state
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.state()
+        cls = ["class"]
+
+        def gauge(name: str, doc: str, labels: list[str] = cls) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=labels)
+
+        alpha = gauge("specwise_alpha_ratio", "Estimated per-token acceptance rate alpha.")
+        low = gauge("specwise_alpha_lower_ratio", "Lower end of alpha's 95% credible interval.")
+        high = gauge("specwise_alpha_upper_ratio", "Upper end of alpha's 95% credible interval.")
+        mal = gauge(
+            "specwise_mean_acceptance_length_tokens",
+            "Mean acceptance length over the window (vLLM's 1 + accepted/drafts).",
+        )
+        surv = gauge(
+            "specwise_survival_ratio",
+            "Measured survival: share of drafts whose first `position` tokens were accepted.",
+            [*cls, "position"],
+        )
+        drafts = gauge("specwise_window_drafts", "Drafts in the estimation window (evidence).")
+        deployed = gauge("specwise_deployed_k", "num_speculative_tokens deployed now (0 = off).")
+        recommended = gauge("specwise_recommended_k", "num_speculative_tokens recommended.")
+        speed = gauge(
+            "specwise_predicted_speedup_ratio",
+            "Predicted speedup over plain decoding, at the deployed or the recommended k.",
+            [*cls, "k_kind"],
+        )
+        paying = gauge(
+            "specwise_paying_off",
+            "1 when spec decode at the deployed k is predicted faster than plain decoding.",
+        )
+        fit = gauge("specwise_fit_ok", "1 when one i.i.d. alpha fits the survival curve.")
+        drift = gauge("specwise_drift_detected", "1 when a sustained change of alpha is flagged.")
+        stale = gauge("specwise_stale", "1 when the class has no fresh data (no actuation).")
+        age = gauge("specwise_data_age_seconds", "Seconds since the class last got new counters.")
+        last = gauge(
+            "specwise_class_last_data_timestamp_seconds",
+            "Unix time of the class's last new counters.",
+        )
+        changes = CounterMetricFamily(
+            "specwise_changes", "k changes applied (or proposed, in dry-run).", labels=cls
+        )
+        for c in st.classes:
+            v = [c.name]
+            if c.alpha is not None:
+                alpha.add_metric(v, c.alpha)
+            if c.alpha_low is not None:
+                low.add_metric(v, c.alpha_low)
+            if c.alpha_high is not None:
+                high.add_metric(v, c.alpha_high)
+            if c.mean_acceptance_length is not None:
+                mal.add_metric(v, c.mean_acceptance_length)
+            for i, s in enumerate(c.survival, start=1):
+                surv.add_metric([c.name, str(i)], s)
+            drafts.add_metric(v, c.drafts)
+            if c.deployed_k is not None:
+                deployed.add_metric(v, c.deployed_k)
+            if c.recommended_k is not None:
+                recommended.add_metric(v, c.recommended_k)
+            if c.predicted_speedup_deployed is not None:
+                speed.add_metric([c.name, "deployed"], c.predicted_speedup_deployed)
+            if c.predicted_speedup_recommended is not None:
+                speed.add_metric([c.name, "recommended"], c.predicted_speedup_recommended)
+            if c.paying_off is not None:
+                paying.add_metric(v, 1.0 if c.paying_off else 0.0)
+            if c.fit_ok is not None:
+                fit.add_metric(v, 1.0 if c.fit_ok else 0.0)
+            drift.add_metric(v, 1.0 if c.drift else 0.0)
+            stale.add_metric(v, 1.0 if c.stale else 0.0)
+            if c.data_age is not None:
+                age.add_metric(v, c.data_age)
+            if c.last_data_at is not None:
+                last.add_metric(v, c.last_data_at)
+            changes.add_metric(v, c.changes)
+        yield from (alpha, low, high, mal, surv, drafts, deployed, recommended, speed)
+        yield from (paying, fit, drift, stale, age, last, changes)
+
+        up = gauge("specwise_source_up", "1 when the source answered on the last tick.", ["source"])
+        ok_at = gauge(
+            "specwise_source_last_success_timestamp_seconds",
+            "Unix time of the source's last successful collection.",
+            ["source"],
+        )
+        errors = CounterMetricFamily(
+            "specwise_source_errors",
+            "Collection errors by source and kind.",
+            labels=["source", "kind"],
+        )
+        for src in st.sources:
+            up.add_metric([src.name], 1.0 if src.up else 0.0)
+            if src.last_success is not None:
+                ok_at.add_metric([src.name], src.last_success)
+            for kind, n in sorted(src.errors.items()):
+                errors.add_metric([src.name, kind], n)
+        yield from (up, ok_at, errors)
+        ticks = CounterMetricFamily("specwise_ticks", "Controller ticks run.")
+        ticks.add_metric([], st.ticks)
+        yield ticks
+        if st.updated_at is not None:
+            tick_at = GaugeMetricFamily(
+                "specwise_last_tick_timestamp_seconds", "Unix time of the last controller tick."
+            )
+            tick_at.add_metric([], st.updated_at)
+            yield tick_at
+
+
+def make_app(
+    registry: CollectorRegistry, state: StateFn, healthy: Callable[[], tuple[bool, str]]
+) -> Callable[..., Iterable[bytes]]:
+    """WSGI app: ``/metrics`` (prometheus_client), ``/healthz``, ``/recommendations`` (JSON)."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            ok, detail = healthy()
+            body = (detail + "\n").encode()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+            )
+            return [body]
+        if path == "/recommendations":
+            body = json.dumps(state().to_json(), indent=2, allow_nan=False).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"Not Found: try /metrics, /healthz or /recommendations\n"]
+
+    return app
+
+
+class _SilentHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class ExporterServer:
+    """Serves the app on host:port (port 0 picks a free one) in a daemon thread."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1", port: int = 0):
+        self.httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> ExporterServer:
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
