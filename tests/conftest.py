@@ -1,0 +1,90 @@
+"""Shared pytest fixtures that start real servers on 127.0.0.1 (see tests/servers.py).
+
+- ``vllm_exporter``: a prometheus_client server in a thread serving vLLM-format metrics;
+  ``.url`` is its /metrics, ``.collector.add(labels, drafts=..., ...)`` moves counters.
+- ``start_prometheus``: call ``start_prometheus(config=..., blocks=...)`` -> ManagedProcess
+  (``.base_url``); each call gets a fresh data dir; all are stopped at teardown.
+- ``start_victoria_metrics``: call it -> ManagedProcess; import with ``servers.vm_import``.
+- ``backfill``: ``backfill(openmetrics_text, name)`` -> blocks dir for ``start_prometheus``.
+- ``fault_server``: a FaultServer; set ``fault_server.routes["/metrics"] = FaultResponse(...)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    from tests import servers
+except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
+    import servers  # type: ignore[no-redef]
+
+
+@pytest.fixture
+def vllm_exporter() -> Iterator[servers.Exporter]:
+    exporter = servers.start_exporter()
+    try:
+        yield exporter
+    finally:
+        exporter.stop()
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., servers.ManagedProcess]]:
+    started: list[servers.ManagedProcess] = []
+    counter = itertools.count()
+
+    def start(**kwargs: Any) -> servers.ManagedProcess:
+        proc = servers.start_prometheus(tmp_path / f"prometheus-{next(counter)}", **kwargs)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture
+def start_victoria_metrics(tmp_path: Path) -> Iterator[Callable[..., servers.ManagedProcess]]:
+    started: list[servers.ManagedProcess] = []
+    counter = itertools.count()
+
+    def start(**kwargs: Any) -> servers.ManagedProcess:
+        proc = servers.start_victoria_metrics(tmp_path / f"vm-{next(counter)}", **kwargs)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def backfill(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """``backfill(text, name)``: promtool blocks from OpenMetrics text, built once per name."""
+    built: dict[str, Path] = {}
+
+    def make(text: str, name: str) -> Path:
+        if name not in built:
+            work = tmp_path_factory.mktemp(f"backfill-{name}")
+            built[name] = servers.backfill_openmetrics(text, work / "blocks", workdir=work)
+        return built[name]
+
+    return make
+
+
+@pytest.fixture
+def fault_server() -> Iterator[servers.FaultServer]:
+    server = servers.start_fault_server()
+    try:
+        yield server
+    finally:
+        server.stop()
