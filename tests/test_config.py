@@ -1,0 +1,107 @@
+"""Controller config: defaults, presets, and errors that name the field and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from specwise.config import (
+    DRAFTER_COSTS,
+    format_duration,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+from specwise.errors import ConfigError
+
+MINIMAL = {"source": {"urls": ["http://127.0.0.1:8000/metrics"]}}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("2d", 172800), ("250ms", 0.25), (45, 45)],
+)
+def test_parse_duration(text: object, seconds: float) -> None:
+    assert parse_duration(text, field="x") == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "5 minutes", "-5m", "0s", True, [1]])
+def test_bad_duration_names_field(bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"\[policy\] min_dwell"):
+        parse_duration(bad, field="[policy] min_dwell")
+
+
+def test_format_duration_round_trips() -> None:
+    for s in (15, 90, 300, 3600, 5400, 86400):
+        assert parse_duration(format_duration(s), field="x") == s
+    assert format_duration(3600) == "1h"
+    assert format_duration(90) == "90s"
+
+
+def test_defaults_are_safe() -> None:
+    cfg = parse_config(MINIMAL)
+    assert cfg.actuator.kind == "dry-run"
+    assert cfg.controller.listen.startswith("127.0.0.1:")
+    assert cfg.source.tls_verify is True
+    assert cfg.policy.max_changes_per_hour >= 1
+    assert cfg.policy.min_gain > 0
+
+
+def test_class_presets_and_example_file() -> None:
+    cfg = load_config(Path(__file__).parents[1] / "config" / "specwise.example.toml")
+    assert cfg.classes, "the example config declares classes"
+    for c in cfg.classes:
+        assert c.cost >= 0
+    data = {**MINIMAL, "classes": [{"name": "code", "drafter": "eagle", "k": 4}]}
+    assert parse_config(data).classes[0].cost == DRAFTER_COSTS["eagle"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"source": {"urls": []}}, r"\[source\] urls is empty"),
+        ({"source": {"kind": "prometheus"}}, r"\[source\] url is empty"),
+        (
+            {"source": {"kind": "graphite", "urls": ["http://x"]}},
+            r"\[source\] kind = 'graphite' is unknown",
+        ),
+        ({**MINIMAL, "policy": {"min_gain": -1}}, r"\[policy\] min_gain = -1 is out of range"),
+        ({**MINIMAL, "policy": {"k_max": 0}}, r"\[policy\] k_max = 0 must be a whole number"),
+        ({**MINIMAL, "policy": {"min_gian": 0.1}}, r"\[policy\] has unknown setting\(s\) min_gian"),
+        ({**MINIMAL, "actuator": {"kind": "file"}}, r"\[actuator\] dir is empty"),
+        ({**MINIMAL, "actuator": {"kind": "command"}}, r"\[actuator\] argv is empty"),
+        ({**MINIMAL, "controller": {"listen": "9464"}}, r"listen = '9464' must be host:port"),
+        ({**MINIMAL, "classes": [{"cost": 0.1}]}, r"entry 1 has no name"),
+        (
+            {**MINIMAL, "classes": [{"name": "a", "cost": 0.1, "drafter": "eagle"}]},
+            r"both cost and drafter",
+        ),
+        ({**MINIMAL, "classes": [{"name": "a"}, {"name": "a"}]}, r"'a' is defined twice"),
+        (
+            {**MINIMAL, "classes": [{"name": "a", "drafter": "magic"}]},
+            r"drafter = 'magic' is unknown",
+        ),
+        ({"source": {"urls": ["ftp://x"]}}, r"must start with http:// or https://"),
+    ],
+)
+def test_bad_values_name_field_and_fix(data: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_config(data)
+
+
+def test_load_config_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[policy\nmin_gain = 1\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.toml")
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(
+        '[source]\nurls = ["http://127.0.0.1:1/metrics"]\n[policy]\nmin_gain = "high"\n'
+    )
+    with pytest.raises(
+        ConfigError, match=r"wrong.toml: \[policy\] min_gain = 'high' must be a number"
+    ):
+        load_config(wrong)
