@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def test_forced_reset_from_process_start() -> None:
            "accepted_per_position": (9.0, 7.0, 5.0, 3.0)}
     )  # fmt: skip
     [d] = series_deltas([a2, c])
-    assert d.drafts == 12 and d.draft_tokens == 48 and d.restarts == 1
+    assert d.drafts == 12
+    assert d.draft_tokens == 48
+    assert d.restarts == 1
     assert d.accepted_per_position == (9, 7, 5, 3)
 
 
@@ -77,7 +80,8 @@ def test_real_captures_delta() -> None:
     [d] = series_deltas(snaps)
     assert (d.drafts, d.draft_tokens, d.accepted) == (2946, 11252, 8255)
     assert d.accepted_per_position == (2491, 2147, 1919, 1698)
-    assert d.generation_tokens is not None and d.restarts == 0
+    assert d.generation_tokens is not None
+    assert d.restarts == 0
     assert (d.start, d.end) == (0.0, 1.0)
 
 
@@ -96,7 +100,9 @@ def test_rising_positions_is_a_data_error() -> None:
 def test_negative_delta_is_a_restart_not_counted_twice() -> None:
     s = [snap(0, 100, 400, 200, (80, 60, 40, 20)), snap(1, 10, 40, 20, (8, 6, 4, 2))]
     [d] = series_deltas(s)
-    assert d.drafts == 10 and d.draft_tokens == 40 and d.restarts == 1
+    assert d.drafts == 10
+    assert d.draft_tokens == 40
+    assert d.restarts == 1
     assert d.accepted_per_position == (8, 6, 4, 2)
 
 
@@ -107,7 +113,8 @@ def test_window_deltas_skip_new_series() -> None:
         snap(1, 9, 9, 9, (9,), engine="1", model_name="m"),
     ]
     [d] = window_deltas(prev, cur)
-    assert d.labels["engine"] == "0" and d.accepted == 3
+    assert d.labels["engine"] == "0"
+    assert d.accepted == 3
 
 
 def delta(
@@ -115,7 +122,8 @@ def delta(
 ) -> CounterDelta:
     return CounterDelta(
         labels=labels, start=0, end=1, drafts=d, draft_tokens=t, accepted=a,
-        accepted_per_position=pp, k=len(pp) or None, generation="v1" if d is not None else "v1-0.8.4",
+        accepted_per_position=pp, k=len(pp) or None,
+        generation="v1" if d is not None else "v1-0.8.4",
     )  # fmt: skip
 
 
@@ -133,7 +141,8 @@ def test_sum_by_class_sums_numerators_and_denominators() -> None:
     assert a.labels == {"class": "a", "model_name": "a"}
     cfg = ClassConfig.from_mapping({"chatty": '{job="chat"}'})
     classes = {d.labels["class"]: d for d in sum_by_class(deltas, cfg)}
-    assert classes["chatty"].series == 2 and classes["b"].series == 1
+    assert classes["chatty"].series == 2
+    assert classes["b"].series == 1
 
 
 def test_sum_by_class_mixed_generations_loses_drafts_and_says_so() -> None:
@@ -142,7 +151,8 @@ def test_sum_by_class_mixed_generations_loses_drafts_and_says_so() -> None:
         delta({"model_name": "a", "engine": "1"}, None, 40, 20, ()),
     ]
     [d] = sum_by_class(deltas, ClassConfig())
-    assert d.drafts is None and d.generation == "v1-0.8.4"
+    assert d.drafts is None
+    assert d.generation == "v1-0.8.4"
     assert d.accepted_per_position == ()
     assert any("0.8.4" in n for n in d.notes)
 
@@ -155,7 +165,7 @@ def test_increase_properties(values: list[float]) -> None:
     total, resets = counter_increase(values)
     clean = [v for v in values if not math.isnan(v)]
     assert total >= 0
-    assert resets == sum(1 for a, b in zip(clean, clean[1:], strict=False) if b < a)
+    assert resets == sum(1 for a, b in itertools.pairwise(clean) if b < a)
     # without resets the increase telescopes to last - first
     if resets == 0 and clean:
         assert total == pytest.approx(clean[-1] - clean[0], rel=1e-9, abs=1e-6)

@@ -52,7 +52,8 @@ def test_every_format(
         tokens,
         accepted,
     )
-    assert it.accepted_per_position == per_pos and it.k == k
+    assert it.accepted_per_position == per_pos
+    assert it.k == k
     assert it.cumulative == (gen == "v0")
     if gen == "v0":
         assert any("since the engine started" in n for n in it.notes)
@@ -81,7 +82,8 @@ def test_recover_drafts_checks_rates() -> None:
 def test_zero_accepted_interval_estimates_drafts_and_says_so() -> None:
     line = "SpecDecoding metrics: Mean acceptance length: 1.00, Accepted throughput: 0.00 tokens/s, Drafted throughput: 1.00 tokens/s, Accepted: 0 tokens, Drafted: 30 tokens, Per-position acceptance rate: 0.000, 0.000, 0.000, Avg Draft acceptance rate: 0.0%"  # noqa: E501
     [it] = parse_log_lines([line], year=2025)
-    assert it.drafts == 10 and it.accepted_per_position == (0, 0, 0)
+    assert it.drafts == 10
+    assert it.accepted_per_position == (0, 0, 0)
     assert any("estimated" in n for n in it.notes)
 
 
