@@ -1,0 +1,120 @@
+"""Hysteresis: act on a recommendation only when it is worth a restart.
+
+vLLM cannot change k at runtime, so every change costs a restart. A recommendation passes
+the gate only when the predicted gain over the current k exceeds ``min_gain``, the policy
+is confident enough, no drift is settling, at least ``min_dwell_seconds`` passed since the
+last change, and fewer than ``max_changes_per_hour`` changes happened in the last hour.
+Pure: the state is a frozen value passed in and returned; ``now`` comes from the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from specwise.errors import ConfigError
+from specwise.policies.speedup_policy import Recommendation, with_change_allowed
+
+__all__ = ["HysteresisConfig", "HysteresisGate", "HysteresisState", "gate"]
+
+
+@dataclass(frozen=True)
+class HysteresisConfig:
+    """When a change of k is worth making (see the module docstring)."""
+
+    min_gain: float = 0.05
+    min_dwell_seconds: float = 1800.0
+    max_changes_per_hour: int = 2
+    min_confidence: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not (self.min_gain >= 0 and math.isfinite(self.min_gain)):
+            raise ConfigError(
+                f"hysteresis min_gain = {self.min_gain!r} must be >= 0, e.g. 0.05 (5%)",
+                field="min_gain",
+            )
+        if not (self.min_dwell_seconds >= 0 and math.isfinite(self.min_dwell_seconds)):
+            raise ConfigError(
+                f"hysteresis min_dwell_seconds = {self.min_dwell_seconds!r} must be >= 0, "
+                "e.g. 1800",
+                field="min_dwell_seconds",
+            )
+        if self.max_changes_per_hour < 1:
+            raise ConfigError(
+                f"hysteresis max_changes_per_hour = {self.max_changes_per_hour!r} must be >= 1",
+                field="max_changes_per_hour",
+            )
+        if not (0 <= self.min_confidence <= 1):
+            raise ConfigError(
+                f"hysteresis min_confidence = {self.min_confidence!r} must lie in [0, 1], e.g. 0.8",
+                field="min_confidence",
+            )
+
+
+@dataclass(frozen=True)
+class HysteresisState:
+    """Per class: the k in force and when it last changed (times of the last hour's changes)."""
+
+    current_k: int | None = None
+    last_change: float | None = None
+    changes: tuple[float, ...] = ()
+
+
+def gate(
+    rec: Recommendation,
+    state: HysteresisState,
+    *,
+    now: float,
+    config: HysteresisConfig | None = None,
+    drifting: bool = False,
+) -> tuple[Recommendation, HysteresisState]:
+    """Decide whether ``rec`` may be acted on; return it with the verdict and the new state.
+
+    The new state assumes an allowed change is applied; ``state.current_k`` (when set)
+    overrides the recommendation's current k.
+    """
+    cfg = config or HysteresisConfig()
+    current = state.current_k if state.current_k is not None else rec.current_k
+    recent = tuple(t for t in state.changes if now - t < 3600.0)
+    state = replace(state, current_k=current, changes=recent)
+    target = rec.recommended_k
+    if current is not None and target == current:
+        return with_change_allowed(rec, False, rec.reason), state
+    blocked = ""
+    gain = rec.gain
+    if rec.predicted_speedup_recommended is None:
+        blocked = "no estimate"
+    elif gain is not None and gain < cfg.min_gain:
+        blocked = f"predicted gain {gain:+.1%} is below the {cfg.min_gain:.0%} threshold"
+    elif rec.confidence < cfg.min_confidence:
+        blocked = f"confidence {rec.confidence:.2f} is below {cfg.min_confidence:.2f}"
+    elif drifting:
+        blocked = "alpha is drifting; the window still mixes the old and new regimes"
+    elif state.last_change is not None and now - state.last_change < cfg.min_dwell_seconds:
+        wait = cfg.min_dwell_seconds - (now - state.last_change)
+        blocked = f"last change {now - state.last_change:.0f} s ago; dwell {wait:.0f} s more"
+    elif len(recent) >= cfg.max_changes_per_hour:
+        blocked = f"{len(recent)} changes in the last hour (cap {cfg.max_changes_per_hour})"
+    if blocked:
+        return with_change_allowed(
+            rec, False, f"{rec.reason}; hold k = {current}: {blocked}"
+        ), state
+    new_state = HysteresisState(current_k=target, last_change=now, changes=(*recent, now))
+    return with_change_allowed(rec, True, rec.reason), new_state
+
+
+class HysteresisGate:
+    """The per-class states of :func:`gate`, for a controller that keeps them in memory."""
+
+    def __init__(self, config: HysteresisConfig | None = None) -> None:
+        self.config = config or HysteresisConfig()
+        self.states: dict[str, HysteresisState] = {}
+
+    def __call__(
+        self, rec: Recommendation, *, now: float, drifting: bool = False
+    ) -> Recommendation:
+        state = self.states.get(rec.class_name, HysteresisState())
+        out, self.states[rec.class_name] = gate(
+            rec, state, now=now, config=self.config, drifting=drifting
+        )
+        return out

@@ -1,0 +1,383 @@
+"""Choose k (0 included) from an estimate: the expected speedup under the posterior.
+
+Every candidate k is priced on a survival curve: the i.i.d. curve alpha^i of each posterior
+sample of alpha when one alpha fits, or the measured curve (posterior samples of it) up to
+the deployed k when it does not. Since the cost of a cycle (k*c + v(k)) does not depend on
+alpha, the posterior mean speedup is the speedup of the posterior mean curve, priced with
+:func:`specwise.model.speedup_from_survival`. The best k is the smallest within
+``plateau`` of the highest expected speedup; k = 0 wins when no k >= 1 is expected to beat
+plain decoding, so a recommended k never has a predicted speedup below 1.
+
+"Off" has two forms with different costs (DESIGN.md): a ``num_speculative_tokens_per_batch_size``
+entry with k = 0 keeps the speculative config in place (no restart, but measured 6-22%
+slower than an engine started without it, vLLM #49548), or a restart without
+``--speculative-config`` (minutes of lost capacity, and no more acceptance data to
+re-check against).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from specwise.errors import ConfigError
+from specwise.estimator import Estimate
+from specwise.model import (
+    VerifyCost,
+    expected_tokens_from_survival,
+    speedup_from_survival,
+    survival_curve,
+    verify_cost_at,
+)
+from specwise.policies.schedule import ScheduleEntry, compress_schedule
+
+__all__ = [
+    "BatchVerifyCost",
+    "OffMode",
+    "PolicyConfig",
+    "Recommendation",
+    "recommend",
+    "with_change_allowed",
+]
+
+OffMode = Literal["schedule", "restart"]
+PricedFrom = Literal["alpha", "survival", "none"]
+
+#: v(k, batch_size) in target decode steps, e.g.
+#: ``lambda k, b: saturating_verify_cost(k, b, knee_tokens=256)``.
+BatchVerifyCost = Callable[[int, int], float]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What the policy needs besides the estimate.
+
+    ``cost`` is the drafter cost c (see :mod:`specwise.policies.presets`); ``verify_cost``
+    the model's v(k) (None: 1, light load); ``plateau`` the relative tolerance within which
+    the smallest k wins; ``off`` which "k = 0" to recommend ("auto": the schedule entry when
+    a batch-size schedule still drafts somewhere, else a restart);
+    ``schedule_off_overhead`` the slowdown of an engine that keeps the speculative config
+    but drafts nothing (vLLM #49548 measured 6-22%). With ``batch_verify_cost`` a
+    ``num_speculative_tokens_per_batch_size`` schedule over 1..``max_batch_size`` is emitted.
+    """
+
+    cost: float = 0.05
+    k_max: int = 8
+    verify_cost: VerifyCost = None
+    plateau: float = 0.01
+    off: Literal["auto", "schedule", "restart"] = "auto"
+    schedule_off_overhead: float = 0.14
+    batch_verify_cost: BatchVerifyCost | None = None
+    max_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not (self.cost >= 0 and math.isfinite(self.cost)):
+            raise ConfigError(
+                f"draft cost = {self.cost!r} must be a finite number >= 0, e.g. 0.05",
+                field="cost",
+            )
+        if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or self.k_max < 1:
+            raise ConfigError(
+                f"k_max = {self.k_max!r} must be a whole number >= 1, e.g. 8", field="k_max"
+            )
+        if not (0 <= self.plateau < 1):
+            raise ConfigError(
+                f"plateau = {self.plateau!r} must lie in [0, 1), e.g. 0.01 (1%)", field="plateau"
+            )
+        if not (0 <= self.schedule_off_overhead < 1):
+            raise ConfigError(
+                f"schedule_off_overhead = {self.schedule_off_overhead!r} must lie in [0, 1), "
+                "e.g. 0.14",
+                field="schedule_off_overhead",
+            )
+        if self.off not in ("auto", "schedule", "restart"):
+            raise ConfigError(
+                f"off = {self.off!r} is unknown; use 'auto', 'schedule' or 'restart'", field="off"
+            )
+        if self.max_batch_size < 1:
+            raise ConfigError(
+                f"max_batch_size = {self.max_batch_size!r} must be >= 1, e.g. 256",
+                field="max_batch_size",
+            )
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The policy's answer for one class; ``reason`` is one line a human can check.
+
+    ``speedups[k]`` is the expected speedup of each priced k (index = k, 0 = 1.0);
+    ``recommended_low/high`` bracket the recommended k's speedup at the interval ends of
+    the estimate. ``confidence`` is the posterior probability that the recommended k is
+    within ``plateau`` of the best. ``change_allowed`` is the hysteresis verdict
+    (:mod:`specwise.policies.hysteresis`); before gating it says whether k would change.
+    """
+
+    class_name: str
+    current_k: int | None
+    recommended_k: int
+    predicted_speedup_current: float | None
+    predicted_speedup_recommended: float | None
+    recommended_low: float | None = None
+    recommended_high: float | None = None
+    confidence: float = 0.0
+    priced_from: PricedFrom = "none"
+    extrapolated: bool = False
+    off_mode: OffMode | None = None
+    off_cost: str = ""
+    schedule: tuple[ScheduleEntry, ...] | None = None
+    speedups: tuple[float, ...] = ()
+    cost: float = 0.0
+    change_allowed: bool = False
+    reason: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def gain(self) -> float | None:
+        """Predicted relative gain of the recommended k over the current one."""
+        cur, rec = self.predicted_speedup_current, self.predicted_speedup_recommended
+        if cur is None or rec is None or cur <= 0:
+            return None
+        return rec / cur - 1.0
+
+
+_SCHEDULE_OFF = (
+    "a batch-size schedule entry with k = 0 keeps the speculative config: no restart, but "
+    "such an engine ran 6-22% slower than one started without it (vLLM #49548)"
+)
+_RESTART_OFF = (
+    "restart without --speculative-config: minutes of lost capacity, and no acceptance "
+    "counters afterwards (re-check alpha on a canary)"
+)
+
+
+def _choose(speedups: Sequence[float], plateau: float) -> int:
+    """Smallest k >= 1 within ``plateau`` of the best expected speedup; 0 if none beats 1."""
+    if len(speedups) < 2:
+        return 0
+    best = max(speedups[1:])
+    if not (best > 1.0):
+        return 0
+    for k in range(1, len(speedups)):
+        if speedups[k] >= best * (1.0 - plateau) and speedups[k] > 1.0:
+            return k
+    return 0  # pragma: no cover - the best itself qualifies
+
+
+def _price(curve: Sequence[float], top: int, cost: float, vc: VerifyCost) -> list[float]:
+    return [1.0] + [
+        speedup_from_survival(curve, k, cost, verify_cost=vc) for k in range(1, top + 1)
+    ]
+
+
+def _curves(estimate: Estimate, config: PolicyConfig) -> tuple[PricedFrom, np.ndarray, int, str]:
+    """Posterior sample curves (rows), the largest priced k and a note."""
+    deployed = estimate.k or 0
+    if not estimate.fit.ok and estimate.survival_samples:
+        top = min(config.k_max, len(estimate.survival_samples[0]))
+        samples = np.asarray(estimate.survival_samples, dtype=float)[:, :top]
+        note = (
+            f"priced from the measured survival curve (one alpha does not fit it); k > {deployed}"
+            " is an uncertain extrapolation"
+        )
+        return "survival", samples, top, note
+    alphas = estimate.alpha_samples or ((estimate.alpha or 0.0),)
+    top = config.k_max
+    samples = np.asarray([survival_curve(a, top) for a in alphas], dtype=float)
+    note = ""
+    if deployed and top > deployed:
+        note = f"k > {deployed} (the deployed k) priced by extrapolating the fitted alpha"
+    return "alpha", samples, top, note
+
+
+def _cycle_costs(top: int, cost: float, vc: VerifyCost) -> np.ndarray:
+    return np.asarray([k * cost + verify_cost_at(k, vc) for k in range(1, top + 1)])
+
+
+def _confidence(
+    samples: np.ndarray, chosen: int, cost: float, vc: VerifyCost, plateau: float
+) -> float:
+    """Share of posterior samples in which ``chosen`` is within the plateau of their best."""
+    top = samples.shape[1]
+    tokens = 1.0 + np.cumsum(samples, axis=1)
+    s = np.concatenate([np.ones((len(samples), 1)), tokens / _cycle_costs(top, cost, vc)], axis=1)
+    best = s.max(axis=1)
+    return float(np.mean(s[:, chosen] >= best * (1.0 - plateau) - 1e-12))
+
+
+def _at_batch(bvc: BatchVerifyCost, batch_size: int) -> Callable[[int], float]:
+    return lambda k: bvc(k, batch_size)
+
+
+def _schedule(
+    mean_curve: Sequence[float], top: int, config: PolicyConfig
+) -> tuple[ScheduleEntry, ...]:
+    bvc = config.batch_verify_cost
+    if bvc is None:  # pragma: no cover - the caller checks
+        raise ConfigError(
+            "a batch-size schedule needs batch_verify_cost", field="batch_verify_cost"
+        )
+    best_k = [
+        _choose(_price(mean_curve, top, config.cost, _at_batch(bvc, bs)), config.plateau)
+        for bs in range(1, config.max_batch_size + 1)
+    ]
+    return compress_schedule(best_k)
+
+
+def _fmt_alpha(e: Estimate) -> str:
+    if e.alpha is None:
+        return "alpha unknown"
+    if e.alpha_low is None or e.alpha_high is None:
+        return f"alpha {e.alpha:.3f}"
+    return f"alpha {e.alpha:.3f} [{e.alpha_low:.3f}, {e.alpha_high:.3f}]"
+
+
+def recommend(
+    estimate: Estimate,
+    *,
+    config: PolicyConfig | None = None,
+    current_k: int | None = None,
+) -> Recommendation:
+    """The k to run for ``estimate``'s class, priced under its uncertainty, with a reason.
+
+    ``current_k`` defaults to the estimate's k (the deployed k the counters show).
+    """
+    cfg = config or PolicyConfig()
+    cur = estimate.k if current_k is None else current_k
+    if not estimate.ok:
+        keep = cur if cur is not None else 0
+        return Recommendation(
+            class_name=estimate.class_name,
+            current_k=cur,
+            recommended_k=keep,
+            predicted_speedup_current=None,
+            predicted_speedup_recommended=None,
+            cost=cfg.cost,
+            reason=f"{estimate.reason}; keep k = {keep} until there is evidence",
+            notes=estimate.notes,
+        )
+    priced_from, samples, top, note = _curves(estimate, cfg)
+    mean_curve = [float(x) for x in samples.mean(axis=0)]
+    speedups = _price(mean_curve, top, cfg.cost, cfg.verify_cost)
+    chosen = _choose(speedups, cfg.plateau)
+    notes = list(estimate.notes)
+    if note:
+        notes.append(note)
+
+    # The current k: priced like the others when in range, else from the point alpha.
+    s_cur: float | None = None
+    if cur is not None:
+        if cur <= top:
+            s_cur = speedups[cur]
+        elif estimate.alpha is not None:
+            s_cur = speedup_from_survival(
+                survival_curve(estimate.alpha, cur), cur, cfg.cost, verify_cost=cfg.verify_cost
+            )
+            notes.append(f"current k = {cur} priced from the point alpha (beyond the priced range)")
+
+    # The interval of the chosen k's speedup at the estimate's interval ends.
+    lo_hi: list[float | None] = [None, None]
+    if chosen >= 1:
+        if priced_from == "survival":
+            ends = [[p.low for p in estimate.survival], [p.high for p in estimate.survival]]
+        else:
+            ends = [
+                survival_curve(estimate.alpha_low or 0.0, chosen),
+                survival_curve(estimate.alpha_high or 0.0, chosen),
+            ]
+        for i, curve in enumerate(ends):
+            lo_hi[i] = speedup_from_survival(
+                curve[:chosen], chosen, cfg.cost, verify_cost=cfg.verify_cost
+            )
+    else:
+        lo_hi = [1.0, 1.0]
+
+    schedule = None
+    if cfg.batch_verify_cost is not None:
+        schedule = _schedule(mean_curve, top, cfg)
+
+    off_mode: OffMode | None = None
+    off_cost = ""
+    s_rec = speedups[chosen]
+    if chosen == 0:
+        drafts_somewhere = schedule is not None and any(e[2] > 0 for e in schedule)
+        if cfg.off == "schedule" or (cfg.off == "auto" and drafts_somewhere):
+            off_mode, off_cost = "schedule", _SCHEDULE_OFF
+            if not drafts_somewhere:
+                s_rec = 1.0 - cfg.schedule_off_overhead
+        else:
+            off_mode, off_cost = "restart", _RESTART_OFF
+
+    confidence = _confidence(samples, chosen, cfg.cost, cfg.verify_cost, cfg.plateau)
+    reason = _reason(estimate, cfg, priced_from, speedups, chosen, cur, s_cur, off_mode)
+    if schedule is not None and len(schedule) > 1:
+        reason += "; by batch size: " + ", ".join(f"{a}-{b}: k={k}" for a, b, k in schedule)
+    e_tokens = expected_tokens_from_survival(mean_curve, chosen) if chosen else 1.0
+    if cfg.verify_cost is None and cfg.batch_verify_cost is None:
+        notes.append("verify cost taken as 1 target step: the answer holds for light load")
+    notes.append(f"k = {chosen}: {e_tokens:.2f} expected tokens per verify")
+    return Recommendation(
+        class_name=estimate.class_name,
+        current_k=cur,
+        recommended_k=chosen,
+        predicted_speedup_current=s_cur,
+        predicted_speedup_recommended=s_rec,
+        recommended_low=lo_hi[0],
+        recommended_high=lo_hi[1],
+        confidence=confidence,
+        priced_from=priced_from,
+        extrapolated=estimate.k is not None and chosen > estimate.k,
+        off_mode=off_mode,
+        off_cost=off_cost,
+        schedule=schedule,
+        speedups=tuple(speedups),
+        cost=cfg.cost,
+        change_allowed=cur is not None and chosen != cur,
+        reason=reason,
+        notes=tuple(notes),
+    )
+
+
+def _reason(
+    e: Estimate,
+    cfg: PolicyConfig,
+    priced_from: PricedFrom,
+    speedups: Sequence[float],
+    chosen: int,
+    cur: int | None,
+    s_cur: float | None,
+    off_mode: OffMode | None,
+) -> str:
+    basis = _fmt_alpha(e)
+    if priced_from == "survival":
+        basis += f", measured survival (one alpha does not fit, p = {e.fit.p_value:.2g})"
+    head = f"{basis}, draft cost {cfg.cost:g}"
+    current = ""
+    if cur is not None and s_cur is not None and cur != chosen:
+        current = f"; current k = {cur} gives {s_cur:.2f}x"
+    if chosen == 0:
+        best_k = max(range(1, len(speedups)), key=lambda k: speedups[k]) if len(speedups) > 1 else 0
+        how = "restart without speculation" if off_mode == "restart" else "k = 0 schedule entry"
+        return (
+            f"{head}: every k >= 1 loses (best, k = {best_k}, reaches {speedups[best_k]:.2f}x); "
+            f"recommend 0 ({how}){current}"
+        )
+    best_k = max(range(1, len(speedups)), key=lambda k: speedups[k])
+    plateau = ""
+    if best_k != chosen:
+        plateau = (
+            f" (k = {best_k} reaches {speedups[best_k]:.2f}x, within {cfg.plateau:.0%}; "
+            "the smaller k wins)"
+        )
+    edge = ""
+    if priced_from == "survival" and chosen == len(speedups) - 1:
+        edge = f"; longer drafts than k = {chosen} are an uncertain extrapolation"
+    return f"{head}: k = {chosen} gives {speedups[chosen]:.2f}x{plateau}{current}{edge}"
+
+
+def with_change_allowed(rec: Recommendation, allowed: bool, reason: str) -> Recommendation:
+    """A copy with the hysteresis verdict (used by :mod:`specwise.policies.hysteresis`)."""
+    return replace(rec, change_allowed=allowed, reason=reason)
