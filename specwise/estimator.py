@@ -211,7 +211,8 @@ class Estimate:
     then says why. ``survival`` holds s_i = P_{i-1}/D with intervals, ``conditional`` the
     acceptance at position i given position i-1 was reached (P_{i-1}/P_{i-2}).
     ``alpha_samples`` is a quantile grid of the posterior of alpha and ``survival_samples``
-    the matching grid of measured survival curves: the policy prices k over them.
+    (filled only when the i.i.d. fit fails) the matching grid of measured survival curves:
+    the policy prices k over one or the other.
     ``shortfall`` is T/(k*D) (1 = every draft had k tokens).
     """
 
@@ -260,8 +261,11 @@ def _beta_interval(a: float, b: float, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+_GRID_Q = (np.arange(_GRID) + 0.5) / _GRID
+
+
 def _grid() -> np.ndarray:
-    return (np.arange(_GRID) + 0.5) / _GRID
+    return _GRID_Q
 
 
 def alpha_trials(counts: WindowCounts) -> tuple[float, float, float, float] | None:
@@ -332,21 +336,26 @@ def _insufficient(
     )
 
 
-def _curve_points(
-    numer: Sequence[float], denom: Sequence[float], prior: tuple[float, float], level: float
-) -> tuple[SurvivalPoint, ...]:
-    n = np.asarray(numer, dtype=float)
-    m = np.asarray(denom, dtype=float)
+def _curves(
+    pos: Sequence[float], drafts: float, prior: tuple[float, float], level: float
+) -> tuple[tuple[SurvivalPoint, ...], tuple[SurvivalPoint, ...]]:
+    """Survival s_i = P_{i-1}/D and conditional P_{i-1}/P_{i-2}, with Beta intervals.
+
+    One vectorized quantile call for both curves and both interval ends.
+    """
+    k = len(pos)
+    n = np.asarray(pos, dtype=float)
+    reached = np.concatenate([[drafts], n[:-1]])
+    numer = np.concatenate([n, n])
+    denom = np.concatenate([np.full(k, drafts), reached])
     tail = (1.0 - level) / 2.0
-    a = n + prior[0]
-    b = np.maximum(m - n, 0.0) + prior[1]
-    lo = special.betaincinv(a, b, tail)
-    hi = special.betaincinv(a, b, 1.0 - tail)
-    safe = np.where(m > 0, m, 1.0)
-    val = np.where(m > 0, n / safe, 0.0)
-    return tuple(
-        SurvivalPoint(i + 1, float(val[i]), float(lo[i]), float(hi[i])) for i in range(len(n))
-    )
+    a = numer + prior[0]
+    b = np.maximum(denom - numer, 0.0) + prior[1]
+    q = special.betaincinv(a[None, :], b[None, :], np.array([[tail], [1.0 - tail]]))
+    val = np.divide(numer, denom, out=np.zeros_like(numer), where=denom > 0)
+    v, lo, hi = val.tolist(), q[0].tolist(), q[1].tolist()
+    points = tuple(SurvivalPoint(i % k + 1, v[i], lo[i], hi[i]) for i in range(2 * k))
+    return points[:k], points[k:]
 
 
 def _survival_samples(
@@ -359,7 +368,7 @@ def _survival_samples(
     q = _grid()[:, None]
     cond = special.betaincinv(a[None, :], b[None, :], q)
     curves = np.cumprod(cond, axis=1)
-    return tuple(tuple(float(x) for x in row) for row in curves)
+    return tuple(tuple(row) for row in curves.tolist())
 
 
 def estimate_counts(
@@ -425,7 +434,11 @@ def estimate_counts(
         if s + r <= 0:
             return _insufficient(class_name, counts, now, "no verified draft token in the window")
         alpha = s / (s + r)
-        lo, hi = _beta_interval(s + prior[0], r + prior[1], level)
+        tail = (1.0 - level) / 2.0
+        qs = special.betaincinv(
+            s + prior[0], r + prior[1], np.concatenate([[tail, 1.0 - tail], _grid()])
+        ).tolist()
+        lo, hi = qs[0], qs[1]
         bracket: tuple[float, float] | None = None
         if r_max - r_min > 1e-9:
             lo = min(lo, _beta_interval(s + prior[0], r_max + prior[1], level)[0])
@@ -436,8 +449,7 @@ def estimate_counts(
                 f"{bracket[1]:.3f} (none rejected); the interval covers both"
             )
         pos = counts.accepted_per_position
-        survival = _curve_points(pos, [d] * len(pos), prior, level)
-        conditional = _curve_points(pos, [d, *pos[:-1]], prior, level)
+        survival, conditional = _curves(pos, d, prior, level)
         fit = check_iid_fit(
             pos, d, t, alpha, level=config.fit_level, min_effect=config.fit_min_effect
         )
@@ -447,7 +459,6 @@ def estimate_counts(
                 f"worst miss {fit.max_deviation:.3f}): a workload mix or correlated acceptance; "
                 f"price k from the measured curve up to k = {k_eff}"
             )
-        samples = special.betaincinv(s + prior[0], r + prior[1], _grid())
         return Estimate(
             method="positions-mle",
             alpha=alpha,
@@ -457,8 +468,8 @@ def estimate_counts(
             conditional=conditional,
             alpha_bracket=bracket,
             fit=fit,
-            alpha_samples=tuple(float(x) for x in samples),
-            survival_samples=_survival_samples(pos, d, prior),
+            alpha_samples=tuple(qs[2:]),
+            survival_samples=() if fit.ok else _survival_samples(pos, d, prior),
             notes=tuple(notes),
             **base,  # type: ignore[arg-type]
         )
