@@ -14,6 +14,7 @@ import click
 
 from specwise import __version__
 from specwise.commands.model import model_command
+from specwise.commands.recommend import recommend_command
 from specwise.commands.scrape import scrape_command
 from specwise.errors import SpecwiseError
 
@@ -37,6 +38,7 @@ def cli() -> None:
 
 
 cli.add_command(model_command)
+cli.add_command(recommend_command)
 cli.add_command(scrape_command)
 
 

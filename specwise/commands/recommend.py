@@ -1,0 +1,359 @@
+"""``specwise recommend``: one-shot alpha and k per workload class from any source."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+
+from specwise.collectors.classes import ClassConfig
+from specwise.collectors.deltas import sum_by_class, window_deltas
+from specwise.collectors.logs import LogSource
+from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
+from specwise.collectors.scrape import FileSource, ScrapeSource
+from specwise.collectors.snapshot import CounterDelta, Snapshot
+from specwise.commands.options import json_option
+from specwise.config import load_config, parse_duration
+from specwise.errors import SourceError
+from specwise.estimator import Estimate, EstimatorConfig, estimate_delta
+from specwise.output import format_table, to_json
+from specwise.policies import PolicyConfig, Recommendation, drafter_cost, recommend
+
+__all__ = ["ClassAnswer", "recommend_command", "recommend_deltas", "since_start"]
+
+
+@dataclass(frozen=True)
+class ClassAnswer:
+    """What ``specwise recommend`` reports for one class."""
+
+    estimate: Estimate
+    recommendation: Recommendation
+
+    def to_dict(self) -> dict[str, Any]:
+        e, r = self.estimate, self.recommendation
+        return {
+            "class": e.class_name,
+            "method": e.method,
+            "alpha": e.alpha,
+            "alpha_low": e.alpha_low,
+            "alpha_high": e.alpha_high,
+            "drafts": e.drafts,
+            "mean_acceptance_length": e.mean_acceptance_length,
+            "shortfall": e.shortfall,
+            "survival": [[p.value, p.low, p.high] for p in e.survival],
+            "conditional_acceptance": [p.value for p in e.conditional],
+            "fit_ok": e.fit.ok,
+            "fit_p_value": e.fit.p_value,
+            "cost": r.cost,
+            "current_k": r.current_k,
+            "recommended_k": r.recommended_k,
+            "predicted_speedup_current": r.predicted_speedup_current,
+            "predicted_speedup_recommended": r.predicted_speedup_recommended,
+            "confidence": r.confidence,
+            "priced_from": r.priced_from,
+            "off_mode": r.off_mode,
+            "off_cost": r.off_cost or None,
+            "schedule": [list(s) for s in r.schedule] if r.schedule else None,
+            "reason": r.reason,
+            "notes": list(r.notes),
+        }
+
+
+def since_start(snapshot: Snapshot) -> CounterDelta:
+    """A cumulative snapshot read as the gain since the server started (counters start at 0)."""
+    start = snapshot.process_start_time
+    return CounterDelta(
+        labels=dict(snapshot.labels),
+        start=start if start is not None else snapshot.timestamp,
+        end=snapshot.timestamp,
+        drafts=snapshot.drafts,
+        draft_tokens=snapshot.draft_tokens,
+        accepted=snapshot.accepted,
+        accepted_per_position=snapshot.accepted_per_position,
+        k=snapshot.k,
+        generation=snapshot.generation,
+        notes=(*snapshot.notes, "counts since the server started"),
+    )
+
+
+def _latest(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
+    last: dict[tuple[tuple[str, str], ...], Snapshot] = {}
+    for s in snapshots:
+        if s.key not in last or s.timestamp >= last[s.key].timestamp:
+            last[s.key] = s
+    return list(last.values())
+
+
+def recommend_deltas(
+    deltas: Sequence[CounterDelta],
+    *,
+    classes: ClassConfig,
+    estimator: EstimatorConfig,
+    policy_for: Callable[[str], PolicyConfig],
+    now: float,
+    k: int | None = None,
+    current_k_for: Callable[[str], int | None] = lambda name: None,
+) -> list[ClassAnswer]:
+    """Sum series deltas per class, estimate each class and recommend its k."""
+    answers = []
+    for d in sum_by_class(deltas, classes):
+        name = d.labels.get("class", "") or "/".join(v for _, v in sorted(d.labels.items()))
+        e = estimate_delta(name, d, now=now, config=estimator, k=k)
+        r = recommend(e, config=policy_for(name), current_k=current_k_for(name))
+        answers.append(ClassAnswer(e, r))
+    return answers
+
+
+def _curve(e: Estimate) -> str:
+    return " ".join(f"{p.value:.2f}" for p in e.survival) or "-"
+
+
+def _print_table(answers: Sequence[ClassAnswer]) -> None:
+    rows = []
+    for a in answers:
+        e, r = a.estimate, a.recommendation
+        alpha = (
+            f"{e.alpha:.3f} [{e.alpha_low:.3f}, {e.alpha_high:.3f}]"
+            if e.alpha is not None and e.alpha_low is not None and e.alpha_high is not None
+            else "not enough data"
+        )
+        rows.append(
+            [
+                e.class_name,
+                alpha,
+                e.mean_acceptance_length,
+                _curve(e),
+                r.current_k,
+                r.recommended_k,
+                f"{r.predicted_speedup_current:.2f}x" if r.predicted_speedup_current else None,
+                f"{r.predicted_speedup_recommended:.2f}x"
+                if r.predicted_speedup_recommended
+                else None,
+            ]
+        )
+    headers = ["class", "alpha [95%]", "mean acc. len", "survival s1..sk", "k now", "k best"]
+    headers += ["speedup now", "speedup best"]
+    click.echo(format_table(headers, rows))
+    for a in answers:
+        click.echo("")
+        click.echo(f"{a.estimate.class_name}: {a.recommendation.reason}")
+        if a.recommendation.off_mode:
+            click.echo(f"  off = {a.recommendation.off_mode}: {a.recommendation.off_cost}")
+
+
+@click.command(
+    "recommend",
+    epilog="""\b
+Examples:
+  specwise recommend --url http://127.0.0.1:8000/metrics --cost ngram
+  specwise recommend --url http://vllm:8000/metrics --interval 60 --cost 0.05
+  specwise recommend --prometheus http://prom:9090 --window 1h --cost eagle3 --json
+  specwise recommend --before before.txt --after after.txt --cost 0.3
+  specwise recommend --after metrics.txt --cost 0        # since the server started
+  specwise recommend --log vllm.log --cost ngram
+""",
+)
+@click.option("--url", "urls", multiple=True, help="vLLM /metrics URL (repeatable; default: none).")
+@click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help="With --url: scrape twice this many seconds apart and use the difference "
+    "(default: counters since each server started).",
+)
+@click.option("--prometheus", default=None, help="Prometheus base URL (default: none).")
+@click.option(
+    "--window",
+    default="1h",
+    show_default=True,
+    help="With --prometheus: the increase() window (30m, 1h, 600s).",
+)
+@click.option(
+    "--before",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Saved /metrics capture at the window's start (default: none).",
+)
+@click.option(
+    "--after",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Saved /metrics capture at the window's end; alone: since the server started.",
+)
+@click.option(
+    "--log",
+    "log_path",
+    default=None,
+    help="vLLM log file with SpecDecoding lines, or - for stdin (default: none).",
+)
+@click.option(
+    "--cost",
+    default=None,
+    help="Draft cost c (a number, or a method: ngram, eagle, eagle3, mtp, draft_model). "
+    "Default: from --config per class, else 0.05.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="specwise TOML config: classes, per-class cost and k, estimator and policy "
+    "settings (default: none).",
+)
+@click.option("--k-max", type=int, default=None, help="Largest k to consider (default: 8).")
+@click.option(
+    "--verify-slope",
+    type=float,
+    default=None,
+    help="Verify cost v(k) = 1 + EPS*k (default: 1, light load).",
+)
+@click.option(
+    "--min-drafts",
+    type=float,
+    default=None,
+    help="Drafts needed before alpha is reported (default: 200).",
+)
+@click.option(
+    "--k",
+    "k_hint",
+    type=int,
+    default=None,
+    help="Deployed k when the counters do not show it (vLLM 0.8.4; default: from counters).",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="HTTP timeout (s).")
+@json_option
+def recommend_command(
+    urls: tuple[str, ...],
+    interval: float | None,
+    prometheus: str | None,
+    window: str,
+    before: Path | None,
+    after: Path | None,
+    log_path: str | None,
+    cost: str | None,
+    config_path: Path | None,
+    k_max: int | None,
+    verify_slope: float | None,
+    min_drafts: float | None,
+    k_hint: int | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Estimate alpha per workload class and recommend num_speculative_tokens (0 included).
+
+    Prints per class: alpha with its 95% interval, vLLM's mean acceptance length, the
+    measured survival curve, the current and recommended k, the predicted speedup at both
+    and a one-line reason. Give exactly one source.
+    """
+    chosen = [bool(urls), prometheus is not None, after is not None, log_path is not None]
+    if sum(chosen) != 1:
+        raise click.UsageError(
+            "give exactly one source: --url, --prometheus, --after (with optional --before) "
+            "or --log"
+        )
+    if before is not None and after is None:
+        raise click.UsageError("--before needs --after (the capture at the window's end)")
+    cfg = load_config(config_path) if config_path is not None else None
+    classes = ClassConfig()
+    est_cfg = EstimatorConfig()
+    if cfg is not None:
+        classes = ClassConfig.from_mapping(
+            {c.name: c.match for c in cfg.classes if c.match}, group_by=cfg.source.group_by
+        )
+        est_cfg = EstimatorConfig(
+            window_seconds=cfg.estimator.window,
+            mode=cfg.estimator.mode,
+            half_life_seconds=cfg.estimator.half_life,
+            min_drafts=cfg.estimator.min_drafts,
+        )
+    if min_drafts is not None:
+        est_cfg = EstimatorConfig(
+            window_seconds=est_cfg.window_seconds,
+            mode=est_cfg.mode,
+            half_life_seconds=est_cfg.half_life_seconds,
+            min_drafts=min_drafts,
+        )
+    default_cost = drafter_cost(cost) if cost is not None else None
+
+    def policy_for(name: str) -> PolicyConfig:
+        settings = cfg.class_settings(name) if cfg is not None else None
+        c = default_cost
+        if c is None:
+            c = settings.cost if settings is not None else 0.05
+        slope = verify_slope
+        if slope is None and cfg is not None and cfg.policy.verify_slope > 0:
+            slope = cfg.policy.verify_slope
+        return PolicyConfig(
+            cost=c,
+            k_max=k_max if k_max is not None else (cfg.policy.k_max if cfg else 8),
+            verify_cost=slope,
+            plateau=cfg.policy.tolerance if cfg else 0.01,
+            off=cfg.policy.off_mode if cfg else "auto",
+        )
+
+    def current_k_for(name: str) -> int | None:
+        settings = cfg.class_settings(name) if cfg is not None else None
+        return settings.k if settings is not None else None
+
+    now = time.time()
+    deltas: list[CounterDelta]
+    with requests.Session() as session:
+        if urls:
+            source = ScrapeSource(list(urls), session=session, timeout=timeout)
+            first = source.collect(now)
+            _warn(source.errors)
+            if interval is None:
+                deltas = [since_start(s) for s in first]
+            else:
+                if interval <= 0:
+                    raise click.BadParameter(f"{interval:g} must be > 0", param_hint="--interval")
+                time.sleep(interval)
+                now = time.time()
+                deltas = window_deltas(first, source.collect(now))
+                _warn(source.errors)
+        elif prometheus is not None:
+            window_s = parse_duration(window, field="--window")
+            client = PrometheusClient(prometheus, session=session, timeout=max(timeout, 30.0))
+            deltas = PrometheusSource(client, classes=classes).increase(now, window_s)
+        elif after is not None:
+            end = FileSource(after).collect(now)
+            if before is None:
+                deltas = [since_start(s) for s in end]
+            else:
+                start = FileSource(before, instance=str(after)).collect(now)
+                deltas = window_deltas(start, end)
+        else:
+            assert log_path is not None
+            snaps = LogSource(log_path, year=datetime.now(UTC).year).collect(now)
+            deltas = [since_start(s) for s in _latest(snaps)]
+            if snaps:
+                now = max(s.timestamp for s in snaps)
+    if not deltas:
+        raise SourceError(
+            "the source has no vLLM spec-decode counters (or no series in both captures); "
+            "check that vLLM runs with --speculative-config and the window saw traffic"
+        )
+    answers = recommend_deltas(
+        deltas,
+        classes=classes,
+        estimator=est_cfg,
+        policy_for=policy_for,
+        now=now,
+        k=k_hint,
+        current_k_for=current_k_for,
+    )
+    if as_json:
+        click.echo(to_json([a.to_dict() for a in answers]))
+        return
+    _print_table(answers)
+
+
+def _warn(errors: Sequence[SourceError]) -> None:
+    for exc in errors:
+        click.echo(f"Warning: {exc}", err=True)
