@@ -13,9 +13,12 @@ from collections.abc import Sequence
 import click
 
 from specwise import __version__
+from specwise.commands.demo import demo_command
 from specwise.commands.model import model_command
 from specwise.commands.recommend import recommend_command
+from specwise.commands.run import run_command
 from specwise.commands.scrape import scrape_command
+from specwise.commands.simulate import sim_command
 from specwise.errors import SpecwiseError
 
 __all__ = ["cli", "main"]
@@ -38,6 +41,9 @@ def cli() -> None:
 
 
 cli.add_command(model_command)
+cli.add_command(run_command)
+cli.add_command(sim_command)
+cli.add_command(demo_command)
 cli.add_command(recommend_command)
 cli.add_command(scrape_command)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from specwise.errors import ConfigError
+from specwise.policies.presets import DRAFTER_COSTS
 
 __all__ = [
-    "DRAFTER_COSTS",
     "ActuatorSettings",
     "AlertSettings",
     "ClassSettings",
@@ -32,16 +32,6 @@ __all__ = [
     "parse_duration",
 ]
 
-#: Drafter cost presets (drafter step time / target step time), from the seed's notes.
-DRAFTER_COSTS: dict[str, float] = {
-    "ngram": 0.0,
-    "suffix": 0.0,
-    "eagle": 0.05,
-    "eagle3": 0.05,
-    "mtp": 0.05,
-    "medusa": 0.05,
-    "draft-model": 0.3,
-}
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -413,7 +403,7 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         k_max=p.integer("k_max", 8, low=1, high=64),
         min_gain=p.number("min_gain", 0.05, low=0.0, high=10.0),
         min_dwell=p.duration("min_dwell", 1800.0),
-        max_changes_per_hour=p.integer("max_changes_per_hour", 2, low=0, high=3600),
+        max_changes_per_hour=p.integer("max_changes_per_hour", 2, low=1, high=3600),
         tolerance=p.number("tolerance", 0.01, low=0.0, high=1.0),
         off_mode=p.string("off_mode", "restart", choices=("restart", "schedule")),  # type: ignore[arg-type]
         verify_slope=p.number("verify_slope", 0.0, low=0.0, high=10.0),

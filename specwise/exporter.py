@@ -20,7 +20,13 @@ from prometheus_client.registry import Collector
 
 from specwise.state import ControllerState
 
-__all__ = ["METRIC_NAMES", "ControllerCollector", "ExporterServer", "make_app"]
+__all__ = [
+    "METRIC_NAMES",
+    "ControllerCollector",
+    "ExporterServer",
+    "controller_registry",
+    "make_app",
+]
 
 StateFn = Callable[[], ControllerState]
 Metric = GaugeMetricFamily | CounterMetricFamily
@@ -164,6 +170,13 @@ class ControllerCollector(Collector):
             )
             tick_at.add_metric([], st.updated_at)
             yield tick_at
+
+
+def controller_registry(state: StateFn) -> CollectorRegistry:
+    """A fresh registry holding only the controller's collector (never the global one)."""
+    registry = CollectorRegistry()
+    registry.register(ControllerCollector(state))
+    return registry
 
 
 def make_app(

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["format_table", "to_json"]
+__all__ = ["format_table", "to_json", "to_json_line"]
 
 
 def _cell(value: object) -> str:
@@ -49,3 +49,8 @@ def _clean(value: Any) -> Any:
 def to_json(value: Any) -> str:
     """Strict JSON (NaN and infinities become null), indented, keys in insertion order."""
     return json.dumps(_clean(value), indent=2, allow_nan=False)
+
+
+def to_json_line(value: Any) -> str:
+    """Strict JSON on one line, for ``--nl`` streams (one object per line)."""
+    return json.dumps(_clean(value), allow_nan=False, separators=(",", ":"))

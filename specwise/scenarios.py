@@ -118,6 +118,18 @@ def _suite() -> dict[str, Scenario]:
         s.name: s
         for s in (
             Scenario(
+                "demo",
+                "Three classes: code (EAGLE, alpha 0.82), chat (EAGLE whose acceptance falls "
+                "from 0.7 to 0.3 after 40 minutes) and summarize (a small draft model that "
+                "loses: alpha 0.3 at cost 0.4).",
+                2 * HOUR,
+                (
+                    ClassScenario("code", iid(const(0.82)), cost=0.05, initial_k=3),
+                    ClassScenario("chat", iid(step(0.7, 0.3, 40 * 60)), cost=0.05, initial_k=5),
+                    ClassScenario("summarize", iid(const(0.3)), cost=0.4, initial_k=3),
+                ),
+            ),
+            Scenario(
                 "steady",
                 "Two classes at constant acceptance: code (alpha 0.8) and chat (alpha 0.55).",
                 six_hours,

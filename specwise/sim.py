@@ -30,7 +30,7 @@ from specwise.errors import ConfigError
 from specwise.model import speedup_from_survival
 from specwise.scenarios import ClassScenario, Scenario
 
-__all__ = ["EngineStats", "SimEngine", "SimFleet", "SimServer"]
+__all__ = ["EngineStats", "FileWatcher", "SimEngine", "SimFleet", "SimServer", "scaled_clock"]
 
 Clock = Callable[[], float]
 _SPEC_HELP = {
@@ -304,6 +304,49 @@ class SimFleet:
             return None
         self.set_k(class_name, k, now)
         return k
+
+
+class FileWatcher:
+    """Applies the file actuator's output to a fleet: the closed loop without a deploy tool.
+
+    ``poll()`` applies every ``*.json`` in ``directory`` that changed since the last poll
+    and returns the (class, k) pairs applied; unreadable files are skipped until they change.
+    """
+
+    def __init__(self, fleet: SimFleet, directory: Path) -> None:
+        self.fleet = fleet
+        self.directory = directory
+        self._seen: dict[Path, float] = {}
+
+    def poll(self) -> list[tuple[str, int]]:
+        applied: list[tuple[str, int]] = []
+        if not self.directory.is_dir():
+            return applied
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                mtime = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue
+            if self._seen.get(path) == mtime:
+                continue
+            self._seen[path] = mtime
+            try:
+                k = self.fleet.apply_file(path)
+                data = json.loads(path.read_text())
+            except (OSError, ValueError, TypeError, AttributeError, ConfigError):
+                continue
+            if k is not None:
+                applied.append((str(data["class"]), k))
+        return applied
+
+
+def scaled_clock(speed: float, *, start: float | None = None) -> Clock:
+    """A clock that runs ``speed`` times faster than the wall clock, from ``start``."""
+    import time
+
+    wall0 = time.monotonic()
+    origin = time.time() if start is None else start
+    return lambda: origin + (time.monotonic() - wall0) * speed
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from specwise.config import (
-    DRAFTER_COSTS,
     format_duration,
     load_config,
     parse_config,
     parse_duration,
 )
 from specwise.errors import ConfigError
+from specwise.policies.presets import DRAFTER_COSTS
 
 MINIMAL = {"source": {"urls": ["http://127.0.0.1:8000/metrics"]}}
 

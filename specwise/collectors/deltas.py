@@ -141,6 +141,14 @@ def _opt_increase(values: list[float | None], forced: list[int]) -> float | None
     return counter_increase(clean, resets_at=forced)[0]
 
 
+def _position(s: Snapshot, i: int) -> float:
+    """Position i of a snapshot: 0 where the engine ran a smaller k (nothing counted there
+    yet, so a k change that adds positions keeps their counts), NaN where none are exported."""
+    if i < len(s.accepted_per_position):
+        return s.accepted_per_position[i]
+    return 0.0 if s.accepted_per_position else math.nan
+
+
 def _series_delta(snaps: list[Snapshot]) -> CounterDelta:
     snaps = sorted(snaps, key=lambda s: s.timestamp)
     first, last = snaps[0], snaps[-1]
@@ -162,10 +170,7 @@ def _series_delta(snaps: list[Snapshot]) -> CounterDelta:
     if k:
         per_pos = tuple(
             counter_increase(
-                [
-                    s.accepted_per_position[i] if i < len(s.accepted_per_position) else math.nan
-                    for s in snaps
-                ],
+                [_position(s, i) for s in snaps],
                 resets_at=forced,
             )[0]
             for i in range(k)

@@ -92,12 +92,17 @@ def _fetch(
     with resp:
         if resp.status_code != 200:
             snippet = resp.text[:120].strip().replace("\n", " ") if resp.content else ""
+            retryable = resp.status_code in (429, 502, 503, 504)
+            fix = (
+                "the server is restarting or overloaded; it is tried again on the next scrape."
+                if retryable
+                else "check that the URL is vLLM's /metrics endpoint."
+            )
             raise SourceError(
-                f"{url} answered HTTP {resp.status_code} ({snippet or 'empty body'}); check "
-                "that the URL is vLLM's /metrics endpoint.",
+                f"{url} answered HTTP {resp.status_code} ({snippet or 'empty body'}); {fix}",
                 url=url,
                 status_code=resp.status_code,
-                retryable=resp.status_code in (429, 502, 503, 504),
+                retryable=retryable,
             )
         try:
             chunks: list[bytes] = []

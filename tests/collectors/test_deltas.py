@@ -176,3 +176,15 @@ def test_increase_properties(values: list[float]) -> None:
         right, _ = counter_increase(values[mid:])
         if not math.isnan(values[mid]):
             assert left + right == pytest.approx(total, rel=1e-9, abs=1e-6)
+
+
+def test_k_change_keeps_the_new_positions() -> None:
+    """A restart with a larger k: every new position's count is the delta since restart."""
+    labels = {"model_name": "code", "engine": "0"}
+    before = Snapshot(labels, 100.0, 1000, 3000, 1500, (600, 500, 400), 3)
+    after = Snapshot(labels, 200.0, 100, 700, 300, (100, 80, 60, 30, 20, 10, 0), 7)
+    (delta,) = window_deltas([before], [after])
+    assert delta.k == 7
+    assert delta.accepted_per_position == (100, 80, 60, 30, 20, 10, 0)
+    assert sum(delta.accepted_per_position) == delta.accepted == 300
+    assert delta.restarts == 1

@@ -1,0 +1,158 @@
+"""``specwise demo``: a simulated fleet and the controller, closed loop, no external service."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import click
+import requests
+
+from specwise.commands.run import install_stop_signals
+from specwise.commands.status import format_status
+from specwise.config import (
+    ActuatorSettings,
+    ClassSettings,
+    ControllerSettings,
+    EstimatorSettings,
+    PolicySettings,
+    SourceSettings,
+    SpecwiseConfig,
+)
+from specwise.controller import Controller, class_config_from
+from specwise.exporter import ExporterServer, controller_registry, make_app
+from specwise.scenarios import get_scenario
+from specwise.sim import FileWatcher, SimFleet, SimServer, scaled_clock
+from specwise.state import ControllerState
+from specwise.wiring import build_actuator, build_source
+
+__all__ = ["demo_command", "demo_config"]
+
+
+def demo_config(urls: list[str], out_dir: Path, *, port: int = 0) -> SpecwiseConfig:
+    """The controller config the demo runs (times are simulated seconds)."""
+    scenario = get_scenario("demo")
+    return SpecwiseConfig(
+        controller=ControllerSettings(interval=1.0, listen=f"127.0.0.1:{port}", stale_after=300.0),
+        source=SourceSettings(kind="scrape", urls=tuple(urls), timeout=2.0),
+        estimator=EstimatorSettings(window=600.0, min_drafts=200),
+        policy=PolicySettings(k_max=8, min_gain=0.05, min_dwell=600.0, max_changes_per_hour=3),
+        actuator=ActuatorSettings(kind="file", dir=str(out_dir)),
+        classes=tuple(
+            ClassSettings(
+                c.name,
+                cost=c.cost,
+                k=c.initial_k,
+                speculative_config={"method": "eagle" if c.cost < 0.1 else "draft_model"},
+            )
+            for c in scenario.classes
+        ),
+    )
+
+
+@click.command(
+    "demo",
+    epilog="""\b
+Examples:
+  specwise demo                      # 60 s: one simulated hour, then exits
+  specwise demo --duration 0         # until Ctrl-C
+  specwise demo --speed 120 --port 9464
+""",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.0),
+    default=60.0,
+    show_default=True,
+    help="Wall-clock seconds to run; 0 runs until Ctrl-C.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=1.0, max=600.0),
+    default=60.0,
+    show_default=True,
+    help="Simulated seconds per wall-clock second (60: a minute of traffic per second).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of the controller's /metrics on 127.0.0.1 (0 picks a free one).",
+)
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="Wall-clock seconds between live tables.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed of the fleet.")
+def demo_command(duration: float, speed: float, port: int, refresh: float, seed: int) -> None:
+    """Start a small simulated vLLM fleet and the controller on 127.0.0.1, closed loop
+    (the file actuator's outputs restart the simulated engines), and show a live table:
+    class, alpha, k (deployed -> recommended), predicted speedup, and why."""
+    scenario = get_scenario("demo")
+    clock = scaled_clock(speed)
+    fleet = SimFleet(scenario, clock=clock, seed=seed, restart_delay=120.0)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    with tempfile.TemporaryDirectory(prefix="specwise-demo-") as tmp, SimServer(fleet) as sims:
+        out_dir = Path(tmp) / "speculative-configs"
+        config = demo_config(sims.urls, out_dir, port=port)
+        classes = class_config_from(config)
+        watcher = FileWatcher(fleet, out_dir)
+        with requests.Session() as session:
+            controller = Controller(
+                config,
+                source=build_source(config, session=session, classes=classes),
+                actuator=build_actuator(config),
+                classes=classes,
+                clock=clock,
+            )
+            app = make_app(
+                controller_registry(controller.state), controller.state, controller.healthy
+            )
+            server = ExporterServer(app, "127.0.0.1", port).start()
+            click.echo(f"Scenario: {scenario.description}")
+            click.echo(f"Simulated vLLM engines ({speed:g}x real time):")
+            for name, url in sims.targets():
+                click.echo(f"  {name:<10} {url}")
+            click.echo(f"Controller: {server.url}/metrics  {server.url}/recommendations")
+            click.echo(f"File actuator output: {out_dir}\n")
+            t0 = clock()
+            last_table = [time.monotonic()]
+
+            def on_tick(state: ControllerState) -> None:
+                for name, k in watcher.poll():
+                    click.echo(f"[{(clock() - t0) / 60:5.1f} min] {name}: restarting with k = {k}")
+                if time.monotonic() - last_table[0] >= refresh:
+                    last_table[0] = time.monotonic()
+                    click.echo(f"--- simulated minute {(clock() - t0) / 60:.0f} ---")
+                    click.echo(format_status(state) + "\n")
+
+            runner = threading.Thread(
+                target=controller.run, args=(stop,), kwargs={"on_tick": on_tick}, daemon=True
+            )
+            runner.start()
+            deadline = time.monotonic() + duration if duration > 0 else None
+            try:
+                while runner.is_alive() and not stop.is_set():
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    stop.wait(0.2)
+            finally:
+                stop.set()
+                runner.join(timeout=10)
+                server.stop()
+            final = controller.state()
+            click.echo(f"--- final, after {(clock() - t0) / 60:.0f} simulated minutes ---")
+            click.echo(format_status(final))
+            for c in final.classes:
+                engines = fleet.engines_of(c.name)
+                click.echo(
+                    f"{c.name}: {sum(e.stats.restarts for e in engines)} restart(s), "
+                    f"k now {fleet.deployed_k(c.name)}"
+                )

@@ -1,0 +1,111 @@
+"""``specwise run``: the controller as a service beside vLLM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+import requests
+
+from specwise.commands.options import json_option
+from specwise.commands.status import format_status
+from specwise.config import load_config
+from specwise.controller import Controller, class_config_from
+from specwise.exporter import ExporterServer, controller_registry, make_app
+from specwise.output import to_json, to_json_line
+from specwise.state import ControllerState
+from specwise.wiring import build_actuator, build_source
+
+__all__ = ["install_stop_signals", "run_command"]
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: the loop finishes its tick and exits cleanly."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+@click.command(
+    "run",
+    epilog="""\b
+Examples:
+  specwise run --config config/specwise.example.toml
+  specwise run --config prod.toml --once --json     # one tick, print, exit
+  curl -s 127.0.0.1:9464/recommendations | jq .     # while it runs
+""",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="TOML config (see config/specwise.example.toml; required).",
+)
+@click.option(
+    "--once", is_flag=True, default=False, help="Run one tick, print it, exit (default: loop)."
+)
+@click.option(
+    "--nl",
+    is_flag=True,
+    default=False,
+    help="Print one JSON line per tick (default: a table every tick).",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, default=False, help="Log at INFO (default: WARNING)."
+)
+@json_option
+def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json: bool) -> None:
+    """Run the controller: collect vLLM's spec-decode counters, estimate alpha per class,
+    recommend k (0 included) with hysteresis, export /metrics, /healthz and
+    /recommendations, and apply changes through the configured actuator (dry-run by default).
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = load_config(config_path)
+    classes = class_config_from(config)
+    with requests.Session() as session:
+        controller = Controller(
+            config,
+            source=build_source(config, session=session, classes=classes),
+            actuator=build_actuator(config),
+            classes=classes,
+        )
+        if once:
+            state = controller.step()
+            click.echo(to_json(state.to_json()) if as_json else format_status(state))
+            return
+        host, port = config.controller.listen.rsplit(":", 1)
+        server = ExporterServer(
+            make_app(controller_registry(controller.state), controller.state, controller.healthy),
+            host,
+            int(port),
+        ).start()
+        click.echo(
+            f"specwise controller: {server.url}/metrics  {server.url}/recommendations", err=True
+        )
+        stop = threading.Event()
+        install_stop_signals(stop)
+
+        def on_tick(state: ControllerState) -> None:
+            if nl:
+                click.echo(to_json_line(state.to_json()))
+            elif as_json:
+                click.echo(to_json(state.to_json()))
+            else:
+                click.echo(format_status(state) + "\n")
+
+        try:
+            controller.run(stop, on_tick=on_tick)
+        finally:
+            server.stop()

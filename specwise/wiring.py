@@ -1,0 +1,86 @@
+"""Build the controller's collaborators (source, actuator) from a validated config.
+
+Secrets (bearer token, basic-auth password) are read from files named in the config, at
+start, and never logged; TLS verification stays on unless the config turns it off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+
+from specwise.actuators import Actuator, CommandActuator, DryRunActuator, FileActuator
+from specwise.collectors.classes import ClassConfig
+from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
+from specwise.collectors.scrape import ScrapeSource
+from specwise.collectors.snapshot import SnapshotSource
+from specwise.config import SpecwiseConfig
+from specwise.errors import ConfigError
+
+__all__ = ["build_actuator", "build_source", "read_secret"]
+
+
+def read_secret(path: str, *, field: str) -> str:
+    """The first line of a secret file (whitespace stripped); errors never print the secret."""
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"{field}: cannot read {path} ({exc.strerror}); check the path and its permissions",
+            field=field,
+        ) from exc
+    if not value:
+        raise ConfigError(
+            f"{field}: {path} is empty; put the secret on its first line", field=field
+        )
+    return value
+
+
+def build_source(
+    config: SpecwiseConfig, *, session: requests.Session, classes: ClassConfig
+) -> SnapshotSource:
+    src = config.source
+    if src.kind == "scrape":
+        return ScrapeSource(list(src.urls), session=session, timeout=src.timeout)
+    verify: bool | str = src.ca_file or src.tls_verify
+    cert: tuple[str, str] | str | None = None
+    if src.cert_file:
+        cert = (src.cert_file, src.key_file) if src.key_file else src.cert_file
+    token = (
+        read_secret(src.bearer_token_file, field="[source] bearer_token_file")
+        if src.bearer_token_file
+        else None
+    )
+    basic = None
+    if src.basic_auth_user:
+        if not src.basic_auth_password_file:
+            raise ConfigError(
+                "[source] basic_auth_user is set without basic_auth_password_file; add the "
+                "password file",
+                field="[source] basic_auth_password_file",
+            )
+        password = read_secret(
+            src.basic_auth_password_file, field="[source] basic_auth_password_file"
+        )
+        basic = (src.basic_auth_user, password)
+    client = PrometheusClient(
+        src.url,
+        session=session,
+        timeout=src.timeout,
+        bearer_token=token,
+        basic_auth=basic,
+        verify=verify,
+        cert=cert,
+        tenant=src.tenant or None,
+    )
+    return PrometheusSource(client, classes=classes, initial_window_s=src.window)
+
+
+def build_actuator(config: SpecwiseConfig) -> Actuator:
+    act = config.actuator
+    if act.kind == "file":
+        return FileActuator(Path(act.dir))
+    if act.kind == "command":
+        return CommandActuator(act.argv, min_interval=act.min_interval, timeout=act.timeout)
+    return DryRunActuator()
