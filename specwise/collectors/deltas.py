@@ -22,7 +22,9 @@ __all__ = [
     "check_delta",
     "check_snapshot",
     "counter_increase",
+    "latest_per_series",
     "series_deltas",
+    "since_start",
     "sum_by_class",
     "window_deltas",
 ]
@@ -218,6 +220,32 @@ def window_deltas(previous: Sequence[Snapshot], current: Sequence[Snapshot]) -> 
     skipped (no baseline yet), as Prometheus does for a series' first sample."""
     before = {s.key: s for s in previous}
     return [_series_delta([before[s.key], s]) for s in current if s.key in before]
+
+
+def since_start(snapshot: Snapshot) -> CounterDelta:
+    """A cumulative snapshot read as the gain since the server started (counters start at 0)."""
+    start = snapshot.process_start_time
+    return CounterDelta(
+        labels=dict(snapshot.labels),
+        start=start if start is not None else snapshot.timestamp,
+        end=snapshot.timestamp,
+        drafts=snapshot.drafts,
+        draft_tokens=snapshot.draft_tokens,
+        accepted=snapshot.accepted,
+        accepted_per_position=snapshot.accepted_per_position,
+        k=snapshot.k,
+        generation=snapshot.generation,
+        notes=(*snapshot.notes, "counts since the server started"),
+    )
+
+
+def latest_per_series(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
+    """The newest Snapshot of each series (e.g. the last line per engine of a vLLM log)."""
+    last: dict[tuple[tuple[str, str], ...], Snapshot] = {}
+    for s in snapshots:
+        if s.key not in last or s.timestamp >= last[s.key].timestamp:
+            last[s.key] = s
+    return list(last.values())
 
 
 @dataclass

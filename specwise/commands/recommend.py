@@ -13,11 +13,16 @@ import click
 import requests
 
 from specwise.collectors.classes import ClassConfig
-from specwise.collectors.deltas import sum_by_class, window_deltas
+from specwise.collectors.deltas import (
+    latest_per_series,
+    since_start,
+    sum_by_class,
+    window_deltas,
+)
 from specwise.collectors.logs import LogSource
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import FileSource, ScrapeSource
-from specwise.collectors.snapshot import CounterDelta, Snapshot
+from specwise.collectors.snapshot import CounterDelta
 from specwise.commands.options import json_option
 from specwise.config import load_config, parse_duration
 from specwise.errors import SourceError
@@ -63,31 +68,6 @@ class ClassAnswer:
             "reason": r.reason,
             "notes": list(r.notes),
         }
-
-
-def since_start(snapshot: Snapshot) -> CounterDelta:
-    """A cumulative snapshot read as the gain since the server started (counters start at 0)."""
-    start = snapshot.process_start_time
-    return CounterDelta(
-        labels=dict(snapshot.labels),
-        start=start if start is not None else snapshot.timestamp,
-        end=snapshot.timestamp,
-        drafts=snapshot.drafts,
-        draft_tokens=snapshot.draft_tokens,
-        accepted=snapshot.accepted,
-        accepted_per_position=snapshot.accepted_per_position,
-        k=snapshot.k,
-        generation=snapshot.generation,
-        notes=(*snapshot.notes, "counts since the server started"),
-    )
-
-
-def _latest(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
-    last: dict[tuple[tuple[str, str], ...], Snapshot] = {}
-    for s in snapshots:
-        if s.key not in last or s.timestamp >= last[s.key].timestamp:
-            last[s.key] = s
-    return list(last.values())
 
 
 def recommend_deltas(
@@ -331,7 +311,7 @@ def recommend_command(
         else:
             assert log_path is not None
             snaps = LogSource(log_path, year=datetime.now(UTC).year).collect(now)
-            deltas = [since_start(s) for s in _latest(snaps)]
+            deltas = [since_start(s) for s in latest_per_series(snaps)]
             if snaps:
                 now = max(s.timestamp for s in snaps)
     if not deltas:
