@@ -268,6 +268,9 @@ class Controller:
             self.gate.states[name] = before  # rate-limited: try again later
             self._actuation[name] = (result.detail, "")
             return
+        if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
+            after = self.gate.states.get(name, HysteresisState())
+            self.gate.states[name] = dataclasses.replace(after, current_k=before.current_k)
         self._changes[name] += 1
         self._actuation[name] = (result.detail, "")
         log.info("class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason)

@@ -11,6 +11,7 @@ selected by family type (a histogram named ``..._total`` is never read as a coun
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -24,6 +25,11 @@ __all__ = [
     "filter_exposition",
     "parse_exposition",
 ]
+
+#: A line that looks like one exposition sample: a metric name, optional labels, a value.
+_SAMPLE_LINE = re.compile(
+    r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^\n]*\})?[ \t]+[-+]?(?:[0-9.]|NaN|Inf)", re.MULTILINE
+)
 
 #: Prefixes (after ``vllm:``/``vllm_``) of every family read; lines are kept by prefix.
 _VLLM_PREFIXES = (
@@ -123,6 +129,14 @@ def parse_exposition(
             line=text.rsplit("\n", 1)[-1][:200],
         )
     filtered = filter_exposition(text)
+    if text.strip() and not _SAMPLE_LINE.search(text):
+        first = text.strip().splitlines()[0][:80]
+        raise ParseError(
+            f"The page from {source or 'the input'} holds no Prometheus sample at all (it "
+            f"starts {first!r}); check that the URL serves vLLM's /metrics.",
+            url=source or None,
+            line=first,
+        )
     series: dict[tuple[tuple[str, str], ...], _Series] = {}
     process_start: float | None = None
     try:
