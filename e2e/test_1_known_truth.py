@@ -1,0 +1,129 @@
+"""Scenario 1, known truth: a random drafter (alpha near 0) and an identical one (near 1).
+
+Both are read by ``specwise recommend --url`` (the CLI, as a user runs it) and by the
+controller (``Controller.step`` with a dry-run actuator), whose alpha is read back from its
+own Prometheus exporter. The random drafter must get k = 0 at every cost above 0.01.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+from conftest import CLASS_MATCH, VLLMServer, report, specwise_cli
+
+from specwise.actuators import DryRunActuator
+from specwise.collectors.scrape import ScrapeSource
+from specwise.config import parse_config
+from specwise.controller import Controller
+from specwise.exporter import controller_registry
+
+pytestmark = pytest.mark.timeout(900)
+
+COSTS = ["0.011", "0.02", "0.05", "0.3", "1"]
+
+
+def controller_alpha(server: VLLMServer, *, cost: float) -> dict[str, Any]:
+    """One controller tick against the live server; alpha etc. as its exporter shows them."""
+    config = parse_config(
+        {
+            "source": {"kind": "scrape", "urls": [server.metrics_url]},
+            "estimator": {"min_drafts": 100},
+            "classes": [{"name": "tiny", "match": CLASS_MATCH, "cost": cost}],
+        }
+    )
+    with requests.Session() as session:
+        controller = Controller(
+            config,
+            source=ScrapeSource([server.metrics_url], session=session, timeout=10),
+            actuator=DryRunActuator(),
+        )
+        state = controller.step(time.time())
+    registry = controller_registry(controller.state)
+    labels = {"class": "tiny"}
+    (status,) = [c for c in state.classes if c.name == "tiny"]
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    return {
+        "alpha": sample("specwise_alpha_ratio"),
+        "alpha_low": sample("specwise_alpha_lower_ratio"),
+        "alpha_high": sample("specwise_alpha_upper_ratio"),
+        "deployed_k": sample("specwise_deployed_k"),
+        "recommended_k": sample("specwise_recommended_k"),
+        "drafts": sample("specwise_window_drafts"),
+        "status": status,
+    }
+
+
+def test_random_drafter_alpha_near_zero_and_k_zero(vllm: VLLMServer) -> None:
+    vllm.ensure(vllm.random(3))
+    load = vllm.drive(48)
+    answers = {}
+    for cost in COSTS:
+        (a,) = specwise_cli(["recommend", "--url", vllm.metrics_url, "--cost", cost])
+        answers[cost] = a
+        assert a["recommended_k"] == 0, (cost, a["reason"])
+    a = answers["0.02"]
+    assert a["current_k"] == 3 or a["current_k"] is None
+    assert a["drafts"] >= 500
+    assert a["alpha"] < 0.02
+    assert a["alpha_high"] < 0.02
+    assert a["alpha_high"] - a["alpha_low"] < 0.02
+    ctl = controller_alpha(vllm, cost=0.02)
+    assert ctl["alpha"] is not None
+    assert ctl["alpha"] < 0.02
+    assert ctl["alpha_high"] is not None
+    assert ctl["alpha_high"] < 0.02
+    assert ctl["alpha"] == pytest.approx(a["alpha"], abs=1e-3)
+    assert ctl["deployed_k"] == 3
+    assert ctl["recommended_k"] == 0
+    report(
+        "known-truth random drafter",
+        requests=load.requests,
+        load_seconds=round(load.seconds, 1),
+        drafts=a["drafts"],
+        alpha=a["alpha"],
+        alpha_low=a["alpha_low"],
+        alpha_high=a["alpha_high"],
+        recommended_k={c: answers[c]["recommended_k"] for c in COSTS},
+        controller_alpha=ctl["alpha"],
+        controller_interval=[ctl["alpha_low"], ctl["alpha_high"]],
+    )
+
+
+def test_identical_drafter_alpha_near_one(vllm: VLLMServer) -> None:
+    vllm.ensure(vllm.identical(3))
+    load = vllm.drive(48)
+    (a,) = specwise_cli(["recommend", "--url", vllm.metrics_url, "--cost", "draft_model"])
+    assert a["drafts"] >= 300
+    assert a["alpha"] > 0.95
+    assert a["alpha_low"] > 0.9
+    assert a["alpha_high"] - a["alpha_low"] < 0.05
+    assert a["recommended_k"] >= 3, a["reason"]
+    assert a["current_k"] == 3
+    ctl = controller_alpha(vllm, cost=0.3)
+    assert ctl["alpha"] is not None
+    assert ctl["alpha"] > 0.95
+    assert ctl["alpha_low"] is not None
+    assert ctl["alpha_low"] > 0.9
+    assert ctl["alpha"] == pytest.approx(a["alpha"], abs=1e-3)
+    assert ctl["deployed_k"] == 3
+    assert ctl["recommended_k"] is not None
+    assert ctl["recommended_k"] >= 3
+    report(
+        "known-truth identical drafter",
+        requests=load.requests,
+        load_seconds=round(load.seconds, 1),
+        drafts=a["drafts"],
+        alpha=a["alpha"],
+        alpha_low=a["alpha_low"],
+        alpha_high=a["alpha_high"],
+        mean_acceptance_length=a["mean_acceptance_length"],
+        recommended_k_at_cost_0_3=a["recommended_k"],
+        controller_alpha=ctl["alpha"],
+        controller_interval=[ctl["alpha_low"], ctl["alpha_high"]],
+    )

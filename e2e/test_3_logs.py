@@ -1,0 +1,61 @@
+"""Scenario 4, logs: the server's own ``SpecDecoding metrics:`` lines, parsed by the log
+collector, agree with the /metrics counters over the same period (the server's whole life:
+V1 lines hold per-interval counts that add up to the counters)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from conftest import VLLMServer, report, specwise_cli
+
+from specwise.collectors.exposition import parse_exposition
+from specwise.collectors.logs import LogSource
+from specwise.collectors.snapshot import Snapshot
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _log_total(server: VLLMServer) -> Snapshot | None:
+    snaps = LogSource(str(server.log_path), year=datetime.now(UTC).year).collect(time.time())
+    return snaps[-1] if snaps else None
+
+
+def test_log_lines_agree_with_counters(vllm: VLLMServer) -> None:
+    vllm.ensure(vllm.identical(3))
+    load = vllm.drive(32, seed=200)
+    # the interval holding the load's tail is logged at the next stats tick (every 5 s)
+    deadline = time.monotonic() + 30
+    while True:
+        (counters,) = parse_exposition(vllm.metrics_text(), timestamp=time.time())
+        logged = _log_total(vllm)
+        if logged is not None and logged.draft_tokens == counters.draft_tokens:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"log totals {logged} never reached the counters {counters}")
+        time.sleep(1)
+    assert logged.labels["model_name"] == "tiny-llama"
+    assert logged.labels["engine"] == "0"
+    assert logged.k == counters.k == 3
+    assert logged.accepted == counters.accepted
+    assert logged.drafts == counters.drafts  # recovered from the printed rates
+    assert logged.accepted_per_position == counters.accepted_per_position
+    from_log = specwise_cli(["recommend", "--log", str(vllm.log_path), "--cost", "0.3"])
+    from_url = specwise_cli(["recommend", "--url", vllm.metrics_url, "--cost", "0.3"])
+    assert len(from_log) == len(from_url) == 1
+    assert from_log[0]["drafts"] == from_url[0]["drafts"]
+    assert from_log[0]["alpha"] == pytest.approx(from_url[0]["alpha"], abs=1e-9)
+    assert from_log[0]["recommended_k"] == from_url[0]["recommended_k"]
+    lines = sum("SpecDecoding metrics:" in line for line in vllm.log_path.open())
+    report(
+        "log lines vs counters",
+        requests=load.requests,
+        log_lines=lines,
+        drafts=counters.drafts,
+        draft_tokens=counters.draft_tokens,
+        accepted=counters.accepted,
+        per_position=list(counters.accepted_per_position),
+        log_alpha=from_log[0]["alpha"],
+        counters_alpha=from_url[0]["alpha"],
+    )
