@@ -125,9 +125,32 @@ class ActuatorSettings:
 
 @dataclass(frozen=True)
 class AlertSettings:
+    """Alert thresholds and durations (shared by ``specwise rules`` and the direct push).
+
+    Durations are seconds. ``class_labels`` groups vLLM's own series in the recording rules
+    (empty: ``[source] group_by``); ``alertmanager_url`` turns on the direct push.
+    """
+
     alertmanager_url: str = ""
     generator_url: str = ""
+    timeout: float = 5.0
+    runbook_base: str = "https://github.com/specwise/specwise/blob/main/docs/runbook.md"
+    class_labels: tuple[str, ...] = ()
+    rate_window: float = 300.0
+    speedup_below: float = 1.0
     not_paying_for: float = 900.0
+    not_paying_severity: Literal["critical", "warning", "info"] = "critical"
+    acceptance_drop_ratio: float = 0.7
+    acceptance_baseline: float = 86400.0
+    acceptance_baseline_offset: float = 3600.0
+    acceptance_dropped_for: float = 900.0
+    k_mismatch_for: float = 7200.0
+    stale_for: float = 600.0
+    source_down_for: float = 300.0
+    source_errors_window: float = 600.0
+    source_errors_for: float = 600.0
+    metrics_absent_lookback: float = 21600.0
+    metrics_absent_for: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -301,6 +324,72 @@ def _classes(raw: object) -> tuple[ClassSettings, ...]:
     return tuple(out)
 
 
+_ALERT_DURATIONS = (
+    "timeout",
+    "rate_window",
+    "not_paying_for",
+    "acceptance_baseline",
+    "acceptance_baseline_offset",
+    "acceptance_dropped_for",
+    "k_mismatch_for",
+    "stale_for",
+    "source_down_for",
+    "source_errors_window",
+    "source_errors_for",
+    "metrics_absent_lookback",
+    "metrics_absent_for",
+)
+
+
+def _alerts(raw: object) -> AlertSettings:
+    """The ``[alerts]`` table: push target, runbook base URL, thresholds and durations."""
+    d = AlertSettings()
+    al = _Section(
+        "alerts",
+        raw,
+        {
+            "alertmanager_url",
+            "generator_url",
+            "runbook_base",
+            "class_labels",
+            "speedup_below",
+            "not_paying_severity",
+            "acceptance_drop_ratio",
+            *_ALERT_DURATIONS,
+        },
+    )
+    for key in ("alertmanager_url", "generator_url", "runbook_base"):
+        url = al.string(key)
+        if url and not re.match(r"https?://", url):
+            raise ConfigError(
+                f"[alerts] {key} = {url!r} must start with http:// or https://",
+                field=f"[alerts] {key}",
+            )
+    labels = al.strings("class_labels")
+    for label in labels:
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label) or label.startswith("__"):
+            raise ConfigError(
+                f"[alerts] class_labels entry {label!r} is not a Prometheus label name; "
+                'use names such as "model_name" or "namespace"',
+                field="[alerts] class_labels",
+            )
+    durations = {k: al.duration(k, getattr(d, k)) for k in _ALERT_DURATIONS}
+    return AlertSettings(
+        alertmanager_url=al.string("alertmanager_url"),
+        generator_url=al.string("generator_url"),
+        runbook_base=al.string("runbook_base", d.runbook_base),
+        class_labels=labels,
+        speedup_below=al.number("speedup_below", d.speedup_below, low=0.01, high=10.0),
+        not_paying_severity=al.string(  # type: ignore[arg-type]
+            "not_paying_severity", d.not_paying_severity, choices=("critical", "warning", "info")
+        ),
+        acceptance_drop_ratio=al.number(
+            "acceptance_drop_ratio", d.acceptance_drop_ratio, low=0.01, high=0.99
+        ),
+        **durations,
+    )
+
+
 def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
     """Validate a parsed TOML document into a SpecwiseConfig."""
     top = _Section(
@@ -429,14 +518,7 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
             '["./apply-k.sh", "{class}", "{k}"]',
             field="[actuator] argv",
         )
-    al = _Section(
-        "alerts", top.data.get("alerts"), {"alertmanager_url", "generator_url", "not_paying_for"}
-    )
-    alerts = AlertSettings(
-        alertmanager_url=al.string("alertmanager_url"),
-        generator_url=al.string("generator_url"),
-        not_paying_for=al.duration("not_paying_for", 900.0),
-    )
+    alerts = _alerts(top.data.get("alerts"))
     return SpecwiseConfig(
         controller, source, estimator, policy, actuator, alerts, _classes(top.data.get("classes"))
     )

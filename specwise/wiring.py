@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 
 from specwise.actuators import Actuator, CommandActuator, DryRunActuator, FileActuator
+from specwise.alertmanager import AlertmanagerPusher
 from specwise.collectors.classes import ClassConfig
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import ScrapeSource
@@ -18,7 +19,7 @@ from specwise.collectors.snapshot import SnapshotSource
 from specwise.config import SpecwiseConfig
 from specwise.errors import ConfigError
 
-__all__ = ["build_actuator", "build_source", "read_secret"]
+__all__ = ["build_actuator", "build_alert_sink", "build_source", "read_secret"]
 
 
 def read_secret(path: str, *, field: str) -> str:
@@ -84,3 +85,19 @@ def build_actuator(config: SpecwiseConfig) -> Actuator:
     if act.kind == "command":
         return CommandActuator(act.argv, min_interval=act.min_interval, timeout=act.timeout)
     return DryRunActuator()
+
+
+def build_alert_sink(
+    config: SpecwiseConfig, *, session: requests.Session
+) -> AlertmanagerPusher | None:
+    """The direct Alertmanager push when ``[alerts] alertmanager_url`` is set, else None."""
+    al = config.alerts
+    if not al.alertmanager_url:
+        return None
+    return AlertmanagerPusher(
+        al.alertmanager_url,
+        session=session,
+        settings=al,
+        timeout=al.timeout,
+        ttl=max(300.0, 4 * config.controller.interval),
+    )

@@ -26,7 +26,7 @@ from specwise.exporter import ExporterServer, controller_registry, make_app
 from specwise.scenarios import get_scenario
 from specwise.sim import FileWatcher, SimFleet, SimServer, scaled_clock
 from specwise.state import ControllerState
-from specwise.wiring import build_actuator, build_source
+from specwise.wiring import build_actuator, build_alert_sink, build_source
 
 __all__ = ["demo_command", "demo_config"]
 
@@ -110,6 +110,7 @@ def demo_command(duration: float, speed: float, port: int, refresh: float, seed:
                 source=build_source(config, session=session, classes=classes),
                 actuator=build_actuator(config),
                 classes=classes,
+                alert_sink=build_alert_sink(config, session=session),
                 clock=clock,
             )
             app = make_app(

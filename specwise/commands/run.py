@@ -18,7 +18,7 @@ from specwise.controller import Controller, class_config_from
 from specwise.exporter import ExporterServer, controller_registry, make_app
 from specwise.output import to_json, to_json_line
 from specwise.state import ControllerState
-from specwise.wiring import build_actuator, build_source
+from specwise.wiring import build_actuator, build_alert_sink, build_source
 
 __all__ = ["install_stop_signals", "run_command"]
 
@@ -80,6 +80,7 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
             source=build_source(config, session=session, classes=classes),
             actuator=build_actuator(config),
             classes=classes,
+            alert_sink=build_alert_sink(config, session=session),
         )
         if once:
             state = controller.step()

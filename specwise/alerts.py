@@ -1,0 +1,455 @@
+"""Alerts when speculative decoding stops paying off: one catalogue, two deliveries.
+
+``build_rules`` turns ``[alerts]`` settings into a Prometheus rules file (recording rules on
+vLLM's own counters, alerting rules on the controller's exported metrics); ``rules_yaml``
+writes it. ``AlertEvaluator`` evaluates the same alerts (same names, labels, thresholds and
+``for:`` durations) straight from a ``ControllerState``, for the direct Alertmanager push in
+``specwise.alertmanager``. Each alert's ``runbook_url`` points at its section of
+``docs/runbook.md``.
+
+vLLM's series carry ``model_name`` (plus the labels Prometheus adds), not ``class``: the
+recording rules group by ``class_labels`` (default ``model_name``) and match both metric
+spellings, ``vllm:`` and ``vllm_`` (Prometheus 2.x stores ``vllm_`` from negotiating
+exporters).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from specwise.config import AlertSettings, format_duration
+from specwise.state import ControllerState
+
+__all__ = [
+    "ALERT_NAMES",
+    "Alert",
+    "AlertEvaluator",
+    "AlertRule",
+    "RecordingRule",
+    "RuleGroup",
+    "build_rules",
+    "rules_document",
+    "rules_yaml",
+    "vllm_selector",
+]
+
+ValueFormat = Literal["x2", "pct", "int", "none"]
+
+#: Every alert ``specwise rules`` generates, in file order.
+ALERT_NAMES = (
+    "SpecDecodeNotPayingOff",
+    "SpecDecodeAcceptanceDropped",
+    "SpecDecodeKMismatch",
+    "SpecDecodeMetricsAbsent",
+    "SpecwiseDataStale",
+    "SpecwiseSourceDown",
+    "SpecwiseSourceErrors",
+    "SpecwiseControllerStalled",
+)
+
+
+def vllm_selector(counter: str) -> str:
+    """A selector matching both spellings of a vLLM counter (``vllm:`` and ``vllm_``)."""
+    return f'{{__name__=~"vllm[:_]spec_decode_{counter}_total"}}'
+
+
+@dataclass(frozen=True)
+class RecordingRule:
+    record: str
+    expr: str
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alert; ``description`` is a template with ``{class}``/``{source}``/``{value}``."""
+
+    alert: str
+    expr: str
+    for_seconds: float
+    severity: str
+    summary: str
+    description: str
+    value_format: ValueFormat
+    runbook_url: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def go_description(self) -> str:
+        """The description as a Prometheus annotation template."""
+        value = {
+            "x2": '{{ printf "%.2f" $value }}',
+            "pct": "{{ $value | humanizePercentage }}",
+            "int": '{{ printf "%.0f" $value }}',
+            "none": "",
+        }[self.value_format]
+        text = self.description.replace("{value}", value)
+        for label in ("class", "source", "group"):
+            text = text.replace("{" + label + "}", "{{ $labels." + label + " }}")
+        return text
+
+    def render_description(self, labels: Mapping[str, str], value: float) -> str:
+        """The description as Prometheus renders it, for the direct push."""
+        formatted = {
+            "x2": f"{value:.2f}",
+            "pct": f"{value * 100:.4g}%",
+            "int": f"{value:.0f}",
+            "none": "",
+        }[self.value_format]
+        text = self.description.replace("{value}", formatted)
+        for label in ("class", "source", "group"):
+            text = text.replace("{" + label + "}", labels.get(label, ""))
+        return text
+
+    def annotations(self) -> dict[str, str]:
+        return {
+            "summary": self.summary,
+            "description": self.go_description(),
+            "runbook_url": self.runbook_url,
+        }
+
+
+Rule = RecordingRule | AlertRule
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    name: str
+    rules: tuple[Rule, ...]
+
+
+def _level(labels: Sequence[str]) -> str:
+    return "_".join(labels)
+
+
+def _recording_rules(labels: Sequence[str], window: float) -> tuple[RecordingRule, ...]:
+    by = ", ".join(labels)
+    lvl = _level(labels)
+    w = format_duration(window)
+
+    def rate(counter: str, extra: str = "") -> str:
+        return f"sum by ({by}{extra}) (rate({vllm_selector(counter)}[{w}]))"
+
+    drafts = f"{lvl}:specwise_vllm_drafts:rate{w}"
+    draft_tokens = f"{lvl}:specwise_vllm_draft_tokens:rate{w}"
+    accepted = f"{lvl}:specwise_vllm_accepted_tokens:rate{w}"
+    per_pos = f"{lvl}_position:specwise_vllm_accepted_tokens_per_pos:rate{w}"
+    return (
+        RecordingRule(drafts, rate("num_drafts")),
+        RecordingRule(draft_tokens, rate("num_draft_tokens")),
+        RecordingRule(accepted, rate("num_accepted_tokens")),
+        RecordingRule(per_pos, rate("num_accepted_tokens_per_pos", ", position")),
+        RecordingRule(
+            f"{lvl}:specwise_vllm_mean_acceptance_length:ratio_rate{w}",
+            f"1 + {accepted} / ({drafts} > 0)",
+        ),
+        RecordingRule(
+            f"{lvl}:specwise_vllm_acceptance_rate:ratio_rate{w}",
+            f"{accepted} / ({draft_tokens} > 0)",
+        ),
+        RecordingRule(
+            f"{lvl}_position:specwise_vllm_survival:ratio_rate{w}",
+            f"{per_pos} / on ({by}) group_left () ({drafts} > 0)",
+        ),
+    )
+
+
+def _anchor(name: str) -> str:
+    return name.lower()
+
+
+def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple[AlertRule, ...]:
+    d = format_duration
+    base = runbook.rstrip("#")
+
+    def url(name: str) -> str:
+        return f"{base}#{_anchor(name)}"
+
+    by = ", ".join(labels)
+    drafts = vllm_selector("num_drafts")
+    absent = (
+        f"group by ({by}) (present_over_time({drafts}[{d(s.metrics_absent_lookback)}]))\n"
+        f"unless on ({by}) group by ({by}) ({drafts})"
+    )
+    if "model_name" in labels:
+        # classes that specwise itself turned off (k = 0) stop exporting on purpose
+        absent += (
+            '\nunless on (model_name) label_replace(specwise_deployed_k == 0, "model_name", '
+            '"$1", "class", "(.+)")'
+        )
+    group_text = "/".join("{{ $labels." + label + " }}" for label in labels)
+    return (
+        AlertRule(
+            "SpecDecodeNotPayingOff",
+            f'min without (k_kind) (specwise_predicted_speedup_ratio{{k_kind="deployed"}})'
+            f" < {s.speedup_below:g}\nand specwise_deployed_k > 0",
+            s.not_paying_for,
+            s.not_paying_severity,
+            "Speculative decoding is predicted to be slower than plain decoding.",
+            "Class {class} is predicted to run at {value}x the speed of plain decoding at its "
+            f"deployed k (threshold {s.speedup_below:g}x, for {d(s.not_paying_for)}): speculation "
+            "costs throughput; compare specwise_recommended_k.",
+            "x2",
+            url("SpecDecodeNotPayingOff"),
+        ),
+        AlertRule(
+            "SpecDecodeAcceptanceDropped",
+            f"specwise_alpha_ratio\n/ avg_over_time(specwise_alpha_ratio"
+            f"[{d(s.acceptance_baseline)}] offset {d(s.acceptance_baseline_offset)})"
+            f"\n< {s.acceptance_drop_ratio:g}",
+            s.acceptance_dropped_for,
+            "warning",
+            "Speculative decoding acceptance dropped sharply against its baseline.",
+            "Class {class} accepts draft tokens at {value} of its "
+            f"{d(s.acceptance_baseline)} baseline (threshold "
+            f"{s.acceptance_drop_ratio * 100:g}%, for {d(s.acceptance_dropped_for)}).",
+            "pct",
+            url("SpecDecodeAcceptanceDropped"),
+        ),
+        AlertRule(
+            "SpecDecodeKMismatch",
+            "specwise_recommended_k != specwise_deployed_k",
+            s.k_mismatch_for,
+            "warning",
+            "The recommended k differs from the deployed k.",
+            "Class {class}: specwise has recommended num_speculative_tokens = {value} instead "
+            f"of the deployed k for {d(s.k_mismatch_for)}; apply it or check the actuator.",
+            "int",
+            url("SpecDecodeKMismatch"),
+        ),
+        AlertRule(
+            "SpecDecodeMetricsAbsent",
+            absent,
+            s.metrics_absent_for,
+            "warning",
+            "Spec-decode metrics vanished from a class that had them.",
+            f"{group_text} exported vLLM spec-decode counters in the last "
+            f"{d(s.metrics_absent_lookback)} but has none now (for {d(s.metrics_absent_for)}).",
+            "none",
+            url("SpecDecodeMetricsAbsent"),
+        ),
+        AlertRule(
+            "SpecwiseDataStale",
+            "specwise_stale == 1",
+            s.stale_for,
+            "warning",
+            "specwise has no fresh spec-decode data for a class.",
+            "Class {class} has had no fresh spec-decode counters for over "
+            f"{d(s.stale_for)}; specwise holds its last k and cannot re-check it.",
+            "none",
+            url("SpecwiseDataStale"),
+        ),
+        AlertRule(
+            "SpecwiseSourceDown",
+            "specwise_source_up == 0",
+            s.source_down_for,
+            "warning",
+            "A specwise data source does not answer.",
+            f"Source {{source}} has not answered specwise for {d(s.source_down_for)}; the "
+            "classes it feeds go stale.",
+            "none",
+            url("SpecwiseSourceDown"),
+        ),
+        AlertRule(
+            "SpecwiseSourceErrors",
+            f"sum without (kind) (increase(specwise_source_errors_total"
+            f"[{d(s.source_errors_window)}])) > 0\nunless specwise_source_up == 0",
+            s.source_errors_for,
+            "warning",
+            "A specwise data source keeps failing.",
+            "Source {source} had {value} collection errors in the last "
+            f"{d(s.source_errors_window)} (for {d(s.source_errors_for)}); see "
+            "specwise_source_errors_total by kind.",
+            "int",
+            url("SpecwiseSourceErrors"),
+        ),
+        AlertRule(
+            "SpecwiseControllerStalled",
+            f"time() - specwise_last_tick_timestamp_seconds > {s.stale_for:g}",
+            s.source_down_for,
+            "warning",
+            "The specwise controller stopped ticking.",
+            f"The specwise controller's last tick was {{value}} s ago (threshold "
+            f"{d(s.stale_for)}); its metrics and recommendations are frozen.",
+            "int",
+            url("SpecwiseControllerStalled"),
+        ),
+    )
+
+
+def build_rules(
+    settings: AlertSettings, *, class_labels: Sequence[str] = ("model_name",)
+) -> tuple[RuleGroup, ...]:
+    """The recording and alerting rules for ``settings`` (thresholds, durations, runbook)."""
+    labels = tuple(settings.class_labels or class_labels) or ("model_name",)
+    return (
+        RuleGroup("specwise.vllm.rules", _recording_rules(labels, settings.rate_window)),
+        RuleGroup("specwise.alerts", _alert_rules(settings, labels, settings.runbook_base)),
+    )
+
+
+def _rule_dict(rule: Rule) -> dict[str, Any]:
+    if isinstance(rule, RecordingRule):
+        return {"record": rule.record, "expr": rule.expr}
+    out: dict[str, Any] = {"alert": rule.alert, "expr": rule.expr}
+    if rule.for_seconds > 0:
+        out["for"] = format_duration(rule.for_seconds)
+    out["labels"] = {"severity": rule.severity, **rule.labels}
+    out["annotations"] = rule.annotations()
+    return out
+
+
+def rules_document(groups: Sequence[RuleGroup]) -> dict[str, Any]:
+    """The rules file as plain data (what ``--json`` prints and ``rules_yaml`` writes)."""
+    return {"groups": [{"name": g.name, "rules": [_rule_dict(r) for r in g.rules]} for g in groups]}
+
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.:]*|\d+(?:ms|[smhdwy])")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+
+
+def _scalar(value: str, indent: str, *, block: bool = False) -> str:
+    if "\n" in value or block:
+        body = "\n".join(f"{indent}  {line}" if line else "" for line in value.split("\n"))
+        return f"|-\n{body}"
+    if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
+        return value
+    return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def _yaml_map(data: Mapping[str, Any], indent: str) -> list[str]:
+    lines: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            lines.append(f"{indent}{key}:")
+            lines.extend(_yaml_map(value, indent + "  "))
+        else:
+            text = _scalar(str(value), indent, block=key == "expr")
+            lines.append(f"{indent}{key}: {text}")
+    return lines
+
+
+def rules_yaml(groups: Sequence[RuleGroup], *, header: str = "") -> str:
+    """The rules file as YAML (block scalars for multi-line expressions)."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    lines.append("groups:")
+    for group in rules_document(groups)["groups"]:
+        lines.append(f"  - name: {_scalar(group['name'], '')}")
+        lines.append("    rules:")
+        for rule in group["rules"]:
+            first, *rest = _yaml_map(rule, "        ")
+            lines.append("      - " + first.lstrip())
+            lines.extend(rest)
+    return "\n".join(lines) + "\n"
+
+
+# -- evaluating the same alerts from the controller's state (direct push) -------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A firing alert: what the direct push sends, labelled like the rule's alert."""
+
+    name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    active_since: float
+    value: float
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.labels.items()))
+
+
+class AlertEvaluator:
+    """Evaluates the rules' alerts on successive ``ControllerState``s with their ``for:``.
+
+    Times are the controller's clock (the ``now`` passed in). Alerts that need vLLM's own
+    series (``SpecDecodeMetricsAbsent``) or an outside observer (``SpecwiseControllerStalled``)
+    exist only as Prometheus rules; ``SpecwiseDataStale`` covers them when pushing.
+    """
+
+    def __init__(self, settings: AlertSettings) -> None:
+        self.settings = settings
+        self.rules = {
+            r.alert: r for g in build_rules(settings) for r in g.rules if isinstance(r, AlertRule)
+        }
+        self._since: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._alpha: dict[str, deque[tuple[float, float]]] = {}
+        self._errors: dict[str, deque[tuple[float, float]]] = {}
+
+    def _baseline(self, name: str, alpha: float, now: float) -> float | None:
+        s = self.settings
+        hist = self._alpha.setdefault(name, deque())
+        hist.append((now, alpha))
+        oldest = now - s.acceptance_baseline_offset - s.acceptance_baseline
+        while hist and hist[0][0] < oldest:
+            hist.popleft()
+        end = now - s.acceptance_baseline_offset
+        window = [a for t, a in hist if t <= end]
+        return sum(window) / len(window) if window else None
+
+    def _error_increase(self, name: str, total: float, now: float) -> float:
+        hist = self._errors.setdefault(name, deque())
+        hist.append((now, total))
+        while len(hist) > 1 and hist[1][0] <= now - self.settings.source_errors_window:
+            hist.popleft()
+        return total - hist[0][1] if hist[0][0] < now else 0.0
+
+    def conditions(
+        self, state: ControllerState, now: float
+    ) -> list[tuple[str, dict[str, str], float]]:
+        """(alert name, labels, value) for every condition true at ``now``, ignoring ``for:``."""
+        s = self.settings
+        out: list[tuple[str, dict[str, str], float]] = []
+        for c in state.classes:
+            labels = {"class": c.name}
+            speed = c.predicted_speedup_deployed
+            if c.deployed_k and speed is not None and speed < s.speedup_below:
+                out.append(("SpecDecodeNotPayingOff", labels, speed))
+            if c.alpha is not None:
+                base = self._baseline(c.name, c.alpha, now)
+                if base and c.alpha / base < s.acceptance_drop_ratio:
+                    out.append(("SpecDecodeAcceptanceDropped", labels, c.alpha / base))
+            if (
+                c.recommended_k is not None
+                and c.deployed_k is not None
+                and c.recommended_k != c.deployed_k
+            ):
+                out.append(("SpecDecodeKMismatch", labels, float(c.recommended_k)))
+            if c.stale:
+                out.append(("SpecwiseDataStale", labels, 1.0))
+        for src in state.sources:
+            labels = {"source": src.name}
+            if not src.up:
+                out.append(("SpecwiseSourceDown", labels, 0.0))
+            grew = self._error_increase(src.name, float(sum(src.errors.values())), now)
+            if grew > 0 and src.up:
+                out.append(("SpecwiseSourceErrors", labels, grew))
+        return out
+
+    def evaluate(self, state: ControllerState, now: float) -> list[Alert]:
+        """The alerts firing at ``now`` (their condition held for the rule's ``for:``)."""
+        firing: list[Alert] = []
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        for name, labels, value in self.conditions(state, now):
+            rule = self.rules[name]
+            key = (name, tuple(sorted(labels.items())))
+            seen.add(key)
+            since = self._since.setdefault(key, now)
+            if now - since < rule.for_seconds:
+                continue
+            full = {"alertname": name, "severity": rule.severity, **rule.labels, **labels}
+            annotations = {
+                "summary": rule.summary,
+                "description": rule.render_description(labels, value),
+                "runbook_url": rule.runbook_url,
+            }
+            firing.append(Alert(name, full, annotations, since, value))
+        for key in list(self._since):
+            if key not in seen:
+                del self._since[key]
+        return firing
