@@ -16,6 +16,7 @@ from specwise import __version__
 from specwise.commands.demo import demo_command
 from specwise.commands.model import model_command
 from specwise.commands.recommend import recommend_command
+from specwise.commands.report import report_command
 from specwise.commands.rules import rules_command
 from specwise.commands.run import run_command
 from specwise.commands.scrape import scrape_command
@@ -47,6 +48,7 @@ cli.add_command(sim_command)
 cli.add_command(demo_command)
 cli.add_command(recommend_command)
 cli.add_command(scrape_command)
+cli.add_command(report_command)
 cli.add_command(rules_command)
 
 

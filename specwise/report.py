@@ -1,0 +1,727 @@
+"""Before/after reports: two windows per workload class, the change and a verdict.
+
+The computation only (rendering lives in :mod:`specwise.report_render`). Per class and
+window: alpha with its interval (positions MLE), mean acceptance length, survival and
+conditional acceptance, draft-length shortfall, the optimal k and the predicted speedup at the
+deployed and the optimal k, and, where vLLM's inter-token latency counters are present, the
+measured latency and the drafter cost it implies. Between windows: the alpha change with its
+uncertainty and one verdict line per class.
+
+Window totals come from the collectors: through Prometheus one server-side
+``sum by (class labels) (increase(...[window]))`` per counter at the window's end (per series
+first, so a counter reset of one engine inside a window is handled); from files, two
+``/metrics`` captures (their difference), one capture (counts since the server started) or a
+vLLM log (its ``SpecDecoding metrics`` intervals). Alpha over time is a range query of
+per-class increases, fetched one step-aligned chunk (<= 11,000 points) at a time so long
+ranges can show progress.
+
+Times (:func:`parse_time`) are RFC 3339 (``2026-05-01T00:00:00Z``), Unix seconds
+(``1777593600``), ``now``, or relative to now (``-30d``, ``-12h``, ``-90m``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from scipy import special
+
+from specwise.collectors.classes import CLASS_LABEL, ClassConfig, Matcher
+from specwise.collectors.deltas import (
+    latest_per_series,
+    since_start,
+    sum_by_class,
+    window_deltas,
+)
+from specwise.collectors.logs import log_snapshots
+from specwise.collectors.prometheus import (
+    COUNTER_METRICS,
+    PrometheusSource,
+    aligned_chunks,
+    metric_selector,
+)
+from specwise.collectors.scrape import FileSource
+from specwise.collectors.snapshot import CounterDelta, Snapshot
+from specwise.config import format_duration, parse_duration
+from specwise.errors import ReportError, SourceError
+from specwise.estimator import (
+    DEFAULT_ESTIMATOR_CONFIG,
+    Estimate,
+    EstimatorConfig,
+    WindowCounts,
+    alpha_trials,
+    estimate_delta,
+)
+from specwise.model import VerifyCost, verify_cost_at
+from specwise.policies import PolicyConfig, Recommendation, recommend
+
+__all__ = [
+    "AlphaChange",
+    "AlphaSeries",
+    "ClassReport",
+    "Latency",
+    "LatencyChange",
+    "Presence",
+    "Report",
+    "TimeRange",
+    "WindowClass",
+    "WindowInfo",
+    "alpha_change",
+    "alpha_over_time",
+    "analyze_window",
+    "auto_step",
+    "build_report",
+    "compare_windows",
+    "file_window",
+    "latency_change",
+    "parse_range",
+    "parse_time",
+    "prometheus_window",
+    "series_from_snapshots",
+    "verdict_line",
+]
+
+Presence = Literal["both", "before-only", "after-only"]
+#: Progress callback: (chunks done, chunks in all, a one-line description).
+Progress = Callable[[int, int, str], None]
+
+_RELATIVE = re.compile(r"^-\s*(.+)$")
+_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+
+
+# -- times -------------------------------------------------------------------------------
+
+
+def parse_time(text: str, *, now: float) -> float:
+    """Unix seconds from RFC 3339, Unix seconds, ``now`` or ``-<duration>`` (before now)."""
+    raw = text.strip()
+    if raw in ("", "now"):
+        if raw == "":
+            raise ReportError("a time is empty; write RFC 3339, Unix seconds, now or e.g. -30d")
+        return now
+    m = _RELATIVE.match(raw)
+    if m:
+        return now - parse_duration(m.group(1).strip(), field=f"time {text!r}")
+    if _NUMBER.match(raw):
+        return float(raw)
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ReportError(
+            f"time {text!r} is not RFC 3339 (2026-05-01T00:00:00Z), Unix seconds, now or a "
+            "relative time such as -30d"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """[start, end] in Unix seconds; ``text`` is what the user wrote."""
+
+    start: float
+    end: float
+    text: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def parse_range(text: str, *, now: float) -> TimeRange:
+    """``START..END`` (either side as in :func:`parse_time`; an empty END means now)."""
+    if ".." not in text:
+        raise ReportError(
+            f"window {text!r} is not START..END; write e.g. -60d..-30d or "
+            "2026-04-01T00:00:00Z..2026-05-01T00:00:00Z"
+        )
+    left, right = text.split("..", 1)
+    start = parse_time(left, now=now)
+    end = parse_time(right or "now", now=now)
+    if not end > start:
+        raise ReportError(f"window {text!r} ends before it starts; swap START and END")
+    return TimeRange(start, end, text)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- per window ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Latency:
+    """vLLM's inter-token latency over a window: one event per output step of a request."""
+
+    itl_seconds: float  # mean seconds per output event (ITL sum / count)
+    events: float
+    seconds_per_token: float | None  # ITL sum / generation tokens, when counted
+    generation_tokens: float | None
+
+
+@dataclass(frozen=True)
+class WindowClass:
+    """One class in one window: its counts, estimate and recommendation."""
+
+    name: str
+    delta: CounterDelta
+    estimate: Estimate
+    recommendation: Recommendation
+    latency: Latency | None = None
+
+    @property
+    def deployed_k(self) -> int | None:
+        return self.recommendation.current_k
+
+    @property
+    def optimal_k(self) -> int | None:
+        return self.recommendation.recommended_k if self.estimate.ok else None
+
+    @property
+    def speedup_deployed(self) -> float | None:
+        return self.recommendation.predicted_speedup_current
+
+    @property
+    def speedup_optimal(self) -> float | None:
+        return self.recommendation.predicted_speedup_recommended
+
+    @property
+    def cost(self) -> float:
+        return self.recommendation.cost
+
+
+def _class_name(labels: Mapping[str, str]) -> str:
+    return labels.get(CLASS_LABEL, "") or "/".join(v for _, v in sorted(labels.items()))
+
+
+def _latency(d: CounterDelta) -> Latency | None:
+    s, n = d.itl_seconds_sum, d.itl_seconds_count
+    if s is None or n is None or n <= 0 or not math.isfinite(s):
+        return None
+    g = d.generation_tokens
+    return Latency(
+        itl_seconds=s / n,
+        events=n,
+        seconds_per_token=s / g if g is not None and g > 0 else None,
+        generation_tokens=g,
+    )
+
+
+def analyze_window(
+    deltas: Sequence[CounterDelta],
+    *,
+    classes: ClassConfig,
+    policy_for: Callable[[str], PolicyConfig],
+    estimator: EstimatorConfig = DEFAULT_ESTIMATOR_CONFIG,
+    now: float,
+    k: int | None = None,
+) -> dict[str, WindowClass]:
+    """Sum series deltas per class, estimate each class and price its k (one window)."""
+    out: dict[str, WindowClass] = {}
+    for d in sum_by_class(deltas, classes):
+        name = _class_name(d.labels)
+        e = estimate_delta(name, d, now=now, config=estimator, k=k)
+        r = recommend(e, config=policy_for(name))
+        out[name] = WindowClass(name, d, e, r, _latency(d))
+    return out
+
+
+# -- the change ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlphaChange:
+    """after - before with a ``level`` interval (normal approximation of the two posteriors,
+    each standard deviation read off its credible interval, so the short-draft bracket widens
+    it too). ``real`` when the interval excludes 0."""
+
+    delta: float
+    half_width: float
+    low: float
+    high: float
+    p_increase: float
+    level: float
+
+    @property
+    def real(self) -> bool:
+        return self.low > 0.0 or self.high < 0.0
+
+
+def _z(level: float) -> float:
+    return float(math.sqrt(2.0) * special.erfinv(level))
+
+
+def alpha_change(before: Estimate, after: Estimate, *, level: float = 0.95) -> AlphaChange | None:
+    """The alpha change between two estimates with its uncertainty; None if either is missing."""
+    if not (before.ok and after.ok):
+        return None
+    if before.alpha is None or after.alpha is None:
+        return None
+    sds = []
+    for e, point in ((before, before.alpha), (after, after.alpha)):
+        lo = e.alpha_low if e.alpha_low is not None else point
+        hi = e.alpha_high if e.alpha_high is not None else point
+        sds.append((hi - lo) / (2.0 * _z(level)))
+    sd = math.sqrt(sds[0] ** 2 + sds[1] ** 2)
+    delta = after.alpha - before.alpha
+    half = _z(level) * sd
+    if sd > 0:
+        p_up = float(0.5 * (1.0 + special.erf(delta / (sd * math.sqrt(2.0)))))
+    else:
+        p_up = 1.0 if delta > 0 else 0.0
+    return AlphaChange(delta, half, delta - half, delta + half, p_up, level)
+
+
+@dataclass(frozen=True)
+class LatencyChange:
+    """Measured inter-token latency before and after, and the drafter cost it implies.
+
+    ``implied_cost_after``: with the target step time unchanged between windows and the
+    before window's cost c_b right, ITL_a / ITL_b = (k_a c_a + v(k_a)) / (k_b c_b + v(k_b))
+    gives c_a. Load (batch size) changes ITL too: compare windows of similar traffic.
+    """
+
+    itl_before: float
+    itl_after: float
+    itl_ratio: float
+    seconds_per_token_before: float | None
+    seconds_per_token_after: float | None
+    measured_speedup: float | None  # time per token before / after
+    implied_cost_after: float | None
+    note: str = ""
+
+
+def latency_change(
+    before: WindowClass, after: WindowClass, *, verify_cost: VerifyCost = None
+) -> LatencyChange | None:
+    """The measured latency change of one class, or None without ITL counters in both."""
+    lb, la = before.latency, after.latency
+    if lb is None or la is None or lb.itl_seconds <= 0:
+        return None
+    ratio = la.itl_seconds / lb.itl_seconds
+    speed = None
+    if lb.seconds_per_token and la.seconds_per_token:
+        speed = lb.seconds_per_token / la.seconds_per_token
+    kb, ka = before.deployed_k, after.deployed_k
+    implied: float | None = None
+    note = ""
+    if kb is not None and ka is not None and ka > 0:
+        cycle_b = kb * before.cost + verify_cost_at(kb, verify_cost)
+        implied = (ratio * cycle_b - verify_cost_at(ka, verify_cost)) / ka
+        if implied < 0:
+            note = (
+                f"latency fell more than a free drafter explains (implied c = {implied:.3f}): "
+                "the target step or the load changed too"
+            )
+            implied = max(0.0, implied)
+    return LatencyChange(
+        itl_before=lb.itl_seconds,
+        itl_after=la.itl_seconds,
+        itl_ratio=ratio,
+        seconds_per_token_before=lb.seconds_per_token,
+        seconds_per_token_after=la.seconds_per_token,
+        measured_speedup=speed,
+        implied_cost_after=implied,
+        note=note,
+    )
+
+
+@dataclass(frozen=True)
+class ClassReport:
+    """One class across both windows."""
+
+    name: str
+    presence: Presence
+    before: WindowClass | None
+    after: WindowClass | None
+    change: AlphaChange | None
+    latency: LatencyChange | None
+    verdict: str
+
+
+def _x(v: float | None) -> str:
+    return "?" if v is None else f"{v:.2g}x" if v < 10 else f"{v:.0f}x"
+
+
+def _speed(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:.1f}x" if abs(v - round(v, 1)) < 0.05 or v >= 2 else f"{v:.2f}x"
+
+
+def _alpha_text(w: WindowClass | None) -> str:
+    if w is None or w.estimate.alpha is None:
+        return "?"
+    return f"{w.estimate.alpha:.2f}"
+
+
+def verdict_line(c: ClassReport) -> str:
+    """``code: alpha 0.61 -> 0.74 (+0.13 +/- 0.01); optimal k 3 -> 5; predicted speedup
+    1.9x -> 2.6x; switch to k = 5`` (the speedups at the deployed k before and at the
+    optimal k after)."""
+    b, a = c.before, c.after
+    if a is None and b is not None:
+        where = "before"
+        w = b
+    elif b is None and a is not None:
+        where = "after"
+        w = a
+    else:
+        w = None
+        where = ""
+    if w is not None:
+        if not w.estimate.ok:
+            return f"{c.name}: only in the {where} window, and without enough data there"
+        return (
+            f"{c.name}: only in the {where} window: alpha {_alpha_text(w)}, optimal k "
+            f"{w.optimal_k}, predicted speedup {_speed(w.speedup_optimal)}; nothing to compare"
+        )
+    if b is None or a is None:
+        return f"{c.name}: in neither window"
+    if not b.estimate.ok or not a.estimate.ok:
+        missing = [n for n, x in (("before", b), ("after", a)) if not x.estimate.ok]
+        return f"{c.name}: not enough data in the {' and '.join(missing)} window to compare"
+    ch = c.change
+    assert ch is not None
+    sig = "" if ch.real else ", within noise"
+    head = (
+        f"{c.name}: alpha {_alpha_text(b)} -> {_alpha_text(a)} "
+        f"({ch.delta:+.2f} +/- {ch.half_width:.2f}{sig}); optimal k {b.optimal_k} -> "
+        f"{a.optimal_k}; predicted speedup {_speed(b.speedup_deployed)} -> "
+        f"{_speed(a.speedup_optimal)}"
+    )
+    if a.optimal_k == 0:
+        action = "turn speculation off (k = 0)" if a.deployed_k else "keep speculation off"
+    elif a.deployed_k == a.optimal_k:
+        action = f"keep k = {a.optimal_k}"
+    else:
+        action = f"switch to k = {a.optimal_k}"
+    return f"{head}; {action}"
+
+
+def compare_windows(
+    before: Mapping[str, WindowClass],
+    after: Mapping[str, WindowClass],
+    *,
+    level: float = 0.95,
+    verify_cost: VerifyCost = None,
+) -> list[ClassReport]:
+    """One ClassReport per class seen in either window, sorted by name."""
+    out = []
+    for name in sorted(set(before) | set(after)):
+        b, a = before.get(name), after.get(name)
+        presence: Presence = "both" if b and a else "before-only" if b else "after-only"
+        change = alpha_change(b.estimate, a.estimate, level=level) if b and a else None
+        lat = latency_change(b, a, verify_cost=verify_cost) if b and a else None
+        draft = ClassReport(name, presence, b, a, change, lat, "")
+        out.append(ClassReport(name, presence, b, a, change, lat, verdict_line(draft)))
+    return out
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def prometheus_window(source: PrometheusSource, window: TimeRange) -> list[CounterDelta]:
+    """Per-class totals over the window: ``sum by (class labels) (increase(...[W]))`` at its
+    end, computed per series by the server (restart-safe) and summed per class."""
+    return source.increase(window.end, window.seconds)
+
+
+def _is_log(text: str) -> bool:
+    return "SpecDecoding metrics:" in text or "Speculative metrics:" in text
+
+
+def _file_snapshots(path: Path, *, now: float, instance: str, year: int) -> list[Snapshot]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise SourceError(
+            f"Cannot read {path} ({exc.strerror or exc}); check the path.", url=str(path)
+        ) from exc
+    if _is_log(text):
+        return log_snapshots(text.splitlines(), year=year, source=str(path))
+    return FileSource(path, instance=instance).collect(now)
+
+
+def file_window(
+    paths: Sequence[Path], *, now: float, year: int | None = None
+) -> tuple[list[CounterDelta], list[Snapshot]]:
+    """A window from files: a vLLM log (its intervals), one ``/metrics`` capture (counts since
+    the server started) or two captures (start, end: their difference).
+
+    Returns the deltas and the time series of snapshots (non-empty for logs, for
+    alpha over time).
+    """
+    if not 1 <= len(paths) <= 2:
+        raise ReportError(
+            f"a window takes one log or capture file, or two captures; got {len(paths)}"
+        )
+    year = year if year is not None else datetime.fromtimestamp(now, UTC).year
+    # Label both captures with the end file's name so the same series match.
+    instance = str(paths[-1])
+    snaps = [_file_snapshots(p, now=now, instance=instance, year=year) for p in paths]
+    if len(paths) == 1:
+        series = snaps[0]
+        return [since_start(s) for s in latest_per_series(series)], (
+            series if len({s.timestamp for s in series}) > 1 else []
+        )
+    if any(len({s.timestamp for s in group}) > 1 for group in snaps):
+        raise ReportError("give a log file alone (it covers its window); pair only captures")
+    return window_deltas(snaps[0], snaps[1]), []
+
+
+# -- alpha over time -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlphaSeries:
+    """Alpha of one class at each step of a window (NaN where no draft was verified)."""
+
+    class_name: str
+    times: tuple[float, ...]
+    alphas: tuple[float, ...]
+    drafts: tuple[float, ...] = ()
+
+
+def auto_step(window: TimeRange, *, points: int = 1500, minimum: float = 15.0) -> float:
+    """A plot-resolution step: about ``points`` points, at least ``minimum`` seconds, whole."""
+    return float(max(minimum, math.ceil(window.seconds / points)))
+
+
+def _alpha_points(
+    drafts: np.ndarray, tokens: np.ndarray, accepted: np.ndarray, per_pos: np.ndarray
+) -> np.ndarray:
+    """The positions MLE at every point (rows of per_pos = positions); NaN without drafts."""
+    k = per_pos.shape[0]
+    out = np.full(drafts.shape, np.nan)
+    if k == 0:
+        return out
+    stopped = np.maximum(0.0, drafts - per_pos[-1])
+    r = np.maximum(0.0, np.minimum(stopped, tokens - accepted))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = accepted / (accepted + r)
+    ok = (drafts >= 1.0) & np.isfinite(alpha)
+    out[ok] = alpha[ok]
+    short = ok & (k * drafts - tokens > 1e-6 * np.maximum(1.0, k * drafts))
+    for i in np.flatnonzero(short):  # short drafts: the estimator's correction, per point
+        trials = alpha_trials(
+            WindowCounts(
+                drafts=float(drafts[i]),
+                draft_tokens=float(tokens[i]),
+                accepted=float(accepted[i]),
+                accepted_per_position=tuple(float(x) for x in per_pos[:, i]),
+                k=k,
+            )
+        )
+        if trials is not None and trials[0] + trials[1] > 0:
+            out[i] = trials[0] / (trials[0] + trials[1])
+    return out
+
+
+#: V0 exports token counters too, broken and without ``engine`` (as the collector filters).
+_V1_ONLY = Matcher("engine", "!=", "")
+
+
+def _range_queries(source: PrometheusSource, window: str) -> dict[str, str]:
+    by = ", ".join(source.classes.by_labels())
+    out = {}
+    for fld, name in COUNTER_METRICS.items():
+        by_f = f"{by}, position" if fld == "accepted_per_position" else by
+        sel = metric_selector(name, (*source.selector, _V1_ONLY))
+        out[fld] = f"sum by ({by_f}) (increase({sel}[{window}]))"
+    return out
+
+
+def alpha_over_time(
+    source: PrometheusSource,
+    window: TimeRange,
+    *,
+    step: float,
+    rate_window: float | None = None,
+    max_points: int = 11_000,
+    progress: Progress | None = None,
+) -> dict[str, AlphaSeries]:
+    """Per-class alpha every ``step`` seconds over the window from range queries of per-class
+    increases over ``rate_window`` (default: max(step, 60 s)), one step-aligned chunk of at
+    most ``max_points`` points at a time; ``progress`` is called after each chunk."""
+    rw = rate_window if rate_window is not None else max(step, 60.0)
+    queries = _range_queries(source, format_duration(rw))
+    chunks = aligned_chunks(window.start, window.end, step, max_points=max_points)
+    times: dict[str, list[np.ndarray]] = {}
+    alphas: dict[str, list[np.ndarray]] = {}
+    drafts_out: dict[str, list[np.ndarray]] = {}
+    for n, (c0, c1) in enumerate(chunks, 1):
+        size = round((c1 - c0) / step) + 1
+        grid = c0 + step * np.arange(size)
+        fields: dict[str, dict[str, np.ndarray]] = {}
+        per_pos: dict[str, dict[int, np.ndarray]] = {}
+        for fld, q in queries.items():
+            res = source.client.query_range(q, start=c0, end=c1, step=step, max_points=max_points)
+            for s in res.series:
+                name = _class_name(source.classes.classify(s.labels))
+                if not s.points:
+                    continue
+                pts = np.asarray(s.points, dtype=float)
+                idx = np.rint((pts[:, 0] - c0) / step).astype(int)
+                keep = (idx >= 0) & (idx < size) & np.isfinite(pts[:, 1])
+                if fld == "accepted_per_position":
+                    pos = s.labels.get("position", "")
+                    if not pos.isdigit():
+                        continue
+                    arr = per_pos.setdefault(name, {}).setdefault(int(pos), np.zeros(size))
+                else:
+                    arr = fields.setdefault(name, {}).setdefault(fld, np.zeros(size))
+                np.add.at(arr, idx[keep], pts[keep, 1])
+        for name, f in fields.items():
+            if "drafts" not in f or name not in per_pos:
+                continue
+            pp = per_pos[name]
+            k = max(pp) + 1
+            stack = np.vstack([pp.get(i, np.zeros(size)) for i in range(k)])
+            a = _alpha_points(
+                f["drafts"],
+                f.get("draft_tokens", np.zeros(size)),
+                f.get("accepted", np.zeros(size)),
+                stack,
+            )
+            times.setdefault(name, []).append(grid)
+            alphas.setdefault(name, []).append(a)
+            drafts_out.setdefault(name, []).append(f["drafts"])
+        if progress is not None:
+            progress(n, len(chunks), f"{_iso(c0)}..{_iso(c1)}")
+    return {
+        name: AlphaSeries(
+            name,
+            tuple(np.concatenate(times[name]).tolist()),
+            tuple(np.concatenate(alphas[name]).tolist()),
+            tuple(np.concatenate(drafts_out[name]).tolist()),
+        )
+        for name in sorted(times)
+    }
+
+
+def series_from_snapshots(
+    snapshots: Sequence[Snapshot], *, classes: ClassConfig
+) -> dict[str, AlphaSeries]:
+    """Alpha per interval between successive snapshots of a log (per class)."""
+    by_time: dict[float, list[Snapshot]] = {}
+    for s in snapshots:
+        by_time.setdefault(s.timestamp, []).append(s)
+    stamps = sorted(by_time)
+    state: dict[tuple[tuple[str, str], ...], Snapshot] = {}
+    out: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    for t in stamps:
+        prev = list(state.values())
+        for s in by_time[t]:
+            state[s.key] = s
+        if not prev:
+            continue
+        for d in sum_by_class(window_deltas(prev, list(state.values())), classes):
+            if not d.accepted_per_position or d.drafts is None or d.drafts <= 0:
+                continue
+            pp = np.asarray(d.accepted_per_position, dtype=float)[:, None]
+            a = _alpha_points(
+                np.asarray([d.drafts]), np.asarray([d.draft_tokens]), np.asarray([d.accepted]), pp
+            )
+            tt, aa, dd = out.setdefault(_class_name(d.labels), ([], [], []))
+            tt.append(t)
+            aa.append(float(a[0]))
+            dd.append(d.drafts)
+    return {n: AlphaSeries(n, tuple(t), tuple(a), tuple(d)) for n, (t, a, d) in sorted(out.items())}
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """What one window is: its label, its time range (None for captures) and its source."""
+
+    label: str
+    source: str
+    start: float | None = None
+    end: float | None = None
+    cost: str = ""
+    series: Mapping[str, AlphaSeries] = field(default_factory=dict)
+    requests: int = 0
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    """The whole report: both windows, every class, the settings they were priced with."""
+
+    before: WindowInfo
+    after: WindowInfo
+    classes: tuple[ClassReport, ...]
+    k_max: int
+    verify_slope: float | None
+    level: float
+    created: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def verdicts(self) -> list[str]:
+        return [c.verdict for c in self.classes]
+
+
+def build_report(
+    before_deltas: Sequence[CounterDelta],
+    after_deltas: Sequence[CounterDelta],
+    *,
+    before: WindowInfo,
+    after: WindowInfo,
+    classes: ClassConfig,
+    before_policy: Callable[[str], PolicyConfig],
+    after_policy: Callable[[str], PolicyConfig],
+    estimator: EstimatorConfig = DEFAULT_ESTIMATOR_CONFIG,
+    created: float,
+    k: int | None = None,
+    k_max: int = 8,
+    verify_slope: float | None = None,
+) -> Report:
+    """Analyse both windows and compare them (``created`` stamps the report)."""
+    if not before_deltas and not after_deltas:
+        raise ReportError(
+            "neither window has vLLM spec-decode counters; check the windows, the class "
+            "labels and that vLLM ran with --speculative-config"
+        )
+    b = analyze_window(
+        before_deltas,
+        classes=classes,
+        policy_for=before_policy,
+        estimator=estimator,
+        now=before.end if before.end is not None else created,
+        k=k,
+    )
+    a = analyze_window(
+        after_deltas,
+        classes=classes,
+        policy_for=after_policy,
+        estimator=estimator,
+        now=after.end if after.end is not None else created,
+        k=k,
+    )
+    vc: VerifyCost = None if verify_slope is None else (lambda kk: 1.0 + verify_slope * kk)
+    rows = compare_windows(b, a, level=estimator.level, verify_cost=vc)
+    notes: list[str] = []
+    if verify_slope is None:
+        notes.append("verify cost taken as 1 target step: predictions hold for light load")
+    return Report(
+        before=before,
+        after=after,
+        classes=tuple(rows),
+        k_max=k_max,
+        verify_slope=verify_slope,
+        level=estimator.level,
+        created=created,
+        notes=tuple(notes),
+    )
