@@ -7,6 +7,8 @@
 - ``start_victoria_metrics``: call it -> ManagedProcess; import with ``servers.vm_import``.
 - ``backfill``: ``backfill(openmetrics_text, name)`` -> blocks dir for ``start_prometheus``.
 - ``fault_server``: a FaultServer; set ``fault_server.routes["/metrics"] = FaultResponse(...)``.
+- ``webhook_receiver``: a WebhookReceiver (``.url``, ``.wait_for(pred, timeout=...)``).
+- ``start_alertmanager``: call ``start_alertmanager(webhook_url=...)`` -> ManagedProcess.
 """
 
 from __future__ import annotations
@@ -88,3 +90,29 @@ def fault_server() -> Iterator[servers.FaultServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[servers.WebhookReceiver]:
+    server = servers.start_webhook_receiver()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_alertmanager(tmp_path: Path) -> Iterator[Callable[..., servers.ManagedProcess]]:
+    started: list[servers.ManagedProcess] = []
+    counter = itertools.count()
+
+    def start(**kwargs: Any) -> servers.ManagedProcess:
+        proc = servers.start_alertmanager(tmp_path / f"alertmanager-{next(counter)}", **kwargs)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()

@@ -35,14 +35,17 @@ __all__ = [
     "FaultServer",
     "ManagedProcess",
     "VLLMExporter",
+    "WebhookReceiver",
     "backfill_openmetrics",
     "free_port",
     "openmetrics_text",
     "require_binary",
+    "start_alertmanager",
     "start_exporter",
     "start_fault_server",
     "start_prometheus",
     "start_victoria_metrics",
+    "start_webhook_receiver",
     "vm_import",
 ]
 
@@ -461,5 +464,140 @@ class FaultServer(ThreadingHTTPServer):
 def start_fault_server(routes: dict[str, FaultResponse] | None = None) -> FaultServer:
     """Start a FaultServer in a thread; the caller must ``stop()`` it."""
     server = FaultServer(routes or {})
+    server.thread.start()
+    return server
+
+
+# -- Alertmanager and a webhook receiver -----------------------------------------------
+
+
+def start_alertmanager(
+    workdir: Path,
+    *,
+    webhook_url: str,
+    group_by: Sequence[str] = ("alertname", "class"),
+    ready_timeout: float = 15.0,
+) -> ManagedProcess:
+    """Start Debian's prometheus-alertmanager on 127.0.0.1 (port 0, no cluster port), routing
+    everything to ``webhook_url`` (group_wait 1s, send_resolved); caller must ``stop()``."""
+    binary = require_binary("prometheus-alertmanager")
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "alertmanager.yml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "route": {
+                    "receiver": "hook",
+                    "group_by": list(group_by),
+                    "group_wait": "1s",
+                    "group_interval": "1s",
+                    "repeat_interval": "1h",
+                },
+                "receivers": [
+                    {
+                        "name": "hook",
+                        "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
+                    }
+                ],
+            }
+        )
+    )
+    data = workdir / "am-data"
+    data.mkdir(exist_ok=True)
+    log_path = workdir / "alertmanager.log"
+    proc = _spawn(
+        [
+            binary,
+            f"--config.file={cfg}",
+            f"--storage.path={data}",
+            "--web.listen-address=127.0.0.1:0",
+            "--web.external-url=http://127.0.0.1/",
+            "--cluster.listen-address=",
+        ],
+        log_path,
+    )
+    deadline = time.monotonic() + ready_timeout
+    port: int | None = None
+    try:
+        while port is None and time.monotonic() < deadline:
+            m = _LISTEN.search(log_path.read_text(errors="replace"))
+            if m:
+                port = int(m.group(1))
+            elif proc.poll() is not None:
+                raise RuntimeError(f"alertmanager exited: {log_path.read_text()[-2000:]}")
+            else:
+                time.sleep(0.05)
+        if port is None:
+            raise RuntimeError(f"alertmanager did not listen: {log_path.read_text()[-2000:]}")
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/-/ready", proc, deadline, log_path)
+    except BaseException:
+        ManagedProcess(proc, "", log_path, data).stop()
+        raise
+    return ManagedProcess(proc, base, log_path, data)
+
+
+class _HookHandler(BaseHTTPRequestHandler):
+    server: WebhookReceiver
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        with self.server.cond:
+            self.server.payloads.append(json.loads(body))
+            self.server.cond.notify_all()
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+class WebhookReceiver(ThreadingHTTPServer):
+    """Collects Alertmanager webhook payloads (version 4) posted to ``url``."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _HookHandler)
+        self.payloads: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert of every payload received so far."""
+        with self.cond:
+            return [a for p in self.payloads for a in p.get("alerts", [])]
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float
+    ) -> dict[str, Any] | None:
+        """The first received alert matching ``predicate``, waiting up to ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for p in self.payloads:
+                    for a in p.get("alerts", []):
+                        if predicate(a):
+                            return dict(a)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(5)
+
+
+def start_webhook_receiver() -> WebhookReceiver:
+    """Start a WebhookReceiver in a thread; the caller must ``stop()`` it."""
+    server = WebhookReceiver()
     server.thread.start()
     return server
