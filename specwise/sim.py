@@ -16,21 +16,33 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from specwise.actuators import ActuationResult
+from specwise.collectors.snapshot import Snapshot
 from specwise.errors import ConfigError
 from specwise.model import speedup_from_survival
 from specwise.scenarios import ClassScenario, Scenario
 
-__all__ = ["EngineStats", "FileWatcher", "SimEngine", "SimFleet", "SimServer", "scaled_clock"]
+__all__ = [
+    "EngineStats",
+    "FileWatcher",
+    "SimActuator",
+    "SimEngine",
+    "SimFleet",
+    "SimServer",
+    "SimSource",
+    "scaled_clock",
+]
 
 Clock = Callable[[], float]
 _SPEC_HELP = {
@@ -338,6 +350,64 @@ class FileWatcher:
             if k is not None:
                 applied.append((str(data["class"]), k))
         return applied
+
+
+class SimSource:
+    """The fleet as an in-process ``SnapshotSource`` (no HTTP): for benchmarks and long runs.
+
+    Engines that are restarting are skipped, as their /metrics would answer 503.
+    """
+
+    name = "sim"
+
+    def __init__(self, fleet: SimFleet) -> None:
+        self.fleet = fleet
+
+    def collect(self, now: float) -> list[Snapshot]:
+        self.fleet.advance(now)
+        out: list[Snapshot] = []
+        with self.fleet.lock:
+            for i, e in enumerate(self.fleet.engines):
+                if not e.is_up(now) or e.k == 0:
+                    continue
+                out.append(
+                    Snapshot(
+                        labels={"engine": "0", "model_name": e.spec.name, "instance": f"sim-{i}"},
+                        timestamp=now,
+                        drafts=e.drafts,
+                        draft_tokens=e.draft_tokens,
+                        accepted=e.accepted,
+                        accepted_per_position=tuple(e.per_pos),
+                        k=e.k,
+                        source="sim",
+                        generation_tokens=e.generation_tokens,
+                        itl_seconds_sum=e.itl_sum,
+                        itl_seconds_count=e.itl_count,
+                        process_start_time=e.started_at,
+                    )
+                )
+        return out
+
+
+class SimActuator:
+    """Applies k straight to the fleet (the closed loop without files); k changes restart."""
+
+    kind = "sim"
+
+    def __init__(self, fleet: SimFleet) -> None:
+        self.fleet = fleet
+
+    def apply(
+        self,
+        class_name: str,
+        k: int,
+        *,
+        speculative_config: Mapping[str, Any] | None,
+        reason: str,
+        now: float,
+    ) -> ActuationResult:
+        restarted = self.fleet.set_k(class_name, k, now)
+        return ActuationResult(class_name, k, True, now, f"{restarted} engine(s) restarting")
 
 
 def scaled_clock(speed: float, *, start: float | None = None) -> Clock:

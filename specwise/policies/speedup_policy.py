@@ -177,12 +177,15 @@ def _curves(estimate: Estimate, config: PolicyConfig) -> tuple[PricedFrom, np.nd
     """Posterior sample curves (rows), the largest priced k and a note."""
     deployed = estimate.k or 0
     if not estimate.fit.ok and estimate.survival_samples:
-        top = min(config.k_max, len(estimate.survival_samples[0]))
-        samples = np.asarray(estimate.survival_samples, dtype=float)[:, :top]
-        note = (
-            f"priced from the measured survival curve (one alpha does not fit it); k > {deployed}"
-            " is an uncertain extrapolation"
-        )
+        measured = np.asarray(estimate.survival_samples, dtype=float)
+        top = config.k_max
+        samples = _geometric_tail(measured, top)
+        note = "priced from the measured survival curve (one alpha does not fit it)"
+        if top > measured.shape[1]:
+            note += (
+                f"; k > {measured.shape[1]} priced with a geometric tail at the last measured "
+                "conditional acceptance, a lower bound for mixed or correlated workloads"
+            )
         return "survival", samples, top, note
     alphas = estimate.alpha_samples or ((estimate.alpha or 0.0),)
     top = config.k_max
@@ -191,6 +194,27 @@ def _curves(estimate: Estimate, config: PolicyConfig) -> tuple[PricedFrom, np.nd
     if deployed and top > deployed:
         note = f"k > {deployed} (the deployed k) priced by extrapolating the fitted alpha"
     return "alpha", samples, top, note
+
+
+def _geometric_tail(measured: np.ndarray, top: int) -> np.ndarray:
+    """Extend measured survival curves (rows) to ``top`` positions, or cut them there.
+
+    Beyond the last measured position n each curve continues as s_n * q^j with q = s_n /
+    s_{n-1}, its last conditional acceptance. In a mix of i.i.d. workloads, or with
+    correlated acceptance, the conditional acceptance grows with the position (the drafts
+    that survive come from the easier part), so this tail is a conservative extrapolation.
+    """
+    n = measured.shape[1]
+    if top <= n:
+        return measured[:, :top]
+    last = measured[:, -1]
+    before = measured[:, -2] if n >= 2 else np.ones(len(measured))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(before > 0, last / np.where(before > 0, before, 1.0), 0.0)
+    q = np.clip(q, 0.0, 1.0)
+    steps = np.arange(1, top - n + 1)
+    tail = last[:, None] * q[:, None] ** steps[None, :]
+    return np.concatenate([measured, tail], axis=1)
 
 
 def _cycle_costs(top: int, cost: float, vc: VerifyCost) -> np.ndarray:
@@ -282,7 +306,10 @@ def recommend(
     lo_hi: list[float | None] = [None, None]
     if chosen >= 1:
         if priced_from == "survival":
-            ends = [[p.low for p in estimate.survival], [p.high for p in estimate.survival]]
+            bounds = np.asarray(
+                [[p.low for p in estimate.survival], [p.high for p in estimate.survival]]
+            )
+            ends = [list(row) for row in _geometric_tail(bounds, max(chosen, bounds.shape[1]))]
         else:
             ends = [
                 survival_curve(estimate.alpha_low or 0.0, chosen),
@@ -373,8 +400,12 @@ def _reason(
             "the smaller k wins)"
         )
     edge = ""
-    if priced_from == "survival" and chosen == len(speedups) - 1:
-        edge = f"; longer drafts than k = {chosen} are an uncertain extrapolation"
+    measured = len(e.survival)
+    if priced_from == "survival" and chosen > measured:
+        edge = (
+            f"; k = {chosen} > {measured} measured positions is priced with a conservative "
+            "geometric tail"
+        )
     return f"{head}: k = {chosen} gives {speedups[chosen]:.2f}x{plateau}{current}{edge}"
 
 

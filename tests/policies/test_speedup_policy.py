@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from specwise.errors import ConfigError
 from specwise.estimator import EstimatorConfig, RollingEstimator, WindowCounts, estimate_counts
-from specwise.model import saturating_verify_cost, speedup
+from specwise.model import mixture_survival, saturating_verify_cost, speedup, speedup_from_survival
 from specwise.policies import (
     HysteresisConfig,
     HysteresisGate,
@@ -111,8 +111,10 @@ def test_uncertainty_lowers_confidence() -> None:
     assert few.recommended_low < few.predicted_speedup_recommended < few.recommended_high  # type: ignore[operator]
 
 
-def test_misfit_prices_from_the_measured_curve_up_to_the_deployed_k() -> None:
-    """A 50/50 mix of alpha 0.9 and 0.5 (DESIGN.md): priced from survival, capped at k."""
+def test_misfit_prices_from_the_measured_curve_with_a_conservative_tail() -> None:
+    """A 50/50 mix of alpha 0.9 and 0.5 (DESIGN.md): priced from the measured survival up to
+    the deployed k, beyond it with a geometric tail at the last conditional acceptance, which
+    under-prices a mix: it goes past the deployed k but not past the true best (11)."""
     d, k = 20_000.0, 4
     pos = tuple(d * (0.5 * 0.9**i + 0.5 * 0.5**i) for i in range(1, k + 1))
     counts = WindowCounts(
@@ -122,11 +124,15 @@ def test_misfit_prices_from_the_measured_curve_up_to_the_deployed_k() -> None:
     assert not e.fit_ok
     rec = recommend(e, config=PolicyConfig(cost=0.05, k_max=12))
     assert rec.priced_from == "survival"
-    assert rec.recommended_k == 4
-    assert len(rec.speedups) == k + 1
-    assert rec.predicted_speedup_recommended == pytest.approx((1 + sum(pos) / d) / 1.2, rel=1e-3)
-    assert "uncertain extrapolation" in rec.reason
-    assert not rec.extrapolated
+    assert 4 < rec.recommended_k <= 11
+    assert rec.extrapolated
+    assert len(rec.speedups) == 13
+    # up to the deployed k the price is the measured one
+    assert rec.speedups[4] == pytest.approx((1 + sum(pos) / d) / 1.2, rel=1e-3)
+    true_curve = mixture_survival([0.5, 0.5], [0.9, 0.5], 12)
+    for j in range(5, 13):
+        assert rec.speedups[j] <= speedup_from_survival(true_curve, j, 0.05) * (1 + 1e-3)
+    assert "geometric tail" in rec.reason
 
 
 def test_not_enough_data_keeps_the_current_k() -> None:
