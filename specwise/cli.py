@@ -27,8 +27,11 @@ __all__ = ["cli", "main"]
 
 _EPILOG = """\b
 Examples:
+  specwise demo                               # simulated fleet + controller, closed loop
   specwise model --alpha 0.7 --cost 0.05      # does speculation pay, and at which k?
   specwise model --alpha 0.2 --cost 0.5       # a losing drafter: recommends k = 0
+  specwise recommend --url http://127.0.0.1:8000/metrics --cost eagle
+  specwise run --config config/specwise.example.toml
 """
 
 

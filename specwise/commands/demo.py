@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 import time
@@ -90,10 +91,24 @@ Examples:
     help="Wall-clock seconds between live tables.",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed of the fleet.")
-def demo_command(duration: float, speed: float, port: int, refresh: float, seed: int) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    default=False,
+    help="Log the controller's warnings too (default: errors only; the 503s of restarting "
+    "engines are expected here).",
+)
+def demo_command(
+    duration: float, speed: float, port: int, refresh: float, seed: int, verbose: bool
+) -> None:
     """Start a small simulated vLLM fleet and the controller on 127.0.0.1, closed loop
     (the file actuator's outputs restart the simulated engines), and show a live table:
     class, alpha, k (deployed -> recommended), predicted speedup, and why."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     scenario = get_scenario("demo")
     clock = scaled_clock(speed)
     fleet = SimFleet(scenario, clock=clock, seed=seed, restart_delay=120.0)
