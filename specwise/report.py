@@ -550,9 +550,9 @@ def alpha_over_time(
     progress: Progress | None = None,
 ) -> dict[str, AlphaSeries]:
     """Per-class alpha every ``step`` seconds over the window from range queries of per-class
-    increases over ``rate_window`` (default: max(step, 60 s)), one step-aligned chunk of at
+    increases over ``rate_window`` (default: max(step, 5 min)), one step-aligned chunk of at
     most ``max_points`` points at a time; ``progress`` is called after each chunk."""
-    rw = rate_window if rate_window is not None else max(step, 60.0)
+    rw = rate_window if rate_window is not None else max(step, 300.0)
     queries = _range_queries(source, format_duration(rw))
     chunks = aligned_chunks(window.start, window.end, step, max_points=max_points)
     times: dict[str, list[np.ndarray]] = {}

@@ -70,14 +70,17 @@ def start_victoria_metrics(tmp_path: Path) -> Iterator[Callable[..., servers.Man
 
 
 @pytest.fixture(scope="session")
-def backfill(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
-    """``backfill(text, name)``: promtool blocks from OpenMetrics text, built once per name."""
+def backfill(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``backfill(text, name)``: promtool blocks from OpenMetrics text, built once per name
+    (optional ``max_block_duration="24h"`` for fewer, faster blocks over days of data)."""
     built: dict[str, Path] = {}
 
-    def make(text: str, name: str) -> Path:
+    def make(text: str, name: str, *, max_block_duration: str | None = None) -> Path:
         if name not in built:
             work = tmp_path_factory.mktemp(f"backfill-{name}")
-            built[name] = servers.backfill_openmetrics(text, work / "blocks", workdir=work)
+            built[name] = servers.backfill_openmetrics(
+                text, work / "blocks", workdir=work, max_block_duration=max_block_duration
+            )
         return built[name]
 
     return make

@@ -155,7 +155,7 @@ started) or two captures (window start and end) per window.
     "--rate-window",
     default="auto",
     show_default=True,
-    help="increase() window of each alpha-over-time point (auto: max(step, 1m)).",
+    help="increase() window of each alpha-over-time point (auto: max(step, 5m)).",
 )
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="HTTP timeout (s).")
 @json_option
