@@ -12,8 +12,9 @@ import time
 
 import numpy as np
 
-from specwise.estimator import EstimatorConfig, RollingEstimator, WindowCounts
+from specwise.estimator import EstimatorConfig, WindowCounts
 from specwise.policies import HysteresisGate, PolicyConfig, recommend
+from specwise.rolling import RollingEstimator
 
 
 def make_ticks(

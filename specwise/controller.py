@@ -24,9 +24,10 @@ from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
 from specwise.config import SpecwiseConfig
 from specwise.drift import DriftConfig, DriftDetector
 from specwise.errors import ActuatorError, DataError, ParseError, SourceError, SpecwiseError
-from specwise.estimator import Estimate, EstimatorConfig, RollingEstimator
+from specwise.estimator import Estimate, EstimatorConfig
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
 from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
+from specwise.rolling import RollingEstimator
 from specwise.state import (
     ClassStatus,
     ControllerState,

@@ -11,13 +11,13 @@ from specwise.collectors.snapshot import CounterDelta
 from specwise.errors import ConfigError, DataError
 from specwise.estimator import (
     EstimatorConfig,
-    RollingEstimator,
     WindowCounts,
     alpha_trials,
     estimate_counts,
     estimate_delta,
 )
 from specwise.fit import check_iid_fit, tail_lengths
+from specwise.rolling import RollingEstimator
 
 # --- simulated draft outcomes ------------------------------------------------------------
 
