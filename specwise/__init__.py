@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from specwise.errors import (
     ActuatorError,
+    AlertDeliveryError,
     ConfigError,
     DataError,
     ModelInputError,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActuatorError",
+    "AlertDeliveryError",
     "ConfigError",
     "DataError",
     "ModelInputError",

@@ -19,21 +19,12 @@ import requests
 
 from specwise.alerts import Alert, AlertEvaluator
 from specwise.config import AlertSettings
-from specwise.errors import SpecwiseError
+from specwise.errors import AlertDeliveryError
 from specwise.state import ControllerState
 
-__all__ = ["AlertDeliveryError", "AlertmanagerPusher", "rfc3339"]
+__all__ = ["AlertmanagerPusher", "rfc3339"]
 
 Key = tuple[tuple[str, str], ...]
-
-
-class AlertDeliveryError(SpecwiseError):
-    """Alertmanager was unreachable or refused the alerts (``url``, ``status_code``)."""
-
-    def __init__(self, message: str, *, url: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status_code = status_code
 
 
 def rfc3339(t: float) -> str:

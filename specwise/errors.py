@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ActuatorError",
+    "AlertDeliveryError",
     "ConfigError",
     "DataError",
     "ModelInputError",
@@ -83,6 +84,15 @@ class DataError(SpecwiseError, ValueError):
 
 class ActuatorError(SpecwiseError):
     """Applying a recommendation (writing a file, running a command) failed."""
+
+
+class AlertDeliveryError(SpecwiseError):
+    """Alertmanager was unreachable or refused the alerts (``url``, ``status_code``)."""
+
+    def __init__(self, message: str, *, url: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
 
 
 class ReportError(SpecwiseError):

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from specwise.alertmanager import AlertDeliveryError, AlertmanagerPusher
+from specwise.alertmanager import AlertmanagerPusher
 from specwise.alerts import (
     ALERT_NAMES,
     AlertEvaluator,
@@ -21,7 +21,7 @@ from specwise.alerts import (
     rules_yaml,
 )
 from specwise.config import AlertSettings, parse_config
-from specwise.errors import ConfigError
+from specwise.errors import AlertDeliveryError, ConfigError
 from specwise.state import ClassStatus, ControllerState, SourceStatus
 
 try:
