@@ -1,0 +1,106 @@
+"""`specwise demo`, `sim` and `run --once` as a user runs them (real processes, real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from specwise.cli import main
+from specwise.scenarios import get_scenario
+from specwise.sim import SimFleet, SimServer
+
+
+def test_demo_runs_the_closed_loop_and_exits_cleanly() -> None:
+    """The README's main command, shortened: the losing class is turned off, code goes up."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specwise",
+            "demo",
+            "--duration",
+            "8",
+            "--speed",
+            "150",
+            "--refresh",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Controller: http://127.0.0.1:" in out
+    assert "summarize: restarting with k = 0" in out
+    assert "code: restarting with k = " in out
+    assert "--- final, after" in out
+    assert "Traceback" not in done.stderr
+    final = out.split("--- final, after", 1)[1]
+    assert "summarize: 1 restart(s), k now 0" in final
+
+
+def test_sim_serves_targets_for_a_duration() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specwise",
+            "sim",
+            "--scenario",
+            "steady",
+            "--duration",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    targets = json.loads(done.stdout)
+    assert [t["class"] for t in targets] == ["code", "chat"]
+    assert all(t["url"].startswith("http://127.0.0.1:") for t in targets)
+
+
+def test_run_once_prints_recommendations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = SimFleet(get_scenario("demo"), clock=time.time, seed=1)
+    with SimServer(fleet) as server:
+        time.sleep(0.5)  # let some drafts accumulate
+        config = tmp_path / "c.toml"
+        urls = ", ".join(f'"{u}"' for u in server.urls)
+        config.write_text(
+            f"[source]\nurls = [{urls}]\n[estimator]\nmin_drafts = 20\n"
+            '[[classes]]\nname = "summarize"\ncost = 0.4\nk = 3\n'
+        )
+        assert main(["run", "--config", str(config), "--once", "--json"]) == 0
+        # the served page is reachable too (the controller scraped the same URLs)
+        assert requests.get(server.urls[0], timeout=2).status_code == 200
+    state = json.loads(capsys.readouterr().out)
+    by_class = {c["class"]: c for c in state["classes"]}
+    assert by_class["summarize"]["recommended_k"] == 0
+    assert by_class["summarize"]["deployed_k"] == 3  # dry-run: nothing was changed
+    assert by_class["code"]["alpha"] == pytest.approx(0.82, abs=0.05)
+    assert state["actuator"] == "dry-run"
+
+
+def test_run_with_a_bad_config_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[source]\nurls = ["http://127.0.0.1:1/metrics"]\n[policy]\nk_max = 0\n')
+    assert main(["run", "--config", str(config), "--once"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("Error: ")
+    assert "[policy] k_max = 0" in err[0]
