@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
 
-__all__ = ["json_option"]
+__all__ = ["estimation_options", "json_option"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -21,3 +22,42 @@ def json_option(func: F) -> F:
         default=False,
         help="Print JSON instead of a table (default: table).",
     )(func)
+
+
+def estimation_options(func: F) -> F:
+    """``--config``, ``--k-max``, ``--verify-slope``, ``--min-drafts``, ``--k``: how counters
+    become an estimate and a recommendation (shared by ``recommend`` and ``report``)."""
+    decorators = [
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            default=None,
+            help="specwise TOML config: classes, per-class cost and k, estimator and policy "
+            "settings (default: none).",
+        ),
+        click.option("--k-max", type=int, default=None, help="Largest k to consider (default: 8)."),
+        click.option(
+            "--verify-slope",
+            type=float,
+            default=None,
+            help="Verify cost v(k) = 1 + EPS*k (default: 1, light load).",
+        ),
+        click.option(
+            "--min-drafts",
+            type=float,
+            default=None,
+            help="Drafts a window needs before alpha is reported (default: 200).",
+        ),
+        click.option(
+            "--k",
+            "k_hint",
+            type=int,
+            default=None,
+            help="Deployed k when the counters do not show it (vLLM 0.8.4; default: from "
+            "counters).",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func

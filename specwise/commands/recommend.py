@@ -23,7 +23,7 @@ from specwise.collectors.logs import LogSource
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import FileSource, ScrapeSource
 from specwise.collectors.snapshot import CounterDelta
-from specwise.commands.options import json_option
+from specwise.commands.options import estimation_options, json_option
 from specwise.config import load_config, parse_duration
 from specwise.errors import SourceError
 from specwise.estimator import Estimate, EstimatorConfig, estimate_delta
@@ -178,34 +178,7 @@ Examples:
     help="Draft cost c (a number, or a method: ngram, eagle, eagle3, mtp, draft_model). "
     "Default: from --config per class, else 0.05.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="specwise TOML config: classes, per-class cost and k, estimator and policy "
-    "settings (default: none).",
-)
-@click.option("--k-max", type=int, default=None, help="Largest k to consider (default: 8).")
-@click.option(
-    "--verify-slope",
-    type=float,
-    default=None,
-    help="Verify cost v(k) = 1 + EPS*k (default: 1, light load).",
-)
-@click.option(
-    "--min-drafts",
-    type=float,
-    default=None,
-    help="Drafts needed before alpha is reported (default: 200).",
-)
-@click.option(
-    "--k",
-    "k_hint",
-    type=int,
-    default=None,
-    help="Deployed k when the counters do not show it (vLLM 0.8.4; default: from counters).",
-)
+@estimation_options
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="HTTP timeout (s).")
 @json_option
 def recommend_command(

@@ -12,7 +12,7 @@ import requests
 from specwise.collectors.classes import ClassConfig
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.snapshot import CounterDelta
-from specwise.commands.options import json_option
+from specwise.commands.options import estimation_options, json_option
 from specwise.config import SpecwiseConfig, load_config, parse_duration
 from specwise.errors import ReportError
 from specwise.estimator import EstimatorConfig
@@ -117,33 +117,7 @@ started) or two captures (window start and end) per window.
     multiple=True,
     help="Draft cost in the after window (overrides --cost; same forms; default: --cost).",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="specwise TOML config: classes, per-class cost, estimator and policy (default: none).",
-)
-@click.option("--k-max", type=int, default=None, help="Largest k to consider (default: 8).")
-@click.option(
-    "--verify-slope",
-    type=float,
-    default=None,
-    help="Verify cost v(k) = 1 + EPS*k (default: 1, light load).",
-)
-@click.option(
-    "--min-drafts",
-    type=float,
-    default=None,
-    help="Drafts a window needs before alpha is reported (default: 200).",
-)
-@click.option(
-    "--k",
-    "k_hint",
-    type=int,
-    default=None,
-    help="Deployed k when the counters do not show it (vLLM 0.8.4; default: from counters).",
-)
+@estimation_options
 @click.option(
     "--step",
     default="auto",
