@@ -112,10 +112,17 @@ def test_faults_are_clear_errors_and_never_hide_the_good_target(
     assert len(src.errors) == 1
 
 
-def test_garbage_body_gives_no_snapshots(
+def test_garbage_body_is_a_parse_error_not_an_empty_page(
     fault_server: FaultServer, session: requests.Session
 ) -> None:
+    """A body with no sample at all is not "speculation off": it is the wrong endpoint."""
     fault_server.routes["/metrics"] = FaultResponse(body=b"\x89PNG\r\n\x1a\n garbage\n")
+    with pytest.raises(ParseError, match="holds no Prometheus sample at all"):
+        ScrapeSource([fault_server.base_url + "/metrics"], session=session).collect(0)
+    # a real vLLM page without speculation is an empty result, not an error
+    fault_server.routes["/metrics"] = FaultResponse(
+        body=(FIXTURES / "metrics-nospec-baseline-after-20req.txt").read_bytes()
+    )
     assert ScrapeSource([fault_server.base_url + "/metrics"], session=session).collect(0) == []
 
 
