@@ -273,7 +273,11 @@ class Controller:
             after = self.gate.states.get(name, HysteresisState())
             self.gate.states[name] = dataclasses.replace(after, current_k=before.current_k)
         self._changes[name] += 1
-        self._actuation[name] = (result.detail, "")
+        detail = result.detail
+        if result.exit_status is not None:
+            last_line = result.output.strip().splitlines()[-1:] or [""]
+            detail += f" (exit {result.exit_status}){': ' + last_line[0] if last_line[0] else ''}"
+        self._actuation[name] = (detail, "")
         log.info("class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason)
         self._persist()
 

@@ -104,3 +104,30 @@ def test_run_with_a_bad_config_is_one_error_line(
     assert len(err) == 1
     assert err[0].startswith("Error: ")
     assert "[policy] k_max = 0" in err[0]
+
+
+def test_demo_stops_cleanly_on_ctrl_c() -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specwise", "demo", "--duration", "0", "--refresh", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        seen = ""
+        while time.monotonic() < deadline and "--- simulated minute" not in seen:
+            seen += proc.stdout.readline()
+        assert "--- simulated minute" in seen
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, err
+    assert "--- final, after" in rest
+    assert "Traceback" not in err
