@@ -1,5 +1,8 @@
 """Scenario 3, through Prometheus: a real Prometheus scrapes the live vLLM every second; the
-Prometheus collector's alpha over a window equals the direct scrape's over the same load."""
+Prometheus collector's alpha over a window equals the direct scrape's over the same load.
+
+The server runs ngram prompt lookup (k = 4): an intermediate alpha and drafts shorter than k,
+so the comparison is not between two alphas pinned at 0 or 1."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ CLASSES = ClassConfig.from_mapping({"tiny": CLASS_MATCH})
 
 @pytest.fixture
 def prometheus(vllm: VLLMServer, tmp_path: Path) -> Iterator[ManagedProcess]:
-    vllm.ensure(vllm.identical(3))
+    vllm.ensure(vllm.ngram(4))
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [
@@ -82,10 +85,16 @@ def test_prometheus_alpha_equals_direct_scrape(
     assert d.alpha is not None
     assert p.alpha is not None
     # increase() extrapolates to the window's edges: every counter of one scrape by the same
-    # factor, so counts differ by a few percent and alpha not at all
-    assert via_prom.draft_tokens == pytest.approx(direct.draft_tokens, rel=0.1)
+    # factor (the samples share timestamps), so counts differ by that factor and alpha not
+    factor = via_prom.draft_tokens / direct.draft_tokens
+    assert 0.8 < factor < 1.5
+    assert via_prom.drafts is not None
+    assert via_prom.drafts / direct.drafts == pytest.approx(factor, rel=1e-6)
+    assert via_prom.accepted / direct.accepted == pytest.approx(factor, rel=1e-6)
+    for got, want in zip(via_prom.accepted_per_position, direct.accepted_per_position):
+        assert got == pytest.approx(want * factor, rel=1e-6, abs=1e-9)
     assert p.alpha == pytest.approx(d.alpha, abs=1e-3)
-    assert via_prom.k == direct.k == 3
+    assert via_prom.k == direct.k == 4
     # the raw counters Prometheus stored are the very values of the direct scrape
     (final,) = after  # one server, one engine, one model: one series
     assert latest.drafts == final.drafts
@@ -115,4 +124,7 @@ def test_prometheus_alpha_equals_direct_scrape(
         prometheus_alpha=p.alpha,
         cli_prometheus_alpha=cli["alpha"],
         window_seconds=round(window, 1),
+        extrapolation_factor=round(factor, 4),
+        direct_interval=[d.alpha_low, d.alpha_high],
+        prometheus_interval=[p.alpha_low, p.alpha_high],
     )
