@@ -6,6 +6,8 @@ start, and never logged; TLS verification stays on unless the config turns it of
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -17,9 +19,18 @@ from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import ScrapeSource
 from specwise.collectors.snapshot import SnapshotSource
 from specwise.config import SpecwiseConfig
+from specwise.controller import Controller, class_config_from
 from specwise.errors import ConfigError
+from specwise.exporter import ExporterServer, controller_registry, make_app
 
-__all__ = ["build_actuator", "build_alert_sink", "build_source", "read_secret"]
+__all__ = [
+    "build_actuator",
+    "build_alert_sink",
+    "build_controller",
+    "build_source",
+    "read_secret",
+    "start_exporter",
+]
 
 
 def read_secret(path: str, *, field: str) -> str:
@@ -101,3 +112,27 @@ def build_alert_sink(
         timeout=al.timeout,
         ttl=max(300.0, 4 * config.controller.interval),
     )
+
+
+def build_controller(
+    config: SpecwiseConfig,
+    *,
+    session: requests.Session,
+    clock: Callable[[], float] = time.time,
+) -> Controller:
+    """A Controller with the source, actuator and alert sink the config names."""
+    classes = class_config_from(config)
+    return Controller(
+        config,
+        source=build_source(config, session=session, classes=classes),
+        actuator=build_actuator(config),
+        classes=classes,
+        alert_sink=build_alert_sink(config, session=session),
+        clock=clock,
+    )
+
+
+def start_exporter(controller: Controller, host: str, port: int) -> ExporterServer:
+    """Serve the controller's /metrics, /healthz and /recommendations (port 0: a free one)."""
+    app = make_app(controller_registry(controller.state), controller.state, controller.healthy)
+    return ExporterServer(app, host, port).start()

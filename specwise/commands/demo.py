@@ -22,12 +22,10 @@ from specwise.config import (
     SourceSettings,
     SpecwiseConfig,
 )
-from specwise.controller import Controller, class_config_from
-from specwise.exporter import ExporterServer, controller_registry, make_app
 from specwise.scenarios import get_scenario
 from specwise.sim import FileWatcher, SimFleet, SimServer, scaled_clock
 from specwise.state import ControllerState
-from specwise.wiring import build_actuator, build_alert_sink, build_source
+from specwise.wiring import build_controller, start_exporter
 
 __all__ = ["demo_command", "demo_config"]
 
@@ -117,21 +115,10 @@ def demo_command(
     with tempfile.TemporaryDirectory(prefix="specwise-demo-") as tmp, SimServer(fleet) as sims:
         out_dir = Path(tmp) / "speculative-configs"
         config = demo_config(sims.urls, out_dir, port=port)
-        classes = class_config_from(config)
         watcher = FileWatcher(fleet, out_dir)
         with requests.Session() as session:
-            controller = Controller(
-                config,
-                source=build_source(config, session=session, classes=classes),
-                actuator=build_actuator(config),
-                classes=classes,
-                alert_sink=build_alert_sink(config, session=session),
-                clock=clock,
-            )
-            app = make_app(
-                controller_registry(controller.state), controller.state, controller.healthy
-            )
-            server = ExporterServer(app, "127.0.0.1", port).start()
+            controller = build_controller(config, session=session, clock=clock)
+            server = start_exporter(controller, "127.0.0.1", port)
             click.echo(f"Scenario: {scenario.description}")
             click.echo(f"Simulated vLLM engines ({speed:g}x real time):")
             for name, url in sims.targets():

@@ -14,11 +14,9 @@ import requests
 from specwise.commands.options import json_option
 from specwise.commands.status import format_status
 from specwise.config import load_config
-from specwise.controller import Controller, class_config_from
-from specwise.exporter import ExporterServer, controller_registry, make_app
 from specwise.output import to_json, to_json_line
 from specwise.state import ControllerState
-from specwise.wiring import build_actuator, build_alert_sink, build_source
+from specwise.wiring import build_controller, start_exporter
 
 __all__ = ["install_stop_signals", "run_command"]
 
@@ -73,25 +71,14 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = load_config(config_path)
-    classes = class_config_from(config)
     with requests.Session() as session:
-        controller = Controller(
-            config,
-            source=build_source(config, session=session, classes=classes),
-            actuator=build_actuator(config),
-            classes=classes,
-            alert_sink=build_alert_sink(config, session=session),
-        )
+        controller = build_controller(config, session=session)
         if once:
             state = controller.step()
             click.echo(to_json(state.to_json()) if as_json else format_status(state))
             return
         host, port = config.controller.listen.rsplit(":", 1)
-        server = ExporterServer(
-            make_app(controller_registry(controller.state), controller.state, controller.healthy),
-            host,
-            int(port),
-        ).start()
+        server = start_exporter(controller, host, int(port))
         click.echo(
             f"specwise controller: {server.url}/metrics  {server.url}/recommendations", err=True
         )
