@@ -321,7 +321,7 @@ class Controller:
             stale = False  # off on purpose: the sources answer, they just carry no spec counters
         rec = recommend(estimate, config=self._policy(name), current_k=deployed)
         before = self.gate.states.get(name, HysteresisState())
-        rec = self.gate(rec, now=now, drifting=self._drifting.get(name, False))
+        rec = self.gate(rec, now=now)
         hold = ""
         if rec.change_allowed and stale:
             self.gate.states[name] = before
@@ -394,15 +394,18 @@ class Controller:
             if delta.draft_tokens <= 0 and not delta.drafts:
                 continue
             try:
-                self.estimator.update(name, delta)
                 status = self.drift.update(name, delta)
+                if status.alarm:
+                    # a new regime: forget the old one, so the estimate (and k) follow now
+                    # instead of after a whole window of mixed evidence
+                    self.estimator.reset(name)
+                    log.warning("class %s: %s; estimating afresh", name, status.reason)
+                self.estimator.update(name, delta)
             except DataError as exc:  # inconsistent sums: skip this tick's delta, keep going
                 self._track("data").fail(t, exc)
                 log.warning("class %s: %s", name, exc)
                 continue
             self._drifting[name] = status.drifting
-            if status.alarm:
-                log.warning("class %s: %s", name, status.reason)
         statuses = tuple(self._decide(name, t) for name in self._class_names())
         self._ticks += 1
         state = ControllerState(
