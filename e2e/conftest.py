@@ -184,13 +184,21 @@ class VLLMServer:
 
     # -- load -----------------------------------------------------------------------------
     def drive(
-        self, n: int = 48, *, concurrency: int = 8, max_tokens: int = 64, seed: int = 0
+        self,
+        n: int = 48,
+        *,
+        concurrency: int = 8,
+        max_tokens: int = 64,
+        seed: int = 0,
+        repeat: int = 1,
     ) -> LoadStats:
-        """``n`` greedy completions (temperature 0, ignore_eos, ``max_tokens`` each)."""
+        """``n`` greedy completions (temperature 0, ignore_eos, ``max_tokens`` each); the
+        prompt text ``repeat`` times over (repetitive prompts give ngram lookup matches)."""
         started = time.monotonic()
 
         def one(i: int) -> int:
-            prompt = f"{PROMPTS[(i + seed) % len(PROMPTS)]} {i + seed}"
+            base = PROMPTS[(i + seed) % len(PROMPTS)]
+            prompt = f"{' '.join([base] * repeat)} {i + seed}"
             body = {
                 "model": SERVED_NAME,
                 "prompt": prompt,

@@ -66,7 +66,7 @@ def test_prometheus_alpha_equals_direct_scrape(
         scrape = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
         t0 = time.time()
         before = scrape.collect(t0)
-        load = vllm.drive(48, seed=100)
+        load = vllm.drive(64, max_tokens=128, repeat=6, seed=100)
         time.sleep(4)  # a few scrapes of the final (now flat) counters
         t1 = time.time()
         after = scrape.collect(t1)

@@ -25,7 +25,7 @@ def _log_total(server: VLLMServer) -> Snapshot | None:
 
 def test_log_lines_agree_with_counters(vllm: VLLMServer) -> None:
     vllm.ensure(vllm.ngram(4))
-    load = vllm.drive(32, seed=200)
+    load = vllm.drive(64, max_tokens=128, repeat=6, seed=200)
     # the interval holding the load's tail is logged at the next stats tick (every 5 s)
     deadline = time.monotonic() + 30
     while True:
@@ -46,6 +46,7 @@ def test_log_lines_agree_with_counters(vllm: VLLMServer) -> None:
     from_url = specwise_cli(["recommend", "--url", vllm.metrics_url, "--cost", "0.3"])
     assert len(from_log) == len(from_url) == 1
     assert from_log[0]["drafts"] == from_url[0]["drafts"]
+    assert from_url[0]["alpha"] is not None
     assert from_log[0]["alpha"] == pytest.approx(from_url[0]["alpha"], abs=1e-9)
     assert from_log[0]["recommended_k"] == from_url[0]["recommended_k"]
     lines = vllm.log_path.read_text(errors="replace").count("SpecDecoding metrics:")

@@ -19,6 +19,7 @@ import pytest
 import requests
 from conftest import CLASS_MATCH, RESTART, VLLMServer, report
 
+from specwise.collectors.deltas import window_deltas
 from specwise.collectors.scrape import ScrapeSource
 from specwise.config import load_config
 from specwise.controller import Controller, class_config_from
@@ -86,6 +87,9 @@ def test_controller_restarts_vllm_once_and_holds(vllm: VLLMServer, tmp_path: Pat
             actuator=build_actuator(config),
             classes=classes,
         )
+        probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
+        before_restart = probe.collect(time.time())
+        assert [s.k for s in before_restart] == [3]
         # tick 1: alpha near 1 at k = 3 -> k = 5; the actuator restarts vLLM (blocks until
         # /health answers)
         started = time.time()
@@ -104,10 +108,15 @@ def test_controller_restarts_vllm_once_and_holds(vllm: VLLMServer, tmp_path: Pat
         assert info["speculative_config"] == vllm.identical(5)
 
         # the collector sees the new k as the number of positions, counters from 0
-        probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
         (fresh,) = probe.collect(time.time())
         assert fresh.k == 5
         assert len(fresh.accepted_per_position) == 5
+        # the reset is read as a restart: the gain is what the new server counted
+        (delta,) = window_deltas(before_restart, [fresh])
+        assert delta.restarts == 1
+        assert delta.k == 5
+        assert delta.drafts == fresh.drafts
+        assert delta.accepted_per_position == fresh.accepted_per_position
 
         # further ticks with load in between, over more than min_dwell and min_interval
         ticks = []
