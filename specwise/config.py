@@ -6,6 +6,7 @@ min_gain``), the value and the fix. ``config/specwise.example.toml`` is the anno
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -189,6 +190,11 @@ class SpecwiseConfig:
         return None
 
 
+def _did_you_mean(word: str, allowed: set[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(allowed), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 class _Section:
     """Reads one TOML table, naming ``[section] key`` in every error, and rejects unknown keys."""
 
@@ -200,7 +206,9 @@ class _Section:
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(
-                f"[{name}] has unknown setting(s) {', '.join(unknown)}; known: "
+                f"{'the config file' if name == 'top level' else f'[{name}]'} has unknown "
+                f"{'section' if name == 'top level' else 'setting'}(s) {', '.join(unknown)}"
+                f"{_did_you_mean(unknown[0], allowed)}; known: "
                 f"{', '.join(sorted(allowed))}",
                 field=f"{name}.{unknown[0]}",
             )
@@ -530,7 +538,7 @@ def load_config(path: Path) -> SpecwiseConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
-            f"cannot read config file {str(path)!r} ({exc.strerror}); check the path", field="path"
+            f"Cannot read config file {str(path)!r} ({exc.strerror}); check the path", field="path"
         ) from exc
     try:
         data = tomllib.loads(text)

@@ -64,6 +64,14 @@ def _error_kind(exc: BaseException) -> str:
     return "unreachable"
 
 
+def _held_because(rec: Recommendation) -> str:
+    """The hysteresis gate's reason for holding k, when it held a different recommendation."""
+    if rec.change_allowed or rec.current_k == rec.recommended_k:
+        return ""
+    _, sep, why = rec.reason.rpartition("; hold ")
+    return f"hold {why}" if sep else ""
+
+
 class _SourceTrack:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -338,16 +346,15 @@ class Controller:
                 "speculation is off (k = 0): vLLM exports no acceptance counters, so there is "
                 "nothing to re-check; re-enable on a canary to measure alpha again"
             )
-        elif stale and seen is None and not hold:
-            reason = f"no data yet from any source for class {name!r}; {reason}"
-        elif stale and not hold:
+        elif stale and seen is not None and not hold:
             reason = f"stale: no new counters for {now - (seen or now):.0f} s; {reason}"
         surv = estimate.survival
         return ClassStatus(
             name=name,
             cost=settings.cost if settings else self._policy(name).cost,
             deployed_k=after.current_k if after.current_k is not None else deployed,
-            recommended_k=rec.recommended_k,
+            # with no evidence and no known deployed k there is nothing to recommend
+            recommended_k=None if deployed is None and not estimate.ok else rec.recommended_k,
             alpha=estimate.alpha,
             alpha_low=estimate.alpha_low,
             alpha_high=estimate.alpha_high,
@@ -371,7 +378,7 @@ class Controller:
             data_age=None if seen is None else now - seen,
             reason=reason,
             change_allowed=rec.change_allowed,
-            hold_reason=hold,
+            hold_reason=hold or _held_because(rec),
             last_change_at=after.last_change,
             changes=self._changes[name],
             actuation=actuation,

@@ -201,7 +201,7 @@ class DriftDetector:
             return DriftStatus(
                 class_name, time, True, True, p_ref, p_rec, z, phi, time,
                 f"alpha moved from {p_ref:.3f} to {p_rec:.3f} (z = {z:.1f}, dispersion "
-                f"{phi:.2f}); the rolling estimate mixes both until {time + w:.0f}",
+                f"{phi:.2f}); the rolling estimate mixes both for the next {w:.0f} s",
             )  # fmt: skip
         return DriftStatus(
             class_name, time, False, drifting, p_ref, p_rec, z, phi, st.since,

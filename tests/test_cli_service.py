@@ -131,3 +131,20 @@ def test_demo_stops_cleanly_on_ctrl_c() -> None:
     assert proc.returncode == 0, err
     assert "--- final, after" in rest
     assert "Traceback" not in err
+
+
+def test_run_once_fails_when_no_source_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[source]\nurls = ["http://127.0.0.1:1/metrics"]\n[[classes]]\nname = "chat"\n'
+    )
+    assert main(["run", "--config", str(config), "--once"]) == 1
+    captured = capsys.readouterr()
+    assert "keep the deployed k until there is evidence" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "Error: no source answered (http://127.0.0.1:1/metrics: Cannot reach"
+    )

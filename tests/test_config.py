@@ -68,7 +68,10 @@ def test_class_presets_and_example_file() -> None:
         ),
         ({**MINIMAL, "policy": {"min_gain": -1}}, r"\[policy\] min_gain = -1 is out of range"),
         ({**MINIMAL, "policy": {"k_max": 0}}, r"\[policy\] k_max = 0 must be a whole number"),
-        ({**MINIMAL, "policy": {"min_gian": 0.1}}, r"\[policy\] has unknown setting\(s\) min_gian"),
+        (
+            {**MINIMAL, "policy": {"min_gian": 0.1}},
+            r"\[policy\] has unknown setting\(s\) min_gian \(did you mean min_gain\?\)",
+        ),
         ({**MINIMAL, "actuator": {"kind": "file"}}, r"\[actuator\] dir is empty"),
         ({**MINIMAL, "actuator": {"kind": "command"}}, r"\[actuator\] argv is empty"),
         ({**MINIMAL, "controller": {"listen": "9464"}}, r"listen = '9464' must be host:port"),
@@ -95,7 +98,7 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
     bad.write_text("[policy\nmin_gain = 1\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="cannot read config file"):
+    with pytest.raises(ConfigError, match="Cannot read config file"):
         load_config(tmp_path / "missing.toml")
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(
@@ -105,3 +108,10 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
         ConfigError, match=r"wrong.toml: \[policy\] min_gain = 'high' must be a number"
     ):
         load_config(wrong)
+
+
+def test_unknown_section_is_named_as_a_section() -> None:
+    with pytest.raises(
+        ConfigError, match=r"has unknown section\(s\) polcy \(did you mean policy\?\)"
+    ):
+        parse_config({**MINIMAL, "polcy": {"k_max": 4}})

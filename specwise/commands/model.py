@@ -61,11 +61,14 @@ def verdict(alpha: float, cost: float, best_k: int, rows: list[ModelRow]) -> str
             f"k >= 1 is slower than plain decoding{detail}."
         )
     row = rows[best_k]
-    ceiling = f"{1.0 / (1.0 - alpha):.2f}" if alpha < 1.0 else "unbounded"
+    ceiling = (
+        f"the free-draft ceiling at alpha {alpha:g} is {1.0 / (1.0 - alpha):.2f} tokens"
+        if alpha < 1.0
+        else "at alpha 1 every draft is accepted, so only k_max limits it"
+    )
     return (
         f"Use k = {best_k}: predicted {row.speedup:.2f}x over plain decoding "
-        f"({row.expected_tokens:.2f} tokens per verify; the free-draft ceiling at alpha "
-        f"{alpha:g} is {ceiling} tokens)."
+        f"({row.expected_tokens:.2f} tokens per verify; {ceiling})."
     )
 
 

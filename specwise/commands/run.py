@@ -14,6 +14,7 @@ import requests
 from specwise.commands.options import json_option
 from specwise.commands.status import format_status
 from specwise.config import load_config
+from specwise.errors import SourceError
 from specwise.output import to_json, to_json_line
 from specwise.state import ControllerState
 from specwise.wiring import build_controller, start_exporter
@@ -65,9 +66,11 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
     """Run the controller: collect vLLM's spec-decode counters, estimate alpha per class,
     recommend k (0 included) with hysteresis, export /metrics, /healthz and
     /recommendations, and apply changes through the configured actuator (dry-run by default).
+
+    With --once: one tick, printed; exit status 1 when no source answered (a smoke check).
     """
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose else (logging.ERROR if once else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = load_config(config_path)
@@ -76,6 +79,14 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
         if once:
             state = controller.step()
             click.echo(to_json(state.to_json()) if as_json else format_status(state))
+            answered = [s for s in state.sources if s.up]
+            if not answered:  # a smoke check must fail loudly when nothing could be read
+                first = state.sources[0] if state.sources else None
+                raise SourceError(
+                    f"no source answered ({first.name}: {first.last_error})"
+                    if first
+                    else "no source is configured; list vLLM /metrics URLs in [source] urls"
+                )
             return
         host, port = config.controller.listen.rsplit(":", 1)
         server = start_exporter(controller, host, int(port))

@@ -82,9 +82,9 @@ def gate(
         return with_change_allowed(rec, False, rec.reason), state
     blocked = ""
     gain = rec.gain
-    if rec.predicted_speedup_recommended is None:
-        blocked = "no estimate"
-    elif gain is not None and gain < cfg.min_gain:
+    if rec.predicted_speedup_recommended is None:  # no evidence: the reason says so already
+        return with_change_allowed(rec, False, rec.reason), state
+    if gain is not None and gain < cfg.min_gain:
         blocked = f"predicted gain {gain:+.1%} is below the {cfg.min_gain:.0%} threshold"
     elif rec.confidence < cfg.min_confidence:
         blocked = f"confidence {rec.confidence:.2f} is below {cfg.min_confidence:.2f}"
@@ -97,7 +97,10 @@ def gate(
         blocked = f"{len(recent)} changes in the last hour (cap {cfg.max_changes_per_hour})"
     if blocked:
         return with_change_allowed(
-            rec, False, f"{rec.reason}; hold k = {current}: {blocked}"
+            rec,
+            False,
+            f"{rec.reason}; hold {'the current k' if current is None else f'k = {current}'}: "
+            f"{blocked}",
         ), state
     new_state = HysteresisState(current_k=target, last_change=now, changes=(*recent, now))
     return with_change_allowed(rec, True, rec.reason), new_state

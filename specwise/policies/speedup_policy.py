@@ -280,7 +280,11 @@ def recommend(
             predicted_speedup_current=None,
             predicted_speedup_recommended=None,
             cost=cfg.cost,
-            reason=f"{estimate.reason}; keep k = {keep} until there is evidence",
+            reason=(
+                f"{estimate.reason}; keep k = {cur} until there is evidence"
+                if cur is not None
+                else f"{estimate.reason}; keep the deployed k until there is evidence"
+            ),
             notes=estimate.notes,
         )
     priced_from, samples, top, note = _curves(estimate, cfg)
