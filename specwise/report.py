@@ -395,8 +395,9 @@ def verdict_line(c: ClassReport) -> str:
     head = (
         f"{c.name}: alpha {_alpha_text(b)} -> {_alpha_text(a)} "
         f"({ch.delta:+.2f} +/- {ch.half_width:.2f}{sig}); optimal k {b.optimal_k} -> "
-        f"{a.optimal_k}; predicted speedup {_speed(b.speedup_deployed)} -> "
-        f"{_speed(a.speedup_optimal)}"
+        f"{a.optimal_k}; predicted speedup {_speed(b.speedup_deployed)}"
+        f"{'' if b.deployed_k is None else f' (k = {b.deployed_k} before)'} -> "
+        f"{_speed(a.speedup_optimal)} (k = {a.optimal_k} after)"
     )
     if a.optimal_k == 0:
         action = "turn speculation off (k = 0)" if a.deployed_k else "keep speculation off"

@@ -124,7 +124,7 @@ def demo_command(
             for name, url in sims.targets():
                 click.echo(f"  {name:<10} {url}")
             click.echo(f"Controller: {server.url}/metrics  {server.url}/recommendations")
-            click.echo(f"File actuator output: {out_dir}\n")
+            click.echo(f"File actuator output: {out_dir} (temporary, removed on exit)\n")
             t0 = clock()
             last_table = [time.monotonic()]
 

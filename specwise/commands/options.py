@@ -20,7 +20,7 @@ def json_option(func: F) -> F:
         "as_json",
         is_flag=True,
         default=False,
-        help="Print JSON instead of a table (default: table).",
+        help="Print JSON instead of the human-readable output (default: human-readable).",
     )(func)
 
 
@@ -41,7 +41,7 @@ def estimation_options(func: F) -> F:
             "--verify-slope",
             type=float,
             default=None,
-            help="Verify cost v(k) = 1 + EPS*k (default: 1, light load).",
+            help="Verify cost v(k) = 1 + EPS*k (default: 0, i.e. v = 1: light load).",
         ),
         click.option(
             "--min-drafts",

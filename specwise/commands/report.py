@@ -30,7 +30,6 @@ from specwise.report import (
     prometheus_window,
     series_from_snapshots,
 )
-from specwise.report_render import report_to_dict, write_report
 
 __all__ = ["parse_costs", "report_command"]
 
@@ -197,6 +196,8 @@ def report_command(
         k_max=k_max if k_max is not None else (cfg.policy.k_max if cfg else 8),
         verify_slope=slope,
     )
+    from specwise.report_render import report_to_dict, write_report  # matplotlib: load late
+
     path = write_report(report, out, force=force)
     if as_json:
         click.echo(to_json(report_to_dict(report)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from specwise.output import format_table
 from specwise.state import ClassStatus, ControllerState
 
@@ -31,11 +33,18 @@ def speedup_text(c: ClassStatus) -> str:
     return f"{a:.2f}x -> {b:.2f}x"
 
 
-def format_status(state: ControllerState, *, width: int = 110) -> str:
-    """One row per class: alpha with interval, k (deployed -> recommended), speedup, why."""
+def format_status(state: ControllerState, *, width: int | None = None) -> str:
+    """One row per class: alpha with interval, k (deployed -> recommended), speedup, why.
+
+    The "why" column is cut to fit the terminal (``width`` characters when given).
+    """
+    if width is None:
+        width = max(60, shutil.get_terminal_size((200, 24)).columns - 70)
     rows = []
     for c in state.classes:
         flag = " (stale)" if c.stale else ""
         why = c.reason if len(c.reason) <= width else c.reason[: width - 3] + "..."
         rows.append([c.name + flag, _alpha(c), k_text(c), speedup_text(c), why])
-    return format_table(["class", "alpha [95% interval]", "k", "speedup", "why"], rows)
+    return format_table(
+        ["class", "alpha [95% interval]", "k (now -> rec.)", "speedup", "why"], rows
+    )

@@ -410,7 +410,10 @@ def _reason(
             f"; k = {chosen} > {measured} measured positions is priced with a conservative "
             "geometric tail"
         )
-    return f"{head}: k = {chosen} gives {speedups[chosen]:.2f}x{plateau}{current}{edge}"
+    cap = ""
+    if chosen == len(speedups) - 1 and speedups[chosen] > speedups[chosen - 1] * (1 + cfg.plateau):
+        cap = f"; k_max = {chosen} caps it: longer drafts would still gain (raise k_max to see)"
+    return f"{head}: k = {chosen} gives {speedups[chosen]:.2f}x{plateau}{current}{edge}{cap}"
 
 
 def with_change_allowed(rec: Recommendation, allowed: bool, reason: str) -> Recommendation:
