@@ -106,7 +106,7 @@ def main() -> None:
         t = time.perf_counter()
         blocks = servers.backfill_openmetrics(
             (work / "in.om").read_text(), work / "blocks", workdir=work / "bf",
-            max_block_duration="24h",
+            max_block_duration="744h", timeout=3600,
         )  # fmt: skip
         (work / "in.om").unlink()
         fill = time.perf_counter() - t

@@ -242,7 +242,12 @@ def openmetrics_text(
 
 
 def backfill_openmetrics(
-    text: str, out_dir: Path, *, workdir: Path, max_block_duration: str | None = None
+    text: str,
+    out_dir: Path,
+    *,
+    workdir: Path,
+    max_block_duration: str | None = None,
+    timeout: float = 120.0,
 ) -> Path:
     """Run ``promtool tsdb create-blocks-from openmetrics`` on ``text`` into ``out_dir``.
 
@@ -260,7 +265,7 @@ def backfill_openmetrics(
         [promtool, "tsdb", "create-blocks-from", "openmetrics", *flags, str(src), str(out_dir)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     if result.returncode != 0:
