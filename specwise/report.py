@@ -674,6 +674,20 @@ class Report:
         return [c.verdict for c in self.classes]
 
 
+def _overlapping(before: Sequence[CounterDelta], after: Sequence[CounterDelta]) -> bool:
+    """True when a series counts from the same server start in both windows (two single
+    captures of one server): the later window then includes the earlier one."""
+
+    def origins(deltas: Sequence[CounterDelta]) -> set[tuple[object, ...]]:
+        return {
+            (*sorted((k, v) for k, v in d.labels.items() if k != "instance"), d.start)
+            for d in deltas
+            if "counts since the server started" in d.notes
+        }
+
+    return bool(origins(before) & origins(after))
+
+
 def build_report(
     before_deltas: Sequence[CounterDelta],
     after_deltas: Sequence[CounterDelta],
@@ -716,6 +730,12 @@ def build_report(
     notes: list[str] = []
     if verify_slope is None:
         notes.append("verify cost taken as 1 target step: predictions hold for light load")
+    if _overlapping(before_deltas, after_deltas):
+        notes.append(
+            "both windows count from the same server start, so the after window contains the "
+            "before window and the change is diluted: pass two captures per window (its start "
+            "and its end) to compare disjoint windows"
+        )
     return Report(
         before=before,
         after=after,

@@ -199,3 +199,31 @@ def test_html_opens_in_headless_chromium_and_shows_plots(
         colourful = int(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum())
     shutil.copy(shot, out.parent / "chromium-screenshot.png")  # for a person to look at
     assert colourful > 30_000, f"only {colourful} coloured pixels: plots not rendered"
+
+
+def test_overlapping_single_captures_are_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two single captures of one server both count from its start: say the windows overlap."""
+    from specwise.cli import main as cli_main
+
+    fix = Path(__file__).parent / "fixtures" / "vllm"
+    status = cli_main(
+        [
+            "report",
+            "--before",
+            str(fix / "metrics-ngram-1-after-20req.txt"),
+            "--after",
+            str(fix / "metrics-ngram-5-final.txt"),
+            "--cost",
+            "ngram",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "Note: both windows count from the same server start" in err
+    assert "no draft cost given" not in err
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert any("same server start" in n for n in data["notes"])

@@ -204,6 +204,15 @@ def report_command(
         return
     for line in report.verdicts:
         click.echo(line)
+    for note in report.notes:
+        if note.startswith("both windows count"):
+            click.echo(f"Note: {note}", err=True)
+    if not (costs or before_costs or after_costs) and cfg is None:
+        click.echo(
+            "Note: no draft cost given, 0.05 (an EAGLE-style head) assumed for every class; "
+            "pass --cost (e.g. --cost ngram) for other drafters",
+            err=True,
+        )
     click.echo(f"Report written to {path}/ (report.md, report.html, report.json, PNGs)")
 
 
