@@ -8,6 +8,7 @@ own Prometheus exporter. The random drafter must get k = 0 at every cost above 0
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +16,10 @@ import requests
 from conftest import CLASS_MATCH, VLLMServer, report, specwise_cli
 
 from specwise.actuators import DryRunActuator
+from specwise.collectors.exposition import parse_exposition
+from specwise.collectors.logs import LogSource
 from specwise.collectors.scrape import ScrapeSource
+from specwise.collectors.snapshot import Snapshot
 from specwise.config import parse_config
 from specwise.controller import Controller
 from specwise.exporter import controller_registry
@@ -59,6 +63,22 @@ def controller_alpha(server: VLLMServer, *, cost: float) -> dict[str, Any]:
     }
 
 
+def _log_totals_when_flushed(server: VLLMServer, timeout: float = 30.0) -> Snapshot:
+    """The log collector's totals once they reach the /metrics draft tokens counter."""
+    deadline = time.monotonic() + timeout
+    while True:
+        (counters,) = parse_exposition(server.metrics_text(), timestamp=time.time())
+        snaps = LogSource(str(server.log_path), year=datetime.now(UTC).year).collect(time.time())
+        if snaps and snaps[-1].draft_tokens == counters.draft_tokens:
+            logged = snaps[-1]
+            assert logged.accepted == counters.accepted
+            assert logged.accepted_per_position == counters.accepted_per_position
+            return logged
+        if time.monotonic() > deadline:
+            pytest.fail(f"log totals {snaps[-1:]} never reached the counters {counters}")
+        time.sleep(1)
+
+
 def test_random_drafter_alpha_near_zero_and_k_zero(vllm: VLLMServer) -> None:
     vllm.ensure(vllm.random(3))
     load = vllm.drive(48)
@@ -81,8 +101,15 @@ def test_random_drafter_alpha_near_zero_and_k_zero(vllm: VLLMServer) -> None:
     assert ctl["alpha"] == pytest.approx(a["alpha"], abs=1e-3)
     assert ctl["deployed_k"] == 3
     assert ctl["recommended_k"] == 0
+    # the log's draft/accepted/per-position counts add up to the counters (asserted in the
+    # helper); its recovered drafts count is only reported: at alpha near 0 the log collector
+    # under-recovers it (a specwise bug, reproduced in test_0_log_drafts_repro.py)
+    logged = _log_totals_when_flushed(vllm)
     report(
         "known-truth random drafter",
+        log_drafts_recovered=logged.drafts,
+        log_draft_tokens=logged.draft_tokens,
+        log_accepted=logged.accepted,
         requests=load.requests,
         load_seconds=round(load.seconds, 1),
         drafts=a["drafts"],
