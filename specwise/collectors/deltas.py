@@ -285,9 +285,25 @@ def sum_by_class(deltas: Iterable[CounterDelta], classes: ClassConfig) -> list[C
         if any(has_drafts) and not all(has_drafts):
             notes.append("some series have no drafts counter (vLLM 0.8.4): drafts unknown")
         ks = {d.k for d in usable if d.k is not None}
-        k = max(ks) if ks else None
         if len(ks) > 1:
-            notes.append(f"series run different k {sorted(ks)}")
+            # mid-rollout: engines of one class run different k. Pooling them would bias the
+            # survival of the longer positions low (the shorter drafts never reach them), so
+            # keep the k that carries the most drafts and leave the others out this window.
+            weight: dict[int, float] = {}
+            for d in usable:
+                if d.k is not None:
+                    weight[d.k] = weight.get(d.k, 0.0) + (d.drafts or d.draft_tokens / d.k)
+            keep = max(sorted(weight), key=lambda kk: weight[kk])
+            left = [d for d in usable if d.k is not None and d.k != keep]
+            usable = [d for d in usable if d.k is None or d.k == keep]
+            notes.append(
+                f"series run different k {sorted(ks)} (a rollout?): the {len(left)} "
+                f"series at k != {keep} are left out of this window"
+            )
+            has_drafts = [d.drafts is not None for d in usable]
+            drafts = _sum_opt(d.drafts for d in usable) if all(has_drafts) else None
+            ks = {keep}
+        k = max(ks) if ks else None
         per_pos: tuple[float, ...] = ()
         if k and all(d.accepted_per_position for d in usable):
             per_pos = tuple(

@@ -188,3 +188,20 @@ def test_k_change_keeps_the_new_positions() -> None:
     assert delta.accepted_per_position == (100, 80, 60, 30, 20, 10, 0)
     assert sum(delta.accepted_per_position) == delta.accepted == 300
     assert delta.restarts == 1
+
+
+def test_class_mid_rollout_keeps_the_k_with_most_drafts() -> None:
+    """Engines of one class at k = 3 and k = 5 (a rolling restart): pooling would bias the
+    survival of positions 4-5 low, so the minority k is left out with a note."""
+    a = CounterDelta(
+        {"model_name": "m", "engine": "0"}, 0, 60, 1000, 3000, 1500, (600, 500, 400), 3
+    )
+    b = CounterDelta(
+        {"model_name": "m", "engine": "1"}, 0, 60, 200, 1000, 520, (150, 130, 110, 80, 50), 5
+    )
+    (pooled,) = sum_by_class([a, b], ClassConfig())
+    assert pooled.k == 3
+    assert pooled.drafts == 1000
+    assert pooled.accepted_per_position == (600, 500, 400)
+    assert pooled.series == 1
+    assert any("different k [3, 5]" in n for n in pooled.notes)
