@@ -103,15 +103,30 @@ def _split_counts(rates: list[float], d: int, accepted: int) -> list[int] | None
 
 
 def recover_drafts(
-    accepted: int, mean_acceptance_length: float | None, rates: list[float]
+    accepted: int,
+    mean_acceptance_length: float | None,
+    rates: list[float],
+    *,
+    drafted: int | None = None,
 ) -> tuple[int, list[int]] | None:
     """(D, per-position counts) from a V1 line's A, MAL and per-position rates, or None.
 
     D must reproduce the printed MAL (``%.2f``) and every rate (``%.3f``) with integer
-    per-position counts that sum to A; the candidate closest to A / sum(rates) wins.
+    per-position counts that sum to A. With the line's drafted tokens T and k = len(rates),
+    D >= ceil(T / k) (no draft holds more than k tokens); when the rounded rates allow it, D
+    is taken at (or just above) that bound, since drafters that always propose k tokens
+    (draft models, EAGLE) sit exactly there and the rounded rates of a line with few
+    accepted tokens cannot tell. Otherwise the candidate closest to A / sum(rates) wins.
     """
     if accepted <= 0:
         return None
+    lower = 1
+    if drafted and rates:
+        lower = max(1, math.ceil(drafted / len(rates)))
+        for d in range(lower, lower + max(3, lower // 50) + 1):
+            found = _check_candidate(d, accepted, mean_acceptance_length, rates)
+            if found is not None:
+                return found
     total_rate = sum(rates)
     if total_rate > 0:
         est = accepted / total_rate
@@ -121,20 +136,29 @@ def recover_drafts(
         return None
     span = max(3, int(est * 0.01) + 2)
     candidates = sorted(
-        range(max(1, int(est) - span), int(est) + span + 2), key=lambda c: abs(c - est)
+        range(max(lower, int(est) - span), max(lower, int(est) + span + 2)),
+        key=lambda c: abs(c - est),
     )
     for d in candidates:
-        if (
-            mean_acceptance_length is not None
-            and abs(1.0 + accepted / d - mean_acceptance_length) > 0.005 + 1e-9
-        ):
-            continue
-        if not rates:
-            return d, []
-        counts = _split_counts(rates, d, accepted)
-        if counts is not None:
-            return d, counts
+        found = _check_candidate(d, accepted, mean_acceptance_length, rates)
+        if found is not None:
+            return found
     return None
+
+
+def _check_candidate(
+    d: int, accepted: int, mean_acceptance_length: float | None, rates: list[float]
+) -> tuple[int, list[int]] | None:
+    """(d, counts) when d drafts reproduce the printed MAL and rates, else None."""
+    if (
+        mean_acceptance_length is not None
+        and abs(1.0 + accepted / d - mean_acceptance_length) > 0.005 + 1e-9
+    ):
+        return None
+    if not rates:
+        return d, []
+    counts = _split_counts(rates, d, accepted)
+    return None if counts is None else (d, counts)
 
 
 def _timestamp(
@@ -235,7 +259,7 @@ def _parse_line(
                 notes=tuple(notes),
             )
         k = len(rates) if rates else config_k
-        rec = recover_drafts(accepted, mal, rates)
+        rec = recover_drafts(accepted, mal, rates, drafted=drafted)
         if rec is not None:
             drafts, counts = rec
         elif accepted == 0:

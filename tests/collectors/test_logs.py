@@ -114,3 +114,27 @@ def test_log_source_file_and_stdin(tmp_path: Path) -> None:
     assert LogSource("-", year=2026, stdin=stdin).collect(0)[0].accepted == 11
     with pytest.raises(SourceError, match="Cannot read log file"):
         LogSource(str(tmp_path / "missing.log"), year=2026).collect(0)
+
+
+def test_drafts_recovered_within_the_drafted_tokens_bound() -> None:
+    """Real vLLM 0.32 lines of a random draft model (k = 3, almost nothing accepted): the
+    rounded rates fit many drafts counts, but no draft holds more than k tokens, so
+    D >= Drafted / k; the lines add up to the server's counters (found by the e2e suite)."""
+    prefix = "(APIServer pid=24890) INFO 11-28 18:24:{s} [metrics.py:120] SpecDecoding metrics: "
+    lines = [
+        prefix.format(s=20) + "Mean acceptance length: 1.00, Accepted throughput: 0.16 tokens/s, "
+        "Drafted throughput: 141.55 tokens/s, Accepted: 1 tokens, Drafted: 867 tokens, "
+        "Per-position acceptance rate: 0.003, 0.000, 0.000, Avg Draft acceptance rate: 0.1%",
+        prefix.format(s=25) + "Mean acceptance length: 1.00, Accepted throughput: 0.20 tokens/s, "
+        "Drafted throughput: 958.46 tokens/s, Accepted: 1 tokens, Drafted: 4794 tokens, "
+        "Per-position acceptance rate: 0.001, 0.000, 0.000, Avg Draft acceptance rate: 0.0%",
+        prefix.format(s=30) + "Mean acceptance length: 1.00, Accepted throughput: 0.60 tokens/s, "
+        "Drafted throughput: 679.05 tokens/s, Accepted: 3 tokens, Drafted: 3396 tokens, "
+        "Per-position acceptance rate: 0.003, 0.000, 0.000, Avg Draft acceptance rate: 0.1%",
+    ]
+    last = log_snapshots(lines, year=2026)[-1]
+    assert last.k == 3
+    assert last.draft_tokens == 9057
+    assert last.accepted == 5
+    assert last.drafts == 3019  # vllm:spec_decode_num_drafts_total on the same server
+    assert last.draft_tokens <= last.k * last.drafts
