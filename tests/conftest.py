@@ -26,6 +26,25 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
     import servers  # type: ignore[no-redef]
 
 
+def _process_starter(
+    tmp_path: Path, starter: Callable[..., servers.ManagedProcess], prefix: str
+) -> Iterator[Callable[..., servers.ManagedProcess]]:
+    """A ``start(**kwargs)`` that gives each server a fresh folder and stops all at teardown."""
+    started: list[servers.ManagedProcess] = []
+    counter = itertools.count()
+
+    def start(**kwargs: Any) -> servers.ManagedProcess:
+        proc = starter(tmp_path / f"{prefix}-{next(counter)}", **kwargs)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
 @pytest.fixture
 def vllm_exporter() -> Iterator[servers.Exporter]:
     exporter = servers.start_exporter()
@@ -37,36 +56,12 @@ def vllm_exporter() -> Iterator[servers.Exporter]:
 
 @pytest.fixture
 def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., servers.ManagedProcess]]:
-    started: list[servers.ManagedProcess] = []
-    counter = itertools.count()
-
-    def start(**kwargs: Any) -> servers.ManagedProcess:
-        proc = servers.start_prometheus(tmp_path / f"prometheus-{next(counter)}", **kwargs)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
+    yield from _process_starter(tmp_path, servers.start_prometheus, "prometheus")
 
 
 @pytest.fixture
 def start_victoria_metrics(tmp_path: Path) -> Iterator[Callable[..., servers.ManagedProcess]]:
-    started: list[servers.ManagedProcess] = []
-    counter = itertools.count()
-
-    def start(**kwargs: Any) -> servers.ManagedProcess:
-        proc = servers.start_victoria_metrics(tmp_path / f"vm-{next(counter)}", **kwargs)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
+    yield from _process_starter(tmp_path, servers.start_victoria_metrics, "vm")
 
 
 @pytest.fixture(scope="session")
@@ -106,16 +101,4 @@ def webhook_receiver() -> Iterator[servers.WebhookReceiver]:
 
 @pytest.fixture
 def start_alertmanager(tmp_path: Path) -> Iterator[Callable[..., servers.ManagedProcess]]:
-    started: list[servers.ManagedProcess] = []
-    counter = itertools.count()
-
-    def start(**kwargs: Any) -> servers.ManagedProcess:
-        proc = servers.start_alertmanager(tmp_path / f"alertmanager-{next(counter)}", **kwargs)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
+    yield from _process_starter(tmp_path, servers.start_alertmanager, "alertmanager")

@@ -116,6 +116,36 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], deadline: float, log_pat
     raise RuntimeError(f"{url} not ready in time: {log_path.read_text(errors='replace')[-2000:]}")
 
 
+def _await_listening(
+    name: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    data: Path,
+    ready_timeout: float,
+) -> ManagedProcess:
+    """Read the port a ``--web.listen-address=127.0.0.1:0`` server logged, wait for
+    ``/-/ready``; stop the process on any failure (bounded by ``ready_timeout``)."""
+    deadline = time.monotonic() + ready_timeout
+    port: int | None = None
+    try:
+        while port is None and time.monotonic() < deadline:
+            m = _LISTEN.search(log_path.read_text(errors="replace"))
+            if m:
+                port = int(m.group(1))
+            elif proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
+            else:
+                time.sleep(0.05)
+        if port is None:
+            raise RuntimeError(f"{name} did not listen in time: {log_path.read_text()[-2000:]}")
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/-/ready", proc, deadline, log_path)
+    except BaseException:
+        ManagedProcess(proc, "", log_path, data).stop()
+        raise
+    return ManagedProcess(proc, base, log_path, data)
+
+
 def start_prometheus(
     workdir: Path,
     *,
@@ -154,25 +184,7 @@ def start_prometheus(
         ],
         log_path,
     )
-    deadline = time.monotonic() + ready_timeout
-    port: int | None = None
-    try:
-        while port is None and time.monotonic() < deadline:
-            m = _LISTEN.search(log_path.read_text(errors="replace"))
-            if m:
-                port = int(m.group(1))
-            elif proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {log_path.read_text()[-2000:]}")
-            else:
-                time.sleep(0.05)
-        if port is None:
-            raise RuntimeError(f"prometheus did not listen in time: {log_path.read_text()[-2000:]}")
-        base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/-/ready", proc, deadline, log_path)
-    except BaseException:
-        ManagedProcess(proc, "", log_path, data).stop()
-        raise
-    return ManagedProcess(proc, base, log_path, data)
+    return _await_listening("prometheus", proc, log_path, data, ready_timeout)
 
 
 def start_victoria_metrics(
@@ -526,25 +538,7 @@ def start_alertmanager(
         ],
         log_path,
     )
-    deadline = time.monotonic() + ready_timeout
-    port: int | None = None
-    try:
-        while port is None and time.monotonic() < deadline:
-            m = _LISTEN.search(log_path.read_text(errors="replace"))
-            if m:
-                port = int(m.group(1))
-            elif proc.poll() is not None:
-                raise RuntimeError(f"alertmanager exited: {log_path.read_text()[-2000:]}")
-            else:
-                time.sleep(0.05)
-        if port is None:
-            raise RuntimeError(f"alertmanager did not listen: {log_path.read_text()[-2000:]}")
-        base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/-/ready", proc, deadline, log_path)
-    except BaseException:
-        ManagedProcess(proc, "", log_path, data).stop()
-        raise
-    return ManagedProcess(proc, base, log_path, data)
+    return _await_listening("alertmanager", proc, log_path, data, ready_timeout)
 
 
 class _HookHandler(BaseHTTPRequestHandler):
