@@ -1,4 +1,4 @@
-"""Reproduction (no vLLM needed) of a log-collector bug found by the end-to-end suite.
+"""Regression test (no vLLM needed) for a log-collector bug the end-to-end suite found.
 
 Three real ``SpecDecoding metrics:`` lines from vLLM 0.32.0 (CPU) serving the tiny target with
 an independently random draft model at k = 3, and the server's /metrics counters after them
@@ -6,19 +6,14 @@ an independently random draft model at k = 3, and the server's /metrics counters
 accepted). A draft model always proposes k tokens, so the true drafts per interval are
 Drafted / 3 = 289, 1598 and 1132: 3019, as ``vllm:spec_decode_num_drafts_total`` says.
 
-``specwise.collectors.logs.recover_drafts`` ignores the line's ``Drafted: T`` count: with few
-accepted tokens the ``%.3f`` rates fit many D, and it takes the one nearest A / sum(rates)
-(333, 1000, 1000 = 2333), which breaks T <= k * D (4794 > 3 * 1000): 23% too few drafts, a
-mean acceptance length and a per-draft shortfall above 1 that cannot be. A fix would keep D
-within [ceil(T / k), T] (and prefer ceil(T / k) when the rates allow it).
-
-Run ``pytest e2e/test_0_log_drafts_repro.py -m e2e --runxfail`` to see it fail; it is a strict
-xfail so the suite stays green and flags the fix (then remove the marker).
+``specwise.collectors.logs.recover_drafts`` used to ignore the line's ``Drafted: T`` count:
+with few accepted tokens the ``%.3f`` rates fit many D, and it took the one nearest
+A / sum(rates) (333, 1000, 1000 = 2333), which breaks T <= k * D (4794 > 3 * 1000): 23% too
+few drafts. Fixed in fc910cd (D >= ceil(T / k), preferring the bound when the rates allow it);
+this was a strict xfail until then.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from specwise.collectors.logs import log_snapshots
 
@@ -40,18 +35,14 @@ COUNTERS = {"drafts": 3019.0, "draft_tokens": 9057.0, "accepted": 5.0, "per_pos"
 
 def test_log_totals_match_what_the_lines_say() -> None:
     last = log_snapshots(LINES, year=2026)[-1]
-    assert last.draft_tokens == COUNTERS["draft_tokens"]  # passes
-    assert last.accepted == COUNTERS["accepted"]  # passes
-    assert last.accepted_per_position == COUNTERS["per_pos"]  # passes
+    assert last.draft_tokens == COUNTERS["draft_tokens"]
+    assert last.accepted == COUNTERS["accepted"]
+    assert last.accepted_per_position == COUNTERS["per_pos"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="specwise bug: recover_drafts ignores Drafted: T, gives 2333 drafts (T > k*D)",
-)
 def test_recovered_drafts_respect_drafted_tokens() -> None:
     last = log_snapshots(LINES, year=2026)[-1]
     assert last.drafts is not None
     assert last.k == 3
-    assert last.draft_tokens <= last.k * last.drafts  # 9057 <= 3 * 2333 fails
+    assert last.draft_tokens <= last.k * last.drafts  # was 9057 <= 3 * 2333
     assert last.drafts == COUNTERS["drafts"]

@@ -102,9 +102,10 @@ def test_random_drafter_alpha_near_zero_and_k_zero(vllm: VLLMServer) -> None:
     assert ctl["deployed_k"] == 3
     assert ctl["recommended_k"] == 0
     # the log's draft/accepted/per-position counts add up to the counters (asserted in the
-    # helper); its recovered drafts count is only reported: at alpha near 0 the log collector
-    # under-recovers it (a specwise bug, reproduced in test_0_log_drafts_repro.py)
+    # helper), and so does the drafts count recovered from the lines: a draft model always
+    # proposes k tokens (this found the bug in test_0_log_drafts_repro.py)
     logged = _log_totals_when_flushed(vllm)
+    assert logged.drafts == a["drafts"]
     report(
         "known-truth random drafter",
         log_drafts_recovered=logged.drafts,

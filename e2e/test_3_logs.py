@@ -40,21 +40,28 @@ def test_log_lines_agree_with_counters(vllm: VLLMServer) -> None:
     assert logged.labels["engine"] == "0"
     assert logged.k == counters.k == 4
     assert logged.accepted == counters.accepted
-    assert logged.drafts == counters.drafts  # recovered from the printed rates
     assert logged.accepted_per_position == counters.accepted_per_position
+    # a V1 line prints no drafts count: it is recovered from the %.3f rates and the %.2f
+    # mean acceptance length, which with ngram's variable-length drafts can leave two
+    # neighbours (A = 55, rates 0.163, 0.048, 0.008, 0.000 fit D = 251 and 252): at most one
+    # off per line
+    lines = vllm.log_path.read_text(errors="replace").count("SpecDecoding metrics:")
+    assert logged.drafts is not None
+    assert counters.drafts is not None
+    assert abs(logged.drafts - counters.drafts) <= lines
     from_log = specwise_cli(["recommend", "--log", str(vllm.log_path), "--cost", "0.3"])
     from_url = specwise_cli(["recommend", "--url", vllm.metrics_url, "--cost", "0.3"])
     assert len(from_log) == len(from_url) == 1
-    assert from_log[0]["drafts"] == from_url[0]["drafts"]
+    assert from_log[0]["drafts"] == logged.drafts
     assert from_url[0]["alpha"] is not None
-    assert from_log[0]["alpha"] == pytest.approx(from_url[0]["alpha"], abs=1e-9)
+    assert from_log[0]["alpha"] == pytest.approx(from_url[0]["alpha"], abs=2e-3)
     assert from_log[0]["recommended_k"] == from_url[0]["recommended_k"]
-    lines = vllm.log_path.read_text(errors="replace").count("SpecDecoding metrics:")
     report(
         "log lines vs counters",
         requests=load.requests,
         log_lines=lines,
         drafts=counters.drafts,
+        log_drafts_recovered=logged.drafts,
         draft_tokens=counters.draft_tokens,
         accepted=counters.accepted,
         per_position=list(counters.accepted_per_position),
