@@ -311,7 +311,9 @@ class Controller:
         seen = self._seen.get(name)
         stale = seen is None or now - seen > self.config.controller.stale_after
         gate_state = self.gate.states.get(name, HysteresisState())
-        observed = self._observed_k.get(name)
+        # the counters show the deployed k only while they arrive: after a restart without
+        # speculation the spec families vanish and the last k seen is history, not the truth
+        observed = self._observed_k.get(name) if seen == now else None
         if (
             observed is not None
             and not stale
@@ -341,7 +343,9 @@ class Controller:
         actuation, actuation_error = self._actuation.get(name, ("", ""))
         settings = self.config.class_settings(name)
         reason = rec.reason
-        if deployed == 0 and not estimate.ok:
+        if deployed == 0 and estimate.ok and rec.recommended_k == 0:
+            reason = f"speculation is off (k = 0), as the last evidence says: {reason}"
+        elif deployed == 0 and not estimate.ok:
             reason = (
                 "speculation is off (k = 0): vLLM exports no acceptance counters, so there is "
                 "nothing to re-check; re-enable on a canary to measure alpha again"

@@ -461,3 +461,74 @@ def test_command_actuator_failure_is_reported_and_retried(
     assert later[failed].actuation.endswith("(exit 0): deployed")
     assert later[failed].actuation_error == ""
     assert later[failed].deployed_k == later[failed].recommended_k
+
+
+def test_turning_speculation_off_restarts_once() -> None:
+    """After k -> 0 vLLM exports no spec families; the last k seen before the restart must
+    not count as deployed, or every min_dwell the controller would apply k = 0 again
+    (found live by the real-vLLM suite)."""
+    from collections.abc import Mapping, Sequence
+
+    from specwise.actuators import ActuationResult
+    from specwise.collectors.snapshot import Snapshot
+
+    class OnThenOff:
+        calls = 0
+
+        def collect(self, now: float) -> Sequence[Snapshot]:
+            self.calls += 1
+            if self.calls > 1:
+                return []  # restarted without --speculative-config
+            labels = {"engine": "0", "instance": "127.0.0.1:8000", "model_name": "tiny-llama"}
+            return [
+                Snapshot(
+                    labels,
+                    now,
+                    3019.0,
+                    9057.0,
+                    5.0,
+                    (5.0, 0.0, 0.0),
+                    3,
+                    process_start_time=now - 60,
+                )
+            ]
+
+    class Recorder:
+        kind = "command"
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[float, int]] = []
+
+        def apply(
+            self,
+            class_name: str,
+            k: int,
+            *,
+            speculative_config: Mapping[str, Any] | None,
+            reason: str,
+            now: float,
+        ) -> ActuationResult:
+            self.calls.append((now, k))
+            return ActuationResult(class_name, k, True, now, "restarted")
+
+    config = parse_config(
+        {
+            "controller": {"stale_after": "10m"},
+            "source": {"urls": ["http://127.0.0.1:8000/metrics"]},
+            "estimator": {"min_drafts": 100},
+            "policy": {"min_dwell": "20s", "max_changes_per_hour": 3},
+            "classes": [{"name": "tiny", "match": '{model_name="tiny-llama"}', "cost": 0.3}],
+        }
+    )
+    actuator = Recorder()
+    controller = Controller(config, source=OnThenOff(), actuator=actuator, clock=lambda: 0.0)
+    t0 = 1_800_000_000.0
+    controller.step(t0)
+    assert actuator.calls == [(t0, 0)]
+    for dt in (10.0, 30.0, 60.0, 90.0, 300.0):
+        controller.step(t0 + dt)
+    assert actuator.calls == [(t0, 0)]
+    (status,) = controller.state().classes
+    assert status.deployed_k == 0
+    assert not status.stale  # off on purpose, and the source answers
+    assert "speculation is off" in status.reason
