@@ -24,15 +24,7 @@ from specwise.wiring import build_actuator, build_source
 
 pytestmark = pytest.mark.timeout(1200)
 
-# A specwise bug: about 36 s after turning the drafter off, the controller applies k = 0 again
-# (a second vLLM restart): reproduced without vLLM in test_0_off_restart_repro.py
-KNOWN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="specwise bug: after k -> 0 the stale observed k = 3 re-triggers k = 0 restarts",
-)
 
-
-@KNOWN_BUG
 def test_controller_turns_a_losing_drafter_off_and_holds(vllm: VLLMServer, tmp_path: Path) -> None:
     vllm.ensure(vllm.random(3))
     vllm.drive(48, seed=500)
