@@ -103,7 +103,8 @@ def test_random_drafter_alpha_near_zero_and_k_zero(vllm: VLLMServer) -> None:
     assert ctl["recommended_k"] == 0
     # the log's draft/accepted/per-position counts add up to the counters (asserted in the
     # helper), and so does the drafts count recovered from the lines: a draft model always
-    # proposes k tokens (this found the log drafts bug; its regression test is in tests/collectors/test_logs.py)
+    # proposes k tokens (this found the log drafts bug; regression test in
+    # tests/collectors/test_logs.py)
     logged = _log_totals_when_flushed(vllm)
     assert logged.drafts == a["drafts"]
     report(
