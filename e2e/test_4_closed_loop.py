@@ -22,8 +22,7 @@ from conftest import CLASS_MATCH, RESTART, VLLMServer, report
 from specwise.collectors.deltas import window_deltas
 from specwise.collectors.scrape import ScrapeSource
 from specwise.config import load_config
-from specwise.controller import Controller, class_config_from
-from specwise.wiring import build_actuator, build_source
+from specwise.wiring import build_controller
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -78,15 +77,9 @@ def test_controller_restarts_vllm_once_and_holds(vllm: VLLMServer, tmp_path: Pat
     vllm.ensure(vllm.identical(3))
     vllm.drive(32, seed=300)
     config = load_config(write_config(tmp_path / "specwise.toml", vllm))
-    classes = class_config_from(config)
     actions_before = len(vllm.actions())
     with requests.Session() as session:
-        controller = Controller(
-            config,
-            source=build_source(config, session=session, classes=classes),
-            actuator=build_actuator(config),
-            classes=classes,
-        )
+        controller = build_controller(config, session=session)
         probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
         before_restart = probe.collect(time.time())
         assert [s.k for s in before_restart] == [3]

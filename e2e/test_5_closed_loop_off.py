@@ -19,8 +19,7 @@ from test_4_closed_loop import DWELL, write_config
 
 from specwise.collectors.scrape import ScrapeSource
 from specwise.config import load_config
-from specwise.controller import Controller, class_config_from
-from specwise.wiring import build_actuator, build_source
+from specwise.wiring import build_controller
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -31,15 +30,9 @@ def test_controller_turns_a_losing_drafter_off_and_holds(vllm: VLLMServer, tmp_p
     path = write_config(tmp_path / "specwise.toml", vllm)
     path.write_text(path.read_text().replace(vllm.target, vllm.random_draft))
     config = load_config(path)
-    classes = class_config_from(config)
     actions_before = len(vllm.actions())
     with requests.Session() as session:
-        controller = Controller(
-            config,
-            source=build_source(config, session=session, classes=classes),
-            actuator=build_actuator(config),
-            classes=classes,
-        )
+        controller = build_controller(config, session=session)
         probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
         started = time.time()
         state = controller.step(time.time())
