@@ -15,8 +15,8 @@ import argparse
 import sys
 import time
 
-from specwise.closed_loop import run_fixed, run_oracle, run_specwise
-from specwise.scenarios import SCENARIOS
+from specwise.sim.closed_loop import run_fixed, run_oracle, run_specwise
+from specwise.sim.scenarios import SCENARIOS
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ import argparse
 
 import numpy as np
 
-from specwise.drift import DriftConfig, DriftDetector
+from specwise.estimation.drift import DriftConfig, DriftDetector
 
 WINDOW, TICK, DRAFTS, K = 600.0, 30.0, 100, 4
 

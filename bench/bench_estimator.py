@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from specwise.estimator import EstimatorConfig, WindowCounts
+from specwise.estimation.estimator import EstimatorConfig, WindowCounts
+from specwise.estimation.rolling import RollingEstimator
 from specwise.policies import HysteresisGate, PolicyConfig, recommend
-from specwise.rolling import RollingEstimator
 
 
 def make_ticks(

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.errors import SpecwiseError
-from specwise.report import TimeRange, alpha_over_time, auto_step, prometheus_window
+from specwise.reporting.report import TimeRange, alpha_over_time, auto_step, prometheus_window
 from tests import servers
 
 STEP = 15.0

@@ -15,14 +15,14 @@ import pytest
 import requests
 from conftest import CLASS_MATCH, VLLMServer, report, specwise_cli
 
-from specwise.actuators import DryRunActuator
 from specwise.collectors.exposition import parse_exposition
 from specwise.collectors.logs import LogSource
 from specwise.collectors.scrape import ScrapeSource
 from specwise.collectors.snapshot import Snapshot
 from specwise.config import parse_config
-from specwise.controller import Controller
-from specwise.exporter import controller_registry
+from specwise.controller.actuators import DryRunActuator
+from specwise.controller.exporter import controller_registry
+from specwise.controller.loop import Controller
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -18,7 +18,7 @@ from specwise.collectors.classes import ClassConfig
 from specwise.collectors.deltas import sum_by_class, window_deltas
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import ScrapeSource
-from specwise.estimator import EstimatorConfig, estimate_delta
+from specwise.estimation.estimator import EstimatorConfig, estimate_delta
 from tests.servers import ManagedProcess, start_prometheus
 
 pytestmark = pytest.mark.timeout(600)

@@ -22,7 +22,7 @@ from conftest import CLASS_MATCH, RESTART, VLLMServer, report
 from specwise.collectors.deltas import window_deltas
 from specwise.collectors.scrape import ScrapeSource
 from specwise.config import load_config
-from specwise.wiring import build_controller
+from specwise.controller.wiring import build_controller
 
 pytestmark = pytest.mark.timeout(1200)
 

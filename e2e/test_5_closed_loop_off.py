@@ -19,7 +19,7 @@ from test_4_closed_loop import DWELL, write_config
 
 from specwise.collectors.scrape import ScrapeSource
 from specwise.config import load_config
-from specwise.wiring import build_controller
+from specwise.controller.wiring import build_controller
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from specwise.cli import main
-from specwise.scenarios import get_scenario
-from specwise.sim import SimFleet, SimServer
+from specwise.sim.fleet import SimFleet, SimServer
+from specwise.sim.scenarios import get_scenario
 
 
 def test_demo_runs_the_closed_loop_and_exits_cleanly() -> None:

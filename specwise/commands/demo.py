@@ -22,10 +22,10 @@ from specwise.config import (
     SourceSettings,
     SpecwiseConfig,
 )
-from specwise.scenarios import get_scenario
-from specwise.sim import FileWatcher, SimFleet, SimServer, scaled_clock
-from specwise.state import ControllerState
-from specwise.wiring import build_controller, start_exporter
+from specwise.controller.state import ControllerState
+from specwise.controller.wiring import build_controller, start_exporter
+from specwise.sim.fleet import FileWatcher, SimFleet, SimServer, scaled_clock
+from specwise.sim.scenarios import get_scenario
 
 __all__ = ["demo_command", "demo_config"]
 

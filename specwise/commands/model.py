@@ -137,7 +137,7 @@ def model_command(
     rows = model_rows(alpha, cost, k_max, verify_cost)
     line = verdict(alpha, cost, best, rows)
     if plot_path is not None:
-        from specwise.plots import plot_model
+        from specwise.reporting.plots import plot_model
 
         plot_model(plot_path, alpha=alpha, cost=cost, k_max=k_max, verify_cost=verify_cost)
     if as_json:

@@ -26,7 +26,7 @@ from specwise.collectors.snapshot import CounterDelta
 from specwise.commands.options import estimation_options, json_option
 from specwise.config import load_config, parse_duration
 from specwise.errors import SourceError
-from specwise.estimator import Estimate, EstimatorConfig, estimate_delta
+from specwise.estimation.estimator import Estimate, EstimatorConfig, estimate_delta
 from specwise.output import format_table, to_json
 from specwise.policies import PolicyConfig, Recommendation, drafter_cost, recommend
 

@@ -15,10 +15,10 @@ from specwise.collectors.snapshot import CounterDelta
 from specwise.commands.options import estimation_options, json_option
 from specwise.config import SpecwiseConfig, load_config, parse_duration
 from specwise.errors import ReportError
-from specwise.estimator import EstimatorConfig
+from specwise.estimation.estimator import EstimatorConfig
 from specwise.output import to_json
 from specwise.policies import PolicyConfig, drafter_cost
-from specwise.report import (
+from specwise.reporting.report import (
     AlphaSeries,
     TimeRange,
     WindowInfo,
@@ -196,7 +196,7 @@ def report_command(
         k_max=k_max if k_max is not None else (cfg.policy.k_max if cfg else 8),
         verify_slope=slope,
     )
-    from specwise.report_render import report_to_dict, write_report  # matplotlib: load late
+    from specwise.reporting.render import report_to_dict, write_report  # matplotlib: load late
 
     path = write_report(report, out, force=force)
     if as_json:

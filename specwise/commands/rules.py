@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from specwise.alerts import AlertRule, build_rules, rules_document, rules_yaml
+from specwise.alerting.rules import AlertRule, build_rules, rules_document, rules_yaml
 from specwise.commands.options import json_option
 from specwise.config import (
     AlertSettings,

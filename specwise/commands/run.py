@@ -14,10 +14,10 @@ import requests
 from specwise.commands.options import json_option
 from specwise.commands.status import format_status
 from specwise.config import load_config
+from specwise.controller.state import ControllerState
+from specwise.controller.wiring import build_controller, start_exporter
 from specwise.errors import SourceError
 from specwise.output import to_json, to_json_line
-from specwise.state import ControllerState
-from specwise.wiring import build_controller, start_exporter
 
 __all__ = ["install_stop_signals", "run_command"]
 

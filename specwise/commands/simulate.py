@@ -11,8 +11,8 @@ import click
 from specwise.commands.options import json_option
 from specwise.commands.run import install_stop_signals
 from specwise.output import format_table, to_json
-from specwise.scenarios import SCENARIOS, get_scenario
-from specwise.sim import FileWatcher, SimFleet, SimServer, scaled_clock
+from specwise.sim.fleet import FileWatcher, SimFleet, SimServer, scaled_clock
+from specwise.sim.scenarios import SCENARIOS, get_scenario
 
 __all__ = ["sim_command"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+from specwise.controller.state import ClassStatus, ControllerState
 from specwise.output import format_table
-from specwise.state import ClassStatus, ControllerState
 
 __all__ = ["format_status", "k_text", "speedup_text"]
 

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from specwise.errors import ConfigError
-from specwise.estimator import Estimate
+from specwise.estimation.estimator import Estimate
 from specwise.model import (
     VerifyCost,
     expected_tokens_from_survival,

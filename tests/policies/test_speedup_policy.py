@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specwise.errors import ConfigError
-from specwise.estimator import EstimatorConfig, WindowCounts, estimate_counts
+from specwise.estimation.estimator import EstimatorConfig, WindowCounts, estimate_counts
+from specwise.estimation.rolling import RollingEstimator
 from specwise.model import mixture_survival, saturating_verify_cost, speedup, speedup_from_survival
 from specwise.policies import (
     HysteresisConfig,
@@ -17,7 +18,6 @@ from specwise.policies import (
     recommend,
     validate_schedule,
 )
-from specwise.rolling import RollingEstimator
 
 
 def expected_counts(alpha: float, k: int, drafts: float = 5000.0) -> WindowCounts:

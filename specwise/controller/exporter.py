@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from specwise.state import ControllerState
+from specwise.controller.state import ControllerState
 
 __all__ = [
     "METRIC_NAMES",

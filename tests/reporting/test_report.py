@@ -15,15 +15,15 @@ from PIL import Image
 
 from specwise.cli import main
 from specwise.errors import ReportError
-from specwise.estimator import Estimate
-from specwise.report import alpha_change, parse_range, parse_time
+from specwise.estimation.estimator import Estimate
+from specwise.reporting.report import alpha_change, parse_range, parse_time
 
 try:
     from tests.servers import require_binary
 except ImportError:
     from servers import require_binary  # type: ignore[no-redef]
 
-FIX = Path(__file__).parent / "fixtures" / "vllm"
+FIX = Path(__file__).parent.parent / "fixtures" / "vllm"
 NOW = 1_800_000_000.0
 
 
@@ -207,7 +207,7 @@ def test_overlapping_single_captures_are_flagged(
     """Two single captures of one server both count from its start: say the windows overlap."""
     from specwise.cli import main as cli_main
 
-    fix = Path(__file__).parent / "fixtures" / "vllm"
+    fix = Path(__file__).parent.parent / "fixtures" / "vllm"
     status = cli_main(
         [
             "report",

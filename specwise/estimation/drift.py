@@ -1,8 +1,8 @@
 """Drift detection: has a class's alpha moved for good (a drafter broke, the mix changed)?
 
 Per class, every tick's evidence (successes and failures of the alpha likelihood, from
-:func:`specwise.estimator.alpha_trials`) goes into two adjacent windows: *recent* (the last
-``window_seconds``) and *reference* (the ``reference_windows`` windows before it). A tick
+:func:`specwise.estimation.estimator.alpha_trials`) goes into two adjacent windows: *recent*
+(the last ``window_seconds``) and *reference* (the ``reference_windows`` windows before it). A tick
 alarms when the two pooled alphas differ by a z-score above ``z_threshold`` *and* by more
 than ``min_shift``, for ``persist_ticks`` ticks in a row. The z-score's variance is the
 binomial one inflated by the dispersion the reference shows between its own ticks (real
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from specwise.collectors.snapshot import CounterDelta
 from specwise.errors import ConfigError
-from specwise.estimator import WindowCounts, alpha_trials
+from specwise.estimation.estimator import WindowCounts, alpha_trials
 
 __all__ = ["DriftConfig", "DriftDetector", "DriftStatus"]
 

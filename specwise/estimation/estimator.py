@@ -27,7 +27,7 @@ from scipy import special
 
 from specwise.collectors.snapshot import CounterDelta, Generation
 from specwise.errors import ConfigError, DataError
-from specwise.fit import FitCheck, check_iid_fit, tail_lengths
+from specwise.estimation.fit import FitCheck, check_iid_fit, tail_lengths
 from specwise.model import alpha_from_acceptance_length, alpha_from_acceptance_rate
 
 __all__ = [

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
-from specwise.alertmanager import AlertmanagerPusher
-from specwise.alerts import (
+from specwise.alerting.alertmanager import AlertmanagerPusher
+from specwise.alerting.rules import (
     ALERT_NAMES,
     AlertEvaluator,
     AlertRule,
@@ -21,15 +21,15 @@ from specwise.alerts import (
     rules_yaml,
 )
 from specwise.config import AlertSettings, parse_config
+from specwise.controller.state import ClassStatus, ControllerState, SourceStatus
 from specwise.errors import AlertDeliveryError, ConfigError
-from specwise.state import ClassStatus, ControllerState, SourceStatus
 
 try:
     from tests import servers
 except ImportError:  # tests/ is not a package
     import servers  # type: ignore[no-redef]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = AlertSettings(
     not_paying_for=60.0,
     k_mismatch_for=120.0,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from specwise.collectors.snapshot import CounterDelta
-from specwise.drift import DriftConfig, DriftDetector
 from specwise.errors import ConfigError
+from specwise.estimation.drift import DriftConfig, DriftDetector
 
 WINDOW = 600.0
 TICK = 30.0

@@ -9,15 +9,15 @@ import pytest
 
 from specwise.collectors.snapshot import CounterDelta
 from specwise.errors import ConfigError, DataError
-from specwise.estimator import (
+from specwise.estimation.estimator import (
     EstimatorConfig,
     WindowCounts,
     alpha_trials,
     estimate_counts,
     estimate_delta,
 )
-from specwise.fit import check_iid_fit, tail_lengths
-from specwise.rolling import RollingEstimator
+from specwise.estimation.fit import check_iid_fit, tail_lengths
+from specwise.estimation.rolling import RollingEstimator
 
 # --- simulated draft outcomes ------------------------------------------------------------
 

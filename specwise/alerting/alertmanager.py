@@ -1,7 +1,7 @@
 """Direct push to Alertmanager's v2 API, for teams without Prometheus alerting.
 
 ``AlertmanagerPusher`` is the controller's alert sink: after every tick it evaluates the
-same alerts as the generated rules (``specwise.alerts.AlertEvaluator``: same names, labels,
+same alerts as the generated rules (``specwise.alerting.rules.AlertEvaluator``: same names, labels,
 thresholds, ``for:``) and posts the firing ones to ``POST /api/v2/alerts`` with an
 ``endsAt`` a few minutes ahead (so a dead controller's alerts expire), and the ones that
 stopped firing with ``endsAt`` = now (resolved). A failed post raises
@@ -17,10 +17,10 @@ from typing import Any
 
 import requests
 
-from specwise.alerts import Alert, AlertEvaluator
+from specwise.alerting.rules import Alert, AlertEvaluator
 from specwise.config import AlertSettings
+from specwise.controller.state import ControllerState
 from specwise.errors import AlertDeliveryError
-from specwise.state import ControllerState
 
 __all__ = ["AlertmanagerPusher", "rfc3339"]
 

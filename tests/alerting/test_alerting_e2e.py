@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from specwise.alerts import build_rules, rules_yaml
+from specwise.alerting.rules import build_rules, rules_yaml
 from specwise.config import (
     AlertSettings,
     ClassSettings,
@@ -28,11 +28,11 @@ from specwise.config import (
     SourceSettings,
     SpecwiseConfig,
 )
-from specwise.controller import Controller, class_config_from
-from specwise.exporter import ExporterServer, controller_registry, make_app
-from specwise.scenarios import get_scenario
-from specwise.sim import SimFleet, SimServer, scaled_clock
-from specwise.wiring import build_actuator, build_source
+from specwise.controller.exporter import ExporterServer, controller_registry, make_app
+from specwise.controller.loop import Controller, class_config_from
+from specwise.controller.wiring import build_actuator, build_source
+from specwise.sim.fleet import SimFleet, SimServer, scaled_clock
+from specwise.sim.scenarios import get_scenario
 
 try:
     from tests import servers

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import requests
 
-from specwise.actuators import Actuator, CommandActuator, DryRunActuator, FileActuator
-from specwise.alertmanager import AlertmanagerPusher
+from specwise.alerting.alertmanager import AlertmanagerPusher
 from specwise.collectors.classes import ClassConfig
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import ScrapeSource
 from specwise.collectors.snapshot import SnapshotSource
 from specwise.config import SpecwiseConfig
-from specwise.controller import Controller, class_config_from
+from specwise.controller.actuators import Actuator, CommandActuator, DryRunActuator, FileActuator
+from specwise.controller.exporter import ExporterServer, controller_registry, make_app
+from specwise.controller.loop import Controller, class_config_from
 from specwise.errors import ConfigError
-from specwise.exporter import ExporterServer, controller_registry, make_app
 
 __all__ = [
     "build_actuator",

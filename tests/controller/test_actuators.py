@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from specwise.actuators import (
+from specwise.controller.actuators import (
     CommandActuator,
     DryRunActuator,
     FileActuator,

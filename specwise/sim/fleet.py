@@ -27,11 +27,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from specwise.actuators import ActuationResult
 from specwise.collectors.snapshot import Snapshot
+from specwise.controller.actuators import ActuationResult
 from specwise.errors import ConfigError
 from specwise.model import speedup_from_survival
-from specwise.scenarios import ClassScenario, Scenario
+from specwise.sim.scenarios import ClassScenario, Scenario
 
 __all__ = [
     "EngineStats",

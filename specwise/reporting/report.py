@@ -1,6 +1,6 @@
 """Before/after reports: two windows per workload class, the change and a verdict.
 
-The computation only (rendering lives in :mod:`specwise.report_render`). Per class and
+The computation only (rendering lives in :mod:`specwise.reporting.render`). Per class and
 window: alpha with its interval (positions MLE), mean acceptance length, survival and
 conditional acceptance, draft-length shortfall, the optimal k and the predicted speedup at the
 deployed and the optimal k, and, where vLLM's inter-token latency counters are present, the
@@ -50,7 +50,7 @@ from specwise.collectors.scrape import FileSource
 from specwise.collectors.snapshot import CounterDelta, Snapshot
 from specwise.config import format_duration, parse_duration
 from specwise.errors import ReportError, SourceError
-from specwise.estimator import (
+from specwise.estimation.estimator import (
     DEFAULT_ESTIMATOR_CONFIG,
     Estimate,
     EstimatorConfig,

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from specwise.config import SpecwiseConfig, parse_config
-from specwise.controller import Controller, class_config_from
+from specwise.controller.loop import Controller, class_config_from
 from specwise.model import speedup_from_survival
-from specwise.scenarios import Scenario
-from specwise.sim import SimActuator, SimFleet, SimSource
+from specwise.sim.fleet import SimActuator, SimFleet, SimSource
+from specwise.sim.scenarios import Scenario
 
 __all__ = ["RunResult", "closed_loop_config", "run_fixed", "run_oracle", "run_specwise"]
 

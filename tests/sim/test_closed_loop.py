@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from specwise.closed_loop import run_fixed, run_oracle, run_specwise
-from specwise.scenarios import get_scenario
+from specwise.sim.closed_loop import run_fixed, run_oracle, run_specwise
+from specwise.sim.scenarios import get_scenario
 
 
 def test_oracle_beats_every_fixed_k() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from specwise.collectors.snapshot import CounterDelta, Generation
-from specwise.estimator import (
+from specwise.estimation.estimator import (
     DEFAULT_ESTIMATOR_CONFIG,
     Estimate,
     EstimatorConfig,

@@ -1,5 +1,6 @@
-"""Render a :class:`specwise.report.Report`: ``report.md``, a self-contained ``report.html``
-(plots embedded), ``report.json`` (every number) and PNGs, written atomically as one folder.
+"""Render a :class:`specwise.reporting.report.Report`: ``report.md``, a self-contained
+``report.html`` (plots embedded), ``report.json`` (every number) and PNGs, written atomically
+as one folder.
 
 PNGs per class: ``survival-<class>.png`` (measured survival before/after with intervals and
 the fitted alpha^i), ``speedup-<class>.png`` (predicted speedup vs k before/after),
@@ -31,8 +32,8 @@ from matplotlib.ticker import MaxNLocator
 
 from specwise.errors import ReportError
 from specwise.output import to_json
-from specwise.plots import draw_alpha_cost_map, draw_speedup_vs_k
-from specwise.report import AlphaSeries, ClassReport, Report, WindowClass, WindowInfo
+from specwise.reporting.plots import draw_alpha_cost_map, draw_speedup_vs_k
+from specwise.reporting.report import AlphaSeries, ClassReport, Report, WindowClass, WindowInfo
 
 __all__ = [
     "render_html",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from specwise.alerts import ALERT_NAMES
+from specwise.alerting.rules import ALERT_NAMES
 from specwise.cli import main
 
 try:
@@ -16,7 +16,7 @@ try:
 except ImportError:  # tests/ is not a package
     import servers  # type: ignore[no-redef]
 
-CONFIG = Path(__file__).resolve().parent.parent / "config"
+CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

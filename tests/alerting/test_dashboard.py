@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 import requests
 
-from specwise.alerts import RecordingRule, build_rules
+from specwise.alerting.rules import RecordingRule, build_rules
 from specwise.config import AlertSettings
-from specwise.exporter import METRIC_NAMES
+from specwise.controller.exporter import METRIC_NAMES
 
 try:
     from tests import servers
 except ImportError:  # tests/ is not a package
     import servers  # type: ignore[no-redef]
 
-DASHBOARD = Path(__file__).resolve().parent.parent / "config" / "grafana-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "config" / "grafana-dashboard.json"
 VLLM_COUNTERS = tuple(
     f"vllm{sep}spec_decode_{c}_total"
     for sep in ":_"

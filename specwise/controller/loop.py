@@ -17,18 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from specwise.actuators import ActuationResult, Actuator, speculative_config_for, write_atomically
 from specwise.collectors.classes import CLASS_LABEL, ClassConfig
 from specwise.collectors.deltas import sum_by_class, window_deltas
 from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
 from specwise.config import SpecwiseConfig
-from specwise.drift import DriftConfig, DriftDetector
-from specwise.errors import ActuatorError, DataError, ParseError, SourceError, SpecwiseError
-from specwise.estimator import Estimate, EstimatorConfig
-from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
-from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
-from specwise.rolling import RollingEstimator
-from specwise.state import (
+from specwise.controller.actuators import (
+    ActuationResult,
+    Actuator,
+    speculative_config_for,
+    write_atomically,
+)
+from specwise.controller.state import (
     ClassStatus,
     ControllerState,
     PersistedClass,
@@ -36,6 +35,12 @@ from specwise.state import (
     load_persisted,
     persisted_json,
 )
+from specwise.errors import ActuatorError, DataError, ParseError, SourceError, SpecwiseError
+from specwise.estimation.drift import DriftConfig, DriftDetector
+from specwise.estimation.estimator import Estimate, EstimatorConfig
+from specwise.estimation.rolling import RollingEstimator
+from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
+from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
 
 __all__ = ["Controller", "class_config_from"]
 

@@ -10,8 +10,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from specwise.errors import ConfigError
-from specwise.scenarios import SCENARIOS, ClassScenario, Scenario, const, get_scenario, iid
-from specwise.sim import SimFleet, SimServer
+from specwise.sim.fleet import SimFleet, SimServer
+from specwise.sim.scenarios import SCENARIOS, ClassScenario, Scenario, const, get_scenario, iid
 
 
 class Clock:

@@ -4,7 +4,7 @@
 vLLM's own counters, alerting rules on the controller's exported metrics); ``rules_yaml``
 writes it. ``AlertEvaluator`` evaluates the same alerts (same names, labels, thresholds and
 ``for:`` durations) straight from a ``ControllerState``, for the direct Alertmanager push in
-``specwise.alertmanager``. Each alert's ``runbook_url`` points at its section of
+``specwise.alerting.alertmanager``. Each alert's ``runbook_url`` points at its section of
 ``docs/runbook.md``.
 
 vLLM's series carry ``model_name`` (plus the labels Prometheus adds), not ``class``: the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from specwise.config import AlertSettings, format_duration
-from specwise.state import ControllerState
+from specwise.controller.state import ControllerState
 
 __all__ = [
     "ALERT_NAMES",

@@ -15,21 +15,21 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from specwise.actuators import DryRunActuator, FileActuator
 from specwise.collectors.scrape import ScrapeSource
 from specwise.config import SpecwiseConfig, parse_config
-from specwise.controller import Controller, class_config_from
-from specwise.exporter import ExporterServer, controller_registry, make_app
+from specwise.controller.actuators import DryRunActuator, FileActuator
+from specwise.controller.exporter import ExporterServer, controller_registry, make_app
+from specwise.controller.loop import Controller, class_config_from
 from specwise.model import optimal_k
-from specwise.scenarios import ClassScenario, Scenario, get_scenario, iid, step
-from specwise.sim import FileWatcher, SimFleet, SimServer
+from specwise.sim.fleet import FileWatcher, SimFleet, SimServer
+from specwise.sim.scenarios import ClassScenario, Scenario, get_scenario, iid, step
 
 try:
     from tests.servers import FaultResponse, FaultServer
 except ImportError:  # tests/ is not a package
     from servers import FaultResponse, FaultServer  # type: ignore[no-redef]
 
-FIXTURES = Path(__file__).parent / "fixtures" / "vllm"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "vllm"
 
 
 class Clock:
@@ -433,7 +433,7 @@ def test_command_actuator_failure_is_reported_and_retried(
     retried after the command's min_interval, not on every tick, and then succeeds."""
     import sys
 
-    from specwise.actuators import CommandActuator
+    from specwise.controller.actuators import CommandActuator
 
     clock, _fleet, server = fleet_server
     calls = tmp_path / "calls.txt"
@@ -469,8 +469,8 @@ def test_turning_speculation_off_restarts_once() -> None:
     (found live by the real-vLLM suite)."""
     from collections.abc import Mapping, Sequence
 
-    from specwise.actuators import ActuationResult
     from specwise.collectors.snapshot import Snapshot
+    from specwise.controller.actuators import ActuationResult
 
     class OnThenOff:
         calls = 0
