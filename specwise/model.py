@@ -29,6 +29,8 @@ __all__ = [
     "mixture_survival",
     "optimal_k",
     "optimal_k_from_survival",
+    "recommended_k",
+    "recommended_k_from_speedups",
     "saturating_verify_cost",
     "speedup",
     "speedup_from_survival",
@@ -181,6 +183,68 @@ def optimal_k(alpha: float, c: float, k_max: int = 16, *, verify_cost: VerifyCos
         if s > best_s * (1.0 + _TIE):
             best_k, best_s = k, s
     return best_k
+
+
+#: The default tolerance of the recommended k: the smallest k within 1% of the best speedup.
+RECOMMENDED_K_TOLERANCE = 0.01
+
+
+def _check_tolerance(tolerance: float) -> float:
+    tol = float(tolerance)
+    if not (0.0 <= tol < 1.0):  # also rejects NaN
+        raise ModelInputError(
+            f"tolerance = {tolerance!r} must lie in [0, 1), e.g. 0.01 (the smallest k within "
+            "1% of the best speedup)",
+            field="tolerance",
+            value=tolerance,
+        )
+    return tol
+
+
+def recommended_k_from_speedups(
+    speedups: Sequence[float], *, tolerance: float = RECOMMENDED_K_TOLERANCE
+) -> int:
+    """The recommended k from priced speedups (``speedups[k]``, index 0 = plain decoding).
+
+    The plateau rule: the smallest k >= 1 whose speedup is within ``tolerance`` (relative)
+    of the best k >= 1 and above 1; 0 when no k >= 1 beats plain decoding. A longer draft
+    that buys less than ``tolerance`` only adds latency variance and wasted drafter work.
+    With ``tolerance = 0`` this is the exact maximiser (ties to the smaller k).
+    """
+    tol = _check_tolerance(tolerance)
+    values = [float(s) for s in speedups]
+    if len(values) < 2:
+        return 0
+    best = max(values[1:])
+    if not (best > 1.0 * (1.0 + _TIE)):
+        return 0
+    floor = best * (1.0 - tol) * (1.0 - _TIE)
+    for k in range(1, len(values)):
+        if values[k] >= floor and values[k] > 1.0:
+            return k
+    return 0  # pragma: no cover - the best itself qualifies
+
+
+def recommended_k(
+    alpha: float,
+    c: float,
+    *,
+    tolerance: float = RECOMMENDED_K_TOLERANCE,
+    k_max: int = 16,
+    verify_cost: VerifyCost = None,
+) -> int:
+    """The k specwise recommends: the smallest k in 1..k_max within ``tolerance`` of the best
+    speedup, or 0 when no k >= 1 beats plain decoding.
+
+    :func:`optimal_k` is the exact maximiser; the recommended k is at most it and its speedup
+    is within ``tolerance`` of it (at alpha 0.7, c 0.05: optimal 6, recommended 5). The
+    controller, ``recommend``, ``model`` and the report all use this rule.
+    """
+    _check_alpha(alpha)
+    _check_cost(c)
+    top = _check_k(k_max, "k_max")
+    speedups = [speedup(alpha, k, c, verify_cost=verify_cost) for k in range(top + 1)]
+    return recommended_k_from_speedups(speedups, tolerance=tolerance)
 
 
 def _invert_increasing(f: Callable[[float], float], target: float) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from specwise.cli import main
-from specwise.model import optimal_k, speedup
+from specwise.model import optimal_k, recommended_k, speedup
 
 
 def test_losing_regime_recommends_off_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,7 +24,11 @@ def test_losing_regime_recommends_off_and_says_why(capsys: pytest.CaptureFixture
 def test_json_is_valid_and_complete(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["model", "--alpha", "0.7", "--cost", "0.05", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["optimal_k"] == optimal_k(0.7, 0.05) == 6
+    assert data["optimal_k"] == optimal_k(0.7, 0.05) == 6  # the exact maximiser
+    assert data["recommended_k"] == recommended_k(0.7, 0.05) == 5  # what the controller runs
+    assert data["recommended_speedup"] == pytest.approx(speedup(0.7, 5, 0.05))
+    assert data["tolerance"] == 0.01
+    assert data["verdict"].startswith("Use k = 5")
     assert data["alpha"] == 0.7
     assert data["cost"] == 0.05
     assert [r["k"] for r in data["rows"]] == list(range(17))
@@ -44,13 +48,38 @@ def test_verify_slope_and_k_max(capsys: pytest.CaptureFixture[str]) -> None:
     assert sloped["optimal_k"] < flat["optimal_k"]
 
 
-def test_table_marks_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:
+def test_table_marks_the_recommended_k_and_the_exact_maximum(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`model` says what the controller and `recommend` run (5), the exact maximiser (6)
+    beside it, and one mark when they agree."""
     assert main(["model", "--alpha", "0.7", "--cost", "0.05"]) == 0
     out = capsys.readouterr().out
-    marked = [line for line in out.splitlines() if "<- optimal" in line]
-    assert len(marked) == 1
-    assert marked[0].split()[0] == "6"
+    rec = [line for line in out.splitlines() if "<- recommended" in line]
+    top = [line for line in out.splitlines() if "<- exact max" in line]
+    assert [line.split()[0] for line in rec] == ["5"]
+    assert [line.split()[0] for line in top] == ["6"]
+    assert "Use k = 5" in out
+    assert "The exact maximum, k = 6, is only <0.01% faster (within 1%)" in out
+    assert main(["model", "--alpha", "0.7", "--cost", "0.05", "--tolerance", "0"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines() if "<- " in line] == ["6"]
+    assert "<- recommended (exact max)" in out
     assert "Use k = 6" in out
+
+
+def test_plot_legends_name_the_recommended_k() -> None:
+    import matplotlib.pyplot as plt
+
+    from specwise.reporting.plots import draw_speedup_vs_k
+
+    fig, ax = plt.subplots()
+    try:
+        draw_speedup_vs_k(ax, [0.7, 0.5], 0.05, 16)
+        texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    finally:
+        plt.close(fig)
+    assert texts == ["alpha = 0.70 (rec. k = 5, max 6)", "alpha = 0.50 (rec. k = 3)"]
 
 
 @pytest.mark.parametrize(
@@ -61,6 +90,7 @@ def test_table_marks_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:
         (["model", "--alpha", "x", "--cost", "0.1"], "'x' is not a valid float"),
         (["model", "--cost", "0.1"], "Missing option '--alpha'"),
         (["model", "--alpha", "0.5", "--cost", "0.1", "--k-max", "-3"], "--k-max -3"),
+        (["model", "--alpha", "0.5", "--cost", "0.1", "--tolerance", "1.5"], "tolerance = 1.5"),
         (["nonsense"], "No such command"),
     ],
 )

@@ -21,6 +21,8 @@ from specwise.model import (
     mixture_survival,
     optimal_k,
     optimal_k_from_survival,
+    recommended_k,
+    recommended_k_from_speedups,
     saturating_verify_cost,
     speedup,
     speedup_from_survival,
@@ -328,3 +330,52 @@ def test_out_of_range_input_names_the_value(call: object, match: str) -> None:
     with pytest.raises(ModelInputError, match=match) as info:
         call()  # type: ignore[operator]
     assert isinstance(info.value, SpecwiseError)
+
+
+# --- the recommended k: one home for the plateau rule ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("alpha", "cost", "k_max", "optimal", "recommended"),
+    [(0.7, 0.05, 16, 6, 5), (0.82, 0.05, 16, 9, 7), (0.2, 0.5, 16, 0, 0), (0.9, 0.0, 8, 8, 8)],
+)
+def test_recommended_k_is_the_smallest_within_one_percent(
+    alpha: float, cost: float, k_max: int, optimal: int, recommended: int
+) -> None:
+    assert optimal_k(alpha, cost, k_max) == optimal  # the exact maximiser, unchanged
+    assert recommended_k(alpha, cost, k_max=k_max) == recommended
+    best = speedup(alpha, optimal, cost)
+    assert speedup(alpha, recommended, cost) >= 0.99 * best
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    alpha=alphas,
+    cost=costs,
+    k_max=st.integers(0, 20),
+    tolerance=st.floats(0.0, 0.2),
+    slope=st.one_of(st.none(), st.floats(0.0, 0.5)),
+)
+def test_recommended_k_invariants(
+    alpha: float, cost: float, k_max: int, tolerance: float, slope: float | None
+) -> None:
+    rec = recommended_k(alpha, cost, tolerance=tolerance, k_max=k_max, verify_cost=slope)
+    opt = optimal_k(alpha, cost, k_max, verify_cost=slope)
+    assert 0 <= rec <= opt <= k_max
+    assert (rec == 0) == (opt == 0)
+    s_rec = speedup(alpha, rec, cost, verify_cost=slope)
+    s_opt = speedup(alpha, opt, cost, verify_cost=slope)
+    assert s_rec >= s_opt * (1.0 - tolerance) * (1.0 - 1e-9)
+    for k in range(1, rec):  # every shorter draft is outside the tolerance
+        assert speedup(alpha, k, cost, verify_cost=slope) < s_opt * (1.0 - tolerance)
+    assert recommended_k(alpha, cost, tolerance=0.0, k_max=k_max, verify_cost=slope) == opt
+
+
+def test_recommended_k_from_speedups_and_bad_tolerance() -> None:
+    assert recommended_k_from_speedups([1.0, 1.5, 2.0, 2.01]) == 2
+    assert recommended_k_from_speedups([1.0, 1.5, 2.0, 2.01], tolerance=0.0) == 3
+    assert recommended_k_from_speedups([1.0, 0.9, 0.95]) == 0
+    assert recommended_k_from_speedups([1.0]) == 0
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ModelInputError, match="tolerance"):
+            recommended_k(0.7, 0.05, tolerance=bad)

@@ -9,9 +9,11 @@ import click
 
 from specwise.commands.options import json_option
 from specwise.model import (
+    RECOMMENDED_K_TOLERANCE,
     VerifyCost,
     expected_tokens_per_verify,
     optimal_k,
+    recommended_k,
     speedup,
 )
 from specwise.output import format_table, to_json
@@ -47,8 +49,24 @@ def model_rows(alpha: float, cost: float, k_max: int, verify_cost: VerifyCost) -
     return rows
 
 
-def verdict(alpha: float, cost: float, best_k: int, rows: list[ModelRow]) -> str:
-    """One line a human can check against the table."""
+def _pct(gain: float) -> str:
+    return f"{gain:.2%}" if gain >= 5e-5 else "<0.01%"
+
+
+def verdict(
+    alpha: float,
+    cost: float,
+    best_k: int,
+    rows: list[ModelRow],
+    *,
+    optimal: int | None = None,
+    tolerance: float = RECOMMENDED_K_TOLERANCE,
+) -> str:
+    """One line a human can check against the table.
+
+    ``best_k`` is the recommended k (:func:`specwise.model.recommended_k`); ``optimal`` the
+    exact maximiser, named beside it when they differ.
+    """
     if best_k == 0:
         best_spec = max(rows[1:], key=lambda r: r.speedup) if len(rows) > 1 else None
         detail = (
@@ -66,10 +84,17 @@ def verdict(alpha: float, cost: float, best_k: int, rows: list[ModelRow]) -> str
         if alpha < 1.0
         else "at alpha 1 every draft is accepted, so only k_max limits it"
     )
-    return (
+    line = (
         f"Use k = {best_k}: predicted {row.speedup:.2f}x over plain decoding "
         f"({row.expected_tokens:.2f} tokens per verify; {ceiling})."
     )
+    if optimal is not None and optimal != best_k:
+        gain = rows[optimal].speedup / row.speedup - 1.0
+        line += (
+            f" The exact maximum, k = {optimal}, is only {_pct(gain)} faster (within "
+            f"{tolerance * 100:g}%), so the smaller k is recommended."
+        )
+    return line
 
 
 @click.command(
@@ -116,6 +141,14 @@ Examples:
     help="Also write a PNG: speedup vs k for several alphas and the (alpha, c) map "
     "(default: no plot).",
 )
+@click.option(
+    "--tolerance",
+    type=float,
+    default=RECOMMENDED_K_TOLERANCE,
+    show_default=True,
+    help="The recommended k is the smallest within this fraction of the best speedup "
+    "(the controller's plateau); 0 recommends the exact maximiser.",
+)
 @json_option
 def model_command(
     alpha: float,
@@ -123,32 +156,46 @@ def model_command(
     k_max: int,
     verify_slope: float | None,
     plot_path: Path | None,
+    tolerance: float,
     as_json: bool,
 ) -> None:
     """Price every k for one drafter: expected tokens per verify, speedup, marginal value.
 
-    The model: E = 1 + a + ... + a^k tokens per verify; speedup = E / (k*c + v(k)); k = 0
-    is plain decoding (speedup 1). The optimal k is marked; k = 0 means turn speculation off.
+        The model: E = 1 + a + ... + a^k tokens per verify; speedup = E / (k*c + v(k)); k = 0
+        is plain decoding (speedup 1). The recommended k (the smallest within --tolerance of the
+    best speedup, as the controller picks it) is marked, and the exact maximiser beside it when
+    they differ; k = 0 means turn speculation off.
     """
     if k_max < 0:
         raise click.BadParameter(f"--k-max {k_max} must be >= 0", param_hint="--k-max")
     verify_cost: VerifyCost = verify_slope
     best = optimal_k(alpha, cost, k_max, verify_cost=verify_cost)
+    rec = recommended_k(alpha, cost, tolerance=tolerance, k_max=k_max, verify_cost=verify_cost)
     rows = model_rows(alpha, cost, k_max, verify_cost)
-    line = verdict(alpha, cost, best, rows)
+    line = verdict(alpha, cost, rec, rows, optimal=best, tolerance=tolerance)
     if plot_path is not None:
         from specwise.reporting.plots import plot_model
 
-        plot_model(plot_path, alpha=alpha, cost=cost, k_max=k_max, verify_cost=verify_cost)
+        plot_model(
+            plot_path,
+            alpha=alpha,
+            cost=cost,
+            k_max=k_max,
+            verify_cost=verify_cost,
+            tolerance=tolerance,
+        )
     if as_json:
         payload = {
             "alpha": alpha,
             "cost": cost,
             "k_max": k_max,
             "verify_slope": verify_slope,
+            "tolerance": tolerance,
+            "recommended_k": rec,
+            "recommended_speedup": rows[rec].speedup,
             "optimal_k": best,
             "optimal_speedup": rows[best].speedup,
-            "turn_off": best == 0,
+            "turn_off": rec == 0,
             "verdict": line,
             "rows": [asdict(r) for r in rows],
         }
@@ -156,6 +203,14 @@ def model_command(
             payload["plot"] = str(plot_path)
         click.echo(to_json(payload))
         return
+
+    def mark(k: int) -> str:
+        if k == rec:
+            return "<- recommended" + (" (exact max)" if k == best and k > 0 else "")
+        if k == best:
+            return f"<- exact max (+{_pct(rows[best].speedup / rows[rec].speedup - 1)})"
+        return ""
+
     table = format_table(
         ["k", "expected tokens", "speedup", "marginal", ""],
         [
@@ -164,7 +219,7 @@ def model_command(
                 r.expected_tokens,
                 f"{r.speedup:.3f}x",
                 r.marginal if r.k else None,
-                "<- optimal" if r.k == best else "",
+                mark(r.k),
             ]
             for r in rows
         ],

@@ -4,9 +4,11 @@ Every candidate k is priced on a survival curve: the i.i.d. curve alpha^i of eac
 sample of alpha when one alpha fits, or the measured curve (posterior samples of it) up to
 the deployed k when it does not. Since the cost of a cycle (k*c + v(k)) does not depend on
 alpha, the posterior mean speedup is the speedup of the posterior mean curve, priced with
-:func:`specwise.model.speedup_from_survival`. The best k is the smallest within
-``plateau`` of the highest expected speedup; k = 0 wins when no k >= 1 is expected to beat
-plain decoding, so a recommended k never has a predicted speedup below 1.
+:func:`specwise.model.speedup_from_survival`. The recommended k is the smallest within
+``plateau`` of the highest expected speedup
+(:func:`specwise.model.recommended_k_from_speedups`, the rule
+:func:`specwise.model.recommended_k` applies to one alpha); k = 0 wins when no k >= 1 is
+expected to beat plain decoding, so a recommended k never has a predicted speedup below 1.
 
 "Off" has two forms with different costs (DESIGN.md): a ``num_speculative_tokens_per_batch_size``
 entry with k = 0 keeps the speculative config in place (no restart, but measured 6-22%
@@ -29,6 +31,7 @@ from specwise.estimation.estimator import Estimate
 from specwise.model import (
     VerifyCost,
     expected_tokens_from_survival,
+    recommended_k_from_speedups,
     speedup_from_survival,
     survival_curve,
     verify_cost_at,
@@ -58,8 +61,9 @@ class PolicyConfig:
 
     ``cost`` is the drafter cost c (see :mod:`specwise.policies.presets`); ``verify_cost``
     the model's v(k) (None: 1, light load); ``plateau`` the relative tolerance within which
-    the smallest k wins; ``off`` which "k = 0" to recommend ("auto": the schedule entry when
-    a batch-size schedule still drafts somewhere, else a restart);
+    the smallest k wins (the recommended k, :func:`specwise.model.recommended_k_from_speedups`);
+    ``off`` which "k = 0" to recommend ("auto": the schedule entry when a batch-size schedule
+    still drafts somewhere, else a restart);
     ``schedule_off_overhead`` the slowdown of an engine that keeps the speculative config
     but drafts nothing (vLLM #49548 measured 6-22%). With ``batch_verify_cost`` a
     ``num_speculative_tokens_per_batch_size`` schedule over 1..``max_batch_size`` is emitted.
@@ -110,6 +114,8 @@ class Recommendation:
     """The policy's answer for one class; ``reason`` is one line a human can check.
 
     ``speedups[k]`` is the expected speedup of each priced k (index = k, 0 = 1.0);
+    ``recommended_k`` is the smallest k within ``plateau`` of the best, ``optimal_k`` the
+    exact maximiser of ``speedups`` (shown beside it where they differ);
     ``recommended_low/high`` bracket the recommended k's speedup at the interval ends of
     the estimate. ``confidence`` is the posterior probability that the recommended k is
     within ``plateau`` of the best. ``change_allowed`` is the hysteresis verdict
@@ -134,6 +140,7 @@ class Recommendation:
     change_allowed: bool = False
     reason: str = ""
     notes: tuple[str, ...] = field(default=())
+    optimal_k: int | None = None
 
     @property
     def gain(self) -> float | None:
@@ -155,16 +162,14 @@ _RESTART_OFF = (
 
 
 def _choose(speedups: Sequence[float], plateau: float) -> int:
-    """Smallest k >= 1 within ``plateau`` of the best expected speedup; 0 if none beats 1."""
-    if len(speedups) < 2:
-        return 0
-    best = max(speedups[1:])
-    if not (best > 1.0):
-        return 0
-    for k in range(1, len(speedups)):
-        if speedups[k] >= best * (1.0 - plateau) and speedups[k] > 1.0:
-            return k
-    return 0  # pragma: no cover - the best itself qualifies
+    """The recommended k (:func:`specwise.model.recommended_k_from_speedups`, the one home of
+    the plateau rule): smallest k >= 1 within ``plateau`` of the best; 0 if none beats 1."""
+    return recommended_k_from_speedups(speedups, tolerance=plateau)
+
+
+def _best(speedups: Sequence[float]) -> int:
+    """The exact maximiser of the priced speedups (tolerance 0), for display beside it."""
+    return recommended_k_from_speedups(speedups, tolerance=0.0)
 
 
 def _price(curve: Sequence[float], top: int, cost: float, vc: VerifyCost) -> list[float]:
@@ -369,6 +374,7 @@ def recommend(
         change_allowed=cur is not None and chosen != cur,
         reason=reason,
         notes=tuple(notes),
+        optimal_k=_best(speedups),
     )
 
 
@@ -396,7 +402,7 @@ def _reason(
             f"{head}: every k >= 1 loses (best, k = {best_k}, reaches {speedups[best_k]:.2f}x); "
             f"recommend 0 ({how}){current}"
         )
-    best_k = max(range(1, len(speedups)), key=lambda k: speedups[k])
+    best_k = _best(speedups)
     plateau = ""
     if best_k != chosen:
         plateau = (

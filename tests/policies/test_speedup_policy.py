@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from specwise.errors import ConfigError
 from specwise.estimation.estimator import EstimatorConfig, WindowCounts, estimate_counts
 from specwise.estimation.rolling import RollingEstimator
-from specwise.model import mixture_survival, saturating_verify_cost, speedup, speedup_from_survival
+from specwise.model import (
+    mixture_survival,
+    optimal_k,
+    recommended_k,
+    saturating_verify_cost,
+    speedup,
+    speedup_from_survival,
+)
 from specwise.policies import (
     HysteresisConfig,
     HysteresisGate,
@@ -212,3 +219,14 @@ def test_no_flapping_on_a_noisy_stationary_stream() -> None:
     print(f"raw recommendation flips: {raw_flips}; changes after hysteresis: {changes}")
     assert raw_flips > 10  # the stream is noisy enough to matter
     assert changes <= 1
+
+
+@pytest.mark.parametrize(("alpha", "cost"), [(0.7, 0.05), (0.82, 0.05), (0.6, 0.3), (0.3, 0.4)])
+def test_policy_uses_the_models_recommended_k(alpha: float, cost: float) -> None:
+    """One rule, one name: with a tight posterior the controller's k is the model's
+    recommended_k (not optimal_k), and the exact maximiser rides along for display."""
+    rec = recommend(est(alpha, 8, drafts=5e7), config=PolicyConfig(cost=cost, k_max=8))
+    assert rec.recommended_k == recommended_k(alpha, cost, k_max=8, tolerance=0.01)
+    assert rec.optimal_k == optimal_k(alpha, cost, 8)
+    if rec.optimal_k != rec.recommended_k:
+        assert f"k = {rec.optimal_k} reaches" in rec.reason
