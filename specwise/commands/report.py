@@ -128,7 +128,8 @@ started) or two captures (window start and end) per window.
     "--rate-window",
     default="auto",
     show_default=True,
-    help="increase() window of each alpha-over-time point (auto: max(step, 5m)).",
+    help="increase() window of each alpha-over-time point (auto: max(step, 5m)); capped at "
+    "the window, so the last point covers the window the table's alpha comes from.",
 )
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="HTTP timeout (s).")
 @json_option

@@ -100,7 +100,8 @@ def draw_alpha_cost_map(
     for i, (a, c, label) in enumerate(points):
         color = point_colors[i] if point_colors else "red"
         ax.plot([a], [c], marker=markers[i % len(markers)], markersize=11, color=color,
-                markeredgecolor="white", linestyle="none", label=label)  # fmt: skip
+                markeredgecolor="white", linestyle="none", label=label, clip_on=False,
+                zorder=5)  # fmt: skip
     if points:
         ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
     ax.set_xlabel("acceptance rate alpha")

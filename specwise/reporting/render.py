@@ -28,23 +28,36 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from specwise.config import format_duration
 from specwise.errors import ReportError
 from specwise.output import to_json
-from specwise.reporting.plots import draw_alpha_cost_map, draw_speedup_vs_k
-from specwise.reporting.report import AlphaSeries, ClassReport, Report, WindowClass, WindowInfo
+from specwise.reporting.plots import draw_alpha_cost_map, k_label
+from specwise.reporting.report import (
+    AlphaSeries,
+    ClassReport,
+    Report,
+    WindowClass,
+    WindowInfo,
+    latency_text,
+)
 
 __all__ = [
+    "map_figure",
     "render_html",
     "render_markdown",
     "render_pngs",
     "report_to_dict",
     "safe_name",
+    "speedup_figure",
     "write_report",
 ]
 
 _COLORS = {"before": "tab:blue", "after": "tab:orange"}
+#: One size for every figure, so the HTML grid's cells line up (inches at 90 dpi).
+_FIGSIZE = (7.2, 4.6)
 
 
 def safe_name(class_name: str) -> str:
@@ -91,8 +104,10 @@ def _window_class(w: WindowClass | None) -> dict[str, Any] | None:
         "fit_ok": e.fit.ok,
         "fit_p_value": e.fit.p_value,
         "cost": w.cost,
+        "recommended_k": w.recommended_k,
         "optimal_k": w.optimal_k,
         "speedup_deployed": w.speedup_deployed,
+        "speedup_recommended": w.speedup_recommended,
         "speedup_optimal": w.speedup_optimal,
         "speedups_by_k": list(r.speedups),
         "confidence": r.confidence,
@@ -147,7 +162,12 @@ def _class_dict(c: ClassReport) -> dict[str, Any]:
 
 def _series_dict(series: Mapping[str, AlphaSeries]) -> dict[str, Any]:
     return {
-        name: {"times": list(s.times), "alphas": list(s.alphas), "drafts": list(s.drafts)}
+        name: {
+            "times": list(s.times),
+            "alphas": list(s.alphas),
+            "drafts": list(s.drafts),
+            "rate_window_seconds": s.rate_window,
+        }
         for name, s in series.items()
     }
 
@@ -190,14 +210,14 @@ def _windows(c: ClassReport) -> list[tuple[str, WindowClass]]:
     return [(n, w) for n, w in (("before", c.before), ("after", c.after)) if w is not None]
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90, format="png")
     plt.close(fig)
 
 
 def _plot_survival(c: ClassReport, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=_FIGSIZE)
     for label, w in _windows(c):
         e = w.estimate
         if not e.survival:
@@ -224,33 +244,47 @@ def _plot_survival(c: ClassReport, path: Path) -> None:
     _save(fig, path)
 
 
-def _plot_speedup(c: ClassReport, path: Path, k_max: int, verify_slope: float | None) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    vc = None if verify_slope is None else (lambda k: 1.0 + verify_slope * k)
+def _plot_speedup(c: ClassReport, path: Path) -> None:
+    _save(speedup_figure(c), path)
+
+
+def speedup_figure(c: ClassReport) -> Figure:
+    """The speedups the table's k come from (the policy's priced curve per window), the
+    recommended k starred and the deployed k boxed; every label in the legend, so the two
+    windows' marks never overlap."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE)
     drawn = False
     for label, w in _windows(c):
-        e = w.estimate
-        if e.alpha is None:
+        e, r = w.estimate, w.recommendation
+        if not e.ok or len(r.speedups) < 2:
             continue
-        draw_speedup_vs_k(ax, [e.alpha], w.cost, k_max, verify_cost=vc,
-                          labels=[f"{label}: alpha {e.alpha:.2f}, c {w.cost:g}"])  # fmt: skip
-        r = w.recommendation
-        if r.priced_from == "survival" and len(r.speedups) > 1:
-            ax.plot(range(len(r.speedups)), r.speedups, marker="D", linestyle=":",
-                    color=_COLORS[label], label=f"{label}: priced on the measured survival "
-                    f"(best k = {w.optimal_k})")  # fmt: skip
-            ax.legend(fontsize=8)
+        color = _COLORS[label]
+        ks = list(range(len(r.speedups)))
+        basis = "measured survival" if r.priced_from == "survival" else f"alpha {e.alpha:.2f}"
+        ax.plot(ks, r.speedups, marker="D" if r.priced_from == "survival" else "o",
+                markersize=3, linestyle=":" if r.priced_from == "survival" else "-",
+                color=color, label=f"{label}: {basis}, c {w.cost:g} "
+                f"({k_label(r.recommended_k, r.optimal_k)})")  # fmt: skip
+        rk = r.recommended_k
+        ax.plot([rk], [r.speedups[rk]], marker="*", markersize=15, color=color,
+                markeredgecolor="black", linestyle="none")  # fmt: skip
         if w.deployed_k is not None and w.speedup_deployed is not None:
-            ax.plot([w.deployed_k], [w.speedup_deployed], marker="s", markersize=9,
-                    markerfacecolor="none", color="black")  # fmt: skip
-            ax.annotate(f"{label} deployed k = {w.deployed_k}",
-                        (w.deployed_k, w.speedup_deployed), textcoords="offset points",
-                        xytext=(6, -12), fontsize=8)  # fmt: skip
+            ax.plot([w.deployed_k], [w.speedup_deployed], marker="s", markersize=10,
+                    markerfacecolor="none", markeredgewidth=1.8, color=color,
+                    linestyle="none", label=f"{label}: deployed k = {w.deployed_k}, "
+                    f"{w.speedup_deployed:.2f}x")  # fmt: skip
         drawn = True
-    ax.set_title(f"{c.name}: predicted speedup vs k before / after")
-    if not drawn:
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("draft length k (num_speculative_tokens)")
+    ax.set_ylabel("predicted speedup over plain decoding")
+    ax.set_title(f"{c.name}: predicted speedup vs k (star: recommended)")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8, loc="lower right")
+    else:
         ax.text(0.5, 0.5, "not enough data", ha="center", transform=ax.transAxes)
-    _save(fig, path)
+    return fig
 
 
 def _dates(times: Sequence[float]) -> np.ndarray:
@@ -258,7 +292,7 @@ def _dates(times: Sequence[float]) -> np.ndarray:
 
 
 def _plot_alpha_time(c: ClassReport, report: Report, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(9.0, 3.8))
+    fig, ax = plt.subplots(figsize=_FIGSIZE)
     for label, info, w in (
         ("before", report.before, c.before),
         ("after", report.after, c.after),
@@ -269,7 +303,10 @@ def _plot_alpha_time(c: ClassReport, report: Report, path: Path) -> None:
         if s is not None and s.times:
             xs = _dates(s.times)
             ys = np.asarray(s.alphas, dtype=float)
-            ax.plot(xs, ys, linewidth=0.8, color=color, label=f"{label}: alpha per step")
+            per = "alpha per step"
+            if s.rate_window is not None:
+                per = f"alpha over the last {format_duration(s.rate_window)} at each step"
+            ax.plot(xs, ys, linewidth=0.8, color=color, label=f"{label}: {per}")
             t0 = s.times[0] if t0 is None else t0
             t1 = s.times[-1] if t1 is None else t1
         if w is None or w.estimate.alpha is None:
@@ -300,20 +337,29 @@ def _plot_alpha_time(c: ClassReport, report: Report, path: Path) -> None:
 
 
 def _plot_map(c: ClassReport, path: Path, k_max: int, verify_slope: float | None) -> None:
+    _save(map_figure(c, k_max, verify_slope), path)
+
+
+def map_figure(c: ClassReport, k_max: int, verify_slope: float | None) -> Figure:
+    """The (alpha, c) map with each window's operating point, labelled in the legend."""
     vc = None if verify_slope is None else (lambda k: 1.0 + verify_slope * k)
-    points = []
+    points, colors = [], []
     for label, w in _windows(c):
         if w.estimate.alpha is not None:
-            points.append((w.estimate.alpha, w.cost, f"{label} (k {w.deployed_k})"))
+            text = f"{label}: alpha {w.estimate.alpha:.2f}, c {w.cost:g}, deployed k "
+            text += f"{w.deployed_k}, {k_label(w.recommendation.recommended_k, w.optimal_k)}"
+            points.append((w.estimate.alpha, w.cost, text))
+            colors.append(_COLORS[label])
     top = max([0.6, *(p[1] * 1.2 for p in points)])
-    fig, ax = plt.subplots(figsize=(6.8, 4.8))
-    draw_alpha_cost_map(ax, k_max, verify_cost=vc, points=points, max_cost=top)
+    fig, ax = plt.subplots(figsize=_FIGSIZE)
+    draw_alpha_cost_map(ax, k_max, verify_cost=vc, points=points, max_cost=top, point_colors=colors)
     if len(points) == 2:
         (a0, c0, _), (a1, c1, _) = points
-        ax.annotate("", xy=(a1, c1), xytext=(a0, c0),
-                    arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5})  # fmt: skip
+        if abs(a1 - a0) > 0.01 or abs(c1 - c0) > 0.01 * top:
+            ax.annotate("", xy=(a1, c1), xytext=(a0, c0),
+                        arrowprops={"arrowstyle": "->", "color": "red", "lw": 1.5})  # fmt: skip
     ax.set_title(f"{c.name}: operating points on the (alpha, c) map")
-    _save(fig, path)
+    return fig
 
 
 def render_pngs(report: Report, folder: Path) -> dict[str, list[Path]]:
@@ -328,7 +374,7 @@ def render_pngs(report: Report, folder: Path) -> dict[str, list[Path]]:
             folder / f"alpha-cost-map-{base}.png",
         ]
         _plot_survival(c, paths[0])
-        _plot_speedup(c, paths[1], report.k_max, report.verify_slope)
+        _plot_speedup(c, paths[1])
         _plot_alpha_time(c, report, paths[2])
         _plot_map(c, paths[3], report.k_max, report.verify_slope)
         out[c.name] = paths
@@ -366,10 +412,12 @@ def _rows(c: ClassReport) -> list[tuple[str, str, str]]:
         if what == "cost":
             return f"{w.cost:g}"
         if what == "k":
-            return f"{w.deployed_k} -> best {w.optimal_k}"
+            top = "" if w.optimal_k == w.recommended_k else f" (exact max {w.optimal_k})"
+            return f"{w.deployed_k} -> {w.recommended_k}{top}"
         if what == "speedup":
-            return f"{_f(w.speedup_deployed, '.2f')}x at k = {w.deployed_k}; " + (
-                f"{_f(w.speedup_optimal, '.2f')}x at k = {w.optimal_k}"
+            return (
+                f"{_f(w.speedup_deployed, '.2f')}x at deployed k = {w.deployed_k}; "
+                f"{_f(w.speedup_recommended, '.2f')}x at recommended k = {w.recommended_k}"
             )
         if what == "itl":
             lat = w.latency
@@ -387,7 +435,7 @@ def _rows(c: ClassReport) -> list[tuple[str, str, str]]:
         ("conditional acceptance", "conditional"),
         ("draft-length shortfall T/(kD)", "shortfall"),
         ("draft cost c", "cost"),
-        ("k deployed -> optimal", "k"),
+        ("k deployed -> recommended", "k"),
         ("predicted speedup", "speedup"),
         ("inter-token latency", "itl"),
     ]
@@ -404,18 +452,7 @@ def _change_lines(c: ClassReport, level: float) -> list[str]:
             + ("a real change" if ch.real else "not distinguishable from noise")
         )
     if c.latency is not None:
-        lat = c.latency
-        txt = (
-            f"inter-token latency {lat.itl_before * 1000:.2f} -> {lat.itl_after * 1000:.2f} ms "
-            f"per event (x{lat.itl_ratio:.3f})"
-        )
-        if lat.measured_speedup is not None:
-            txt += f"; time per output token {lat.measured_speedup:.3f}x faster after"
-        if lat.implied_cost_after is not None:
-            txt += f"; implied drafter cost after = {lat.implied_cost_after:.3f}"
-        if lat.note:
-            txt += f" ({lat.note})"
-        out.append(txt)
+        out.append(latency_text(c.latency))
     return out
 
 
@@ -452,8 +489,23 @@ body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1300px; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 14px; }
 .verdict { font-family: monospace; font-size: 15px; }
-.plots img { width: 48%; margin: 0.5%; border: 1px solid #ddd; }
+.plots { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 14px;
+         margin: 0.8em 0 2em 0; }
+.plots figure { margin: 0; border: 1px solid #ddd; padding: 6px; background: #fff; }
+.plots img { width: 100%; height: auto; display: block; }
+.plots figcaption { font-size: 13px; color: #555; padding-top: 4px; }
+@media (max-width: 1000px) { .plots { grid-template-columns: 1fr; } }
 """
+
+
+_CAPTIONS = {
+    "survival": "Measured survival s_i per draft position, with intervals and the fitted alpha^i",
+    "speedup": "Predicted speedup vs k as the table prices it: star = recommended k, "
+    "box = deployed k",
+    "alpha-over-time": "Alpha over time in both windows; the thick line is each window's "
+    "estimate with its interval",
+    "alpha-cost-map": "The recommended k over (alpha, c), with both windows' operating points",
+}
 
 
 def render_html(report: Report, pngs: Mapping[str, Sequence[Path]]) -> str:
@@ -483,7 +535,11 @@ def render_html(report: Report, pngs: Mapping[str, Sequence[Path]]) -> str:
         parts.append('</ul><div class="plots">')
         for p in pngs.get(c.name, ()):
             data = base64.b64encode(p.read_bytes()).decode("ascii")
-            parts.append(f'<img alt="{esc(p.stem)}" src="data:image/png;base64,{data}">')
+            caption = _CAPTIONS.get(p.stem.split(f"-{safe_name(c.name)}")[0], p.stem)
+            parts.append(
+                f'<figure><img alt="{esc(p.stem)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{esc(caption)}</figcaption></figure>"
+            )
         parts.append("</div>")
     notes = [*report.notes, *report.before.notes, *report.after.notes]
     if notes:

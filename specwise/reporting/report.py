@@ -2,8 +2,10 @@
 
 The computation only (rendering lives in :mod:`specwise.reporting.render`). Per class and
 window: alpha with its interval (positions MLE), mean acceptance length, survival and
-conditional acceptance, draft-length shortfall, the optimal k and the predicted speedup at the
-deployed and the optimal k, and, where vLLM's inter-token latency counters are present, the
+conditional acceptance, draft-length shortfall, the recommended k (the smallest within the
+policy's plateau of the best, :func:`specwise.model.recommended_k_from_speedups`; the exact
+maximiser beside it where they differ) and the predicted speedup at the deployed and the
+recommended k, and, where vLLM's inter-token latency counters are present, the
 measured latency and the drafter cost it implies. Between windows: the alpha change with its
 uncertainty and one verdict line per class.
 
@@ -80,6 +82,7 @@ __all__ = [
     "compare_windows",
     "file_window",
     "latency_change",
+    "latency_text",
     "parse_range",
     "parse_time",
     "prometheus_window",
@@ -182,16 +185,28 @@ class WindowClass:
         return self.recommendation.current_k
 
     @property
-    def optimal_k(self) -> int | None:
+    def recommended_k(self) -> int | None:
+        """The k specwise recommends (the controller's and ``recommend``'s k)."""
         return self.recommendation.recommended_k if self.estimate.ok else None
+
+    @property
+    def optimal_k(self) -> int | None:
+        """The exact maximiser of the priced speedups (shown beside the recommended k)."""
+        return self.recommendation.optimal_k if self.estimate.ok else None
 
     @property
     def speedup_deployed(self) -> float | None:
         return self.recommendation.predicted_speedup_current
 
     @property
+    def speedup_recommended(self) -> float | None:
+        return self.recommendation.predicted_speedup_recommended if self.estimate.ok else None
+
+    @property
     def speedup_optimal(self) -> float | None:
-        return self.recommendation.predicted_speedup_recommended
+        """The exact maximiser's predicted speedup."""
+        k, s = self.optimal_k, self.recommendation.speedups
+        return s[k] if k is not None and k < len(s) else None
 
     @property
     def cost(self) -> float:
@@ -334,6 +349,36 @@ def latency_change(
     )
 
 
+def _ratio_text(before: float, after: float) -> str:
+    """``2.06x slower`` / ``1.57x faster`` / ``unchanged`` for a time per unit (lower = faster)."""
+    if after <= 0 or before <= 0:
+        return "not comparable"
+    if abs(after / before - 1.0) < 0.0005:
+        return "unchanged"
+    return f"{after / before:.2f}x slower" if after > before else f"{before / after:.2f}x faster"
+
+
+def latency_text(lat: LatencyChange) -> str:
+    """One line with both values of each latency and which way it moved:
+    ``inter-token latency 8.50 -> 17.54 ms per event (2.06x slower); time per output token
+    8.50 -> 17.54 ms/token (2.06x slower)``."""
+    txt = (
+        f"inter-token latency {lat.itl_before * 1000:.2f} -> {lat.itl_after * 1000:.2f} ms "
+        f"per event ({_ratio_text(lat.itl_before, lat.itl_after)})"
+    )
+    tb, ta = lat.seconds_per_token_before, lat.seconds_per_token_after
+    if tb and ta:
+        txt += (
+            f"; time per output token {tb * 1000:.2f} -> {ta * 1000:.2f} ms/token "
+            f"({_ratio_text(tb, ta)})"
+        )
+    if lat.implied_cost_after is not None:
+        txt += f"; implied drafter cost after = {lat.implied_cost_after:.3f}"
+    if lat.note:
+        txt += f" ({lat.note})"
+    return txt
+
+
 @dataclass(frozen=True)
 class ClassReport:
     """One class across both windows."""
@@ -363,10 +408,30 @@ def _alpha_text(w: WindowClass | None) -> str:
     return f"{w.estimate.alpha:.2f}"
 
 
+def _k_text(k: int | None) -> str:
+    return "?" if k is None else str(k)
+
+
+def _pair(name: str, kb: int | None, ka: int | None, sb: float | None, sa: float | None) -> str:
+    """``deployed k 3 -> 3, predicted 2.6x -> 2.6x``: one kind of k in both windows."""
+    if kb == ka and kb is not None:
+        ks = f"{name} k {kb} in both"
+    else:
+        ks = f"{name} k {_k_text(kb)} -> {_k_text(ka)}"
+    return f"{ks}, predicted {_speed(sb)} -> {_speed(sa)}"
+
+
+def _max_note(w: WindowClass, where: str = "") -> str:
+    if w.optimal_k is None or w.optimal_k == w.recommended_k:
+        return ""
+    return f" (exact max k = {w.optimal_k}{where}, within the plateau)"
+
+
 def verdict_line(c: ClassReport) -> str:
-    """``code: alpha 0.61 -> 0.74 (+0.13 +/- 0.01); optimal k 3 -> 5; predicted speedup
-    1.9x -> 2.6x; switch to k = 5`` (the speedups at the deployed k before and at the
-    optimal k after)."""
+    """``code: alpha 0.61 -> 0.74 (+0.13 +/- 0.01); deployed k 3 in both, predicted 1.9x ->
+    2.3x; recommended k 4 -> 5, predicted 2.0x -> 2.6x; switch to k = 5``: like compared
+    with like, the deployed k's speedup before and after, and the recommended k's (the
+    exact maximiser named where it differs)."""
     b, a = c.before, c.after
     if a is None and b is not None:
         where = "before"
@@ -380,9 +445,15 @@ def verdict_line(c: ClassReport) -> str:
     if w is not None:
         if not w.estimate.ok:
             return f"{c.name}: only in the {where} window, and without enough data there"
+        deployed = (
+            ""
+            if w.deployed_k is None
+            else f"deployed k {w.deployed_k} predicted {_speed(w.speedup_deployed)}, "
+        )
         return (
-            f"{c.name}: only in the {where} window: alpha {_alpha_text(w)}, optimal k "
-            f"{w.optimal_k}, predicted speedup {_speed(w.speedup_optimal)}; nothing to compare"
+            f"{c.name}: only in the {where} window: alpha {_alpha_text(w)}, {deployed}"
+            f"recommended k {w.recommended_k}{_max_note(w)} predicted "
+            f"{_speed(w.speedup_recommended)}; nothing to compare"
         )
     if b is None or a is None:
         return f"{c.name}: in neither window"
@@ -392,20 +463,26 @@ def verdict_line(c: ClassReport) -> str:
     ch = c.change
     assert ch is not None
     sig = "" if ch.real else ", within noise"
-    head = (
+    parts = [
         f"{c.name}: alpha {_alpha_text(b)} -> {_alpha_text(a)} "
-        f"({ch.delta:+.2f} +/- {ch.half_width:.2f}{sig}); optimal k {b.optimal_k} -> "
-        f"{a.optimal_k}; predicted speedup {_speed(b.speedup_deployed)}"
-        f"{'' if b.deployed_k is None else f' (k = {b.deployed_k} before)'} -> "
-        f"{_speed(a.speedup_optimal)} (k = {a.optimal_k} after)"
-    )
-    if a.optimal_k == 0:
+        f"({ch.delta:+.2f} +/- {ch.half_width:.2f}{sig})"
+    ]
+    if b.deployed_k is not None or a.deployed_k is not None:
+        parts.append(
+            _pair("deployed", b.deployed_k, a.deployed_k, b.speedup_deployed, a.speedup_deployed)
+        )
+    rec = _pair(
+        "recommended", b.recommended_k, a.recommended_k, b.speedup_recommended,
+        a.speedup_recommended,
+    )  # fmt: skip
+    parts.append(rec + (_max_note(a, " after") or _max_note(b, " before")))
+    if a.recommended_k == 0:
         action = "turn speculation off (k = 0)" if a.deployed_k else "keep speculation off"
-    elif a.deployed_k == a.optimal_k:
-        action = f"keep k = {a.optimal_k}"
+    elif a.deployed_k == a.recommended_k:
+        action = f"keep k = {a.recommended_k}"
     else:
-        action = f"switch to k = {a.optimal_k}"
-    return f"{head}; {action}"
+        action = f"switch to k = {a.recommended_k}"
+    return "; ".join([*parts, action])
 
 
 def compare_windows(
@@ -490,6 +567,7 @@ class AlphaSeries:
     times: tuple[float, ...]
     alphas: tuple[float, ...]
     drafts: tuple[float, ...] = ()
+    rate_window: float | None = None  # seconds of increase() behind each point (Prometheus)
 
 
 def auto_step(window: TimeRange, *, points: int = 1500, minimum: float = 15.0) -> float:
@@ -552,8 +630,13 @@ def alpha_over_time(
 ) -> dict[str, AlphaSeries]:
     """Per-class alpha every ``step`` seconds over the window from range queries of per-class
     increases over ``rate_window`` (default: max(step, 5 min)), one step-aligned chunk of at
-    most ``max_points`` points at a time; ``progress`` is called after each chunk."""
+    most ``max_points`` points at a time; ``progress`` is called after each chunk.
+
+    The rate window is capped at the window's length: a longer one would reach back before
+    the window (a 5 min rate in a 70 s window mostly shows the minutes before it), and with
+    the cap the line's last point covers exactly the window the table's alpha comes from."""
     rw = rate_window if rate_window is not None else max(step, 300.0)
+    rw = min(rw, window.seconds)
     queries = _range_queries(source, format_duration(rw))
     chunks = aligned_chunks(window.start, window.end, step, max_points=max_points)
     times: dict[str, list[np.ndarray]] = {}
@@ -604,6 +687,7 @@ def alpha_over_time(
             tuple(np.concatenate(times[name]).tolist()),
             tuple(np.concatenate(alphas[name]).tolist()),
             tuple(np.concatenate(drafts_out[name]).tolist()),
+            rw,
         )
         for name in sorted(times)
     }

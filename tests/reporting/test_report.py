@@ -3,8 +3,10 @@ and the HTML opened in headless Chromium (a screenshot must show the plots)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,9 +16,21 @@ import pytest
 from PIL import Image
 
 from specwise.cli import main
+from specwise.collectors.classes import ClassConfig
 from specwise.errors import ReportError
 from specwise.estimation.estimator import Estimate
-from specwise.reporting.report import alpha_change, parse_range, parse_time
+from specwise.policies import PolicyConfig
+from specwise.reporting.report import (
+    LatencyChange,
+    Report,
+    WindowInfo,
+    alpha_change,
+    build_report,
+    file_window,
+    latency_text,
+    parse_range,
+    parse_time,
+)
 
 try:
     from tests.servers import require_binary
@@ -199,6 +213,172 @@ def test_html_opens_in_headless_chromium_and_shows_plots(
         colourful = int(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum())
     shutil.copy(shot, out.parent / "chromium-screenshot.png")  # for a person to look at
     assert colourful > 30_000, f"only {colourful} coloured pixels: plots not rendered"
+
+
+_LAYOUT_PROBE = """<script>
+window.addEventListener("load", () => {
+  const rects = [...document.querySelectorAll("img")].map((img) => {
+    const r = img.getBoundingClientRect();
+    return [r.left, r.top, r.width, r.height];
+  });
+  document.body.setAttribute("data-layout", JSON.stringify(rects));
+});
+</script></body>"""
+
+
+def test_html_lays_the_plots_out_on_a_readable_grid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Chromium lays report.html out: the four plots form a 2 x 2 grid of equal cells, each
+    wide enough to read (not a tiny panel floating beside a tall map), none overlapping."""
+    chromium = require_binary("chromium")
+    out = tmp_path / "r"
+    capture_report(out, capsys)
+    probe = tmp_path / "probe.html"
+    probe.write_text((out / "report.html").read_text().replace("</body>", _LAYOUT_PROBE))
+    result = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         "--window-size=1400,2400", probe.as_uri()],
+        capture_output=True, text=True, timeout=90, check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    found = re.search(r'data-layout="([^"]*)"', result.stdout)
+    assert found, result.stderr[-2000:]
+    rects = json.loads(found.group(1).replace("&quot;", '"'))
+    assert len(rects) == 4
+    (l0, t0, w0, h0), (l1, t1, w1, h1), (l2, t2, w2, h2), (l3, t3, w3, h3) = rects
+    assert abs(t0 - t1) < 2, rects  # two rows
+    assert abs(t2 - t3) < 2, rects
+    assert abs(l0 - l2) < 2, rects  # two columns
+    assert abs(l1 - l3) < 2, rects
+    assert t2 >= t0 + h0, rects  # no overlap
+    assert l1 >= l0 + w0, rects
+    for w, h in ((w0, h0), (w1, h1), (w2, h2), (w3, h3)):
+        assert w > 550, rects  # readable at a 1400 px window
+        assert abs(w - w0) < 2, rects  # equal cells
+        assert abs(h - h0) < 2, rects
+
+
+def _same_windows_report() -> Report:
+    """Both windows from the same capture pair: nothing changed."""
+    pair = [FIX / "metrics-ngram-1-after-20req.txt", FIX / "metrics-ngram-5-final.txt"]
+    deltas, _ = file_window(pair, now=NOW)
+    return build_report(
+        deltas,
+        deltas,
+        before=WindowInfo("before", "a"),
+        after=WindowInfo("after", "a"),
+        classes=ClassConfig(),
+        before_policy=lambda name: PolicyConfig(cost=0.05, k_max=8),
+        after_policy=lambda name: PolicyConfig(cost=0.05, k_max=8),
+        created=NOW,
+    )
+
+
+def test_verdict_compares_like_with_like_when_nothing_changed() -> None:
+    """Deployed k against deployed k, recommended against recommended, each named."""
+    report = _same_windows_report()
+    (c,) = report.classes
+    assert c.before is not None
+    assert c.after is not None
+    dep, rec = c.after.deployed_k, c.after.recommended_k
+    assert dep == 4
+    assert rec is not None
+    assert rec != dep
+    s_dep = f"{c.after.speedup_deployed:.1f}x"
+    s_rec = f"{c.after.speedup_recommended:.1f}x"
+    assert f"deployed k {dep} in both, predicted {s_dep} -> {s_dep}" in c.verdict
+    assert f"recommended k {rec} in both, predicted {s_rec} -> {s_rec}" in c.verdict
+    assert "before) ->" not in c.verdict
+    assert "within noise" in c.verdict
+    assert c.verdict.endswith(f"switch to k = {rec}")
+
+
+def test_report_shows_the_recommended_k_with_the_exact_maximum_beside_it() -> None:
+    """The report's k is the policy's recommended k; where the exact maximiser differs, the
+    table and the verdict name both."""
+    from specwise.reporting.render import _rows, report_to_dict
+
+    report = _same_windows_report()
+    (c,) = report.classes
+    w = c.after
+    assert w is not None
+    r = w.recommendation
+    assert w.recommended_k == r.recommended_k
+    assert w.optimal_k == max(range(len(r.speedups)), key=lambda k: r.speedups[k])
+    row = dict((t, a) for t, _, a in _rows(c))["k deployed -> recommended"]
+    if w.optimal_k != w.recommended_k:
+        assert row == f"4 -> {w.recommended_k} (exact max {w.optimal_k})"
+        assert f"exact max k = {w.optimal_k}" in c.verdict
+    else:
+        assert row == f"4 -> {w.recommended_k}"
+    data = report_to_dict(report)["classes"][0]["after"]
+    assert data["recommended_k"] == r.recommended_k
+    assert data["optimal_k"] == w.optimal_k
+    assert data["speedup_recommended"] == r.predicted_speedup_recommended
+
+
+def _text_boxes(fig: object, words: tuple[str, ...]) -> list[tuple[str, object]]:
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    assert isinstance(fig, Figure)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = []
+    for t in fig.findobj(Text):
+        text = t.get_text()  # type: ignore[attr-defined]
+        if t.get_visible() and any(w in text for w in words):
+            boxes.append((text, t.get_window_extent(renderer)))  # type: ignore[attr-defined]
+    return boxes
+
+
+def test_labels_of_both_windows_never_overlap() -> None:
+    """Identical windows put both operating points on one spot: their labels must still be
+    readable (legend entries, not annotations drawn over each other)."""
+    import matplotlib.pyplot as plt
+
+    from specwise.reporting.render import map_figure, speedup_figure
+
+    report = _same_windows_report()
+    (c,) = report.classes
+    for fig in (speedup_figure(c), map_figure(c, 8, None)):
+        try:
+            boxes = _text_boxes(fig, ("before", "after"))
+            assert {t.split(":")[0] for t, _ in boxes} >= {"before", "after"}
+            for (ta, a), (tb, b) in itertools.combinations(boxes, 2):
+                assert not a.overlaps(b), f"{ta!r} overlaps {tb!r}"  # type: ignore[attr-defined]
+        finally:
+            plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("before_ms", "after_ms", "expected"),
+    [
+        (8.50, 17.54, "time per output token 8.50 -> 17.54 ms/token (2.06x slower)"),
+        (17.54, 8.50, "time per output token 17.54 -> 8.50 ms/token (2.06x faster)"),
+        (8.50, 8.50, "time per output token 8.50 -> 8.50 ms/token (unchanged)"),
+    ],
+)
+def test_latency_changes_say_slower_or_faster_with_both_values(
+    before_ms: float, after_ms: float, expected: str
+) -> None:
+    lat = LatencyChange(
+        itl_before=before_ms / 1000,
+        itl_after=after_ms / 1000,
+        itl_ratio=after_ms / before_ms,
+        seconds_per_token_before=before_ms / 1000,
+        seconds_per_token_after=after_ms / 1000,
+        measured_speedup=before_ms / after_ms,
+        implied_cost_after=None,
+    )
+    text = latency_text(lat)
+    assert expected in text
+    assert "0.484x faster" not in text
+    word = expected.rsplit("(", 1)[1]
+    assert f"inter-token latency {before_ms:.2f} -> {after_ms:.2f} ms per event ({word}" in text
 
 
 def test_overlapping_single_captures_are_flagged(

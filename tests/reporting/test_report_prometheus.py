@@ -218,8 +218,13 @@ def test_change_verdict_latency_and_presence(day_report: dict[str, Any]) -> None
     assert ch["low"] <= 0.15 <= ch["high"]
     assert ch["p_increase"] > 0.999
     assert code["verdict"].startswith("code: alpha 0.60 -> 0.75 (+0.15 +/- 0.0")
-    assert "optimal k" in code["verdict"]
-    assert "predicted speedup" in code["verdict"]
+    # Like with like: the deployed k's speedup before and after, then the recommended k's.
+    b, a = code["before"], code["after"]
+    assert (
+        f"deployed k 4 in both, predicted {b['speedup_deployed']:.1f}x -> "
+        f"{a['speedup_deployed']:.1f}x" in code["verdict"]
+    )
+    assert f"recommended k {b['recommended_k']} -> {a['recommended_k']}" in code["verdict"]
     # ITL fell from 0.020 * (1 + 4 * 0.3) to 0.020 * (1 + 4 * 0.1): implied after cost 0.1.
     lat = code["latency_change"]
     assert lat["itl_ratio"] == pytest.approx(1.4 / 2.2, rel=1e-3)
@@ -321,3 +326,22 @@ def test_existing_folder_needs_force(
     assert (out / "report.json").exists()
     assert "code: alpha 0.60 -> 0.75" in stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_alpha_over_time_rate_window_is_capped_at_a_short_window(
+    prom: ManagedProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 3 minute after window just past code's drafter upgrade (alpha 0.60 -> 0.75): a 5
+    minute rate would reach back into the old drafter and end near 0.69; capped at the
+    window, the line's last point covers the window itself and agrees with its alpha."""
+    before = f"{MID - 180:.0f}..{MID:.0f}"
+    after = f"{MID:.0f}..{MID + 180:.0f}"
+    status, out, err = run([*window_args(prom, before, after, tmp_path / "r"), "--json"], capsys)
+    assert status == 0, err
+    data = json.loads(out)
+    series = data["after"]["alpha_over_time"]["code"]
+    window_alpha = by_class(data)["code"]["after"]["alpha"]
+    assert abs(window_alpha - 0.75) < 0.05
+    last = [a for a in series["alphas"] if a is not None][-1]
+    assert last == pytest.approx(window_alpha, abs=0.005)
+    assert series["rate_window_seconds"] == 180.0
