@@ -82,7 +82,8 @@ class ControllerCollector(Collector):
         )
         surv = gauge(
             "specwise_survival_ratio",
-            "Measured survival: share of drafts whose first `position` tokens were accepted.",
+            "Measured survival s_(position+1): share of drafts whose first position+1 tokens "
+            "were accepted; position is 0-based like vLLM's per-position counter (0 = s_1).",
             [*cls, "position"],
         )
         drafts = gauge("specwise_window_drafts", "Drafts in the estimation window (evidence).")
@@ -118,7 +119,7 @@ class ControllerCollector(Collector):
                 high.add_metric(v, c.alpha_high)
             if c.mean_acceptance_length is not None:
                 mal.add_metric(v, c.mean_acceptance_length)
-            for i, s in enumerate(c.survival, start=1):
+            for i, s in enumerate(c.survival):  # 0-based, as vLLM's position label
                 surv.add_metric([c.name, str(i)], s)
             drafts.add_metric(v, c.drafts)
             if c.deployed_k is not None:

@@ -141,3 +141,48 @@ def test_every_query_parses_on_a_real_prometheus(
             body = r.json()
             assert r.status_code == 200, f"{where}: {body.get('error')}\n{expr}"
             assert body["status"] == "success"
+
+
+def test_survival_positions_are_0_based_like_vllm_everywhere() -> None:
+    """One convention per family: vLLM's per-position counter, the recording rules, the
+    controller's specwise_survival_ratio and both dashboard panels count positions from 0
+    (position 0 = s1), and the HELP text and panel descriptions say so."""
+    from prometheus_client import CollectorRegistry
+
+    from specwise.controller.exporter import ControllerCollector
+    from specwise.controller.state import ClassStatus, ControllerState
+
+    state = ControllerState(
+        started_at=0.0,
+        updated_at=1.0,
+        ticks=1,
+        classes=(ClassStatus("code", 0.05, 3, 3, survival=(0.8, 0.5, 0.2)),),
+    )
+    registry = CollectorRegistry()
+    registry.register(ControllerCollector(lambda: state))
+    for position, s in (("0", 0.8), ("1", 0.5), ("2", 0.2), ("3", None)):
+        got = registry.get_sample_value(
+            "specwise_survival_ratio", {"class": "code", "position": position}
+        )
+        assert got == s, (position, got)
+    (family,) = [m for m in registry.collect() if m.name == "specwise_survival_ratio"]
+    assert "0-based" in family.documentation
+    assert "0 = s_1" in family.documentation
+
+    survival_panels = [
+        p
+        for p in _dashboard()["panels"]
+        if any("survival" in t["expr"] or "per_pos" in t["expr"] for t in p.get("targets", []))
+    ]
+    assert len(survival_panels) == 2
+    for panel in survival_panels:
+        assert "pos 0 = s1" in panel["description"], panel["title"]
+        for target in panel["targets"]:
+            assert target["legendFormat"].endswith(" pos {{position}}"), panel["title"]
+    rules = {r.record: r.expr for g in build_rules(AlertSettings()) for r in g.rules
+             if isinstance(r, RecordingRule)}  # fmt: skip
+    per_pos = [e for n, e in rules.items() if n.endswith("accepted_tokens_per_pos:rate5m")]
+    assert per_pos
+    assert all("position" in e and "+ 1" not in e and "- 1" not in e for e in per_pos)
+    runbook = (DASHBOARD.parents[1] / "docs" / "runbook.md").read_text()
+    assert "Positions are 0-based everywhere" in runbook

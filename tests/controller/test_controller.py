@@ -342,7 +342,7 @@ def test_exporter_serves_metrics_health_and_recommendations(
         value("specwise_predicted_speedup_ratio", **{"class": "summarize", "k_kind": "deployed"})
         < 1
     )
-    assert value("specwise_survival_ratio", **{"class": "code", "position": "1"}) == pytest.approx(
+    assert value("specwise_survival_ratio", **{"class": "code", "position": "0"}) == pytest.approx(
         0.82, abs=0.01
     )
     assert value("specwise_stale", **{"class": "code"}) == 0
