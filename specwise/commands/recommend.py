@@ -58,6 +58,7 @@ class ClassAnswer:
             "cost": r.cost,
             "current_k": r.current_k,
             "recommended_k": r.recommended_k,
+            "optimal_k": r.optimal_k,
             "predicted_speedup_current": r.predicted_speedup_current,
             "predicted_speedup_recommended": r.predicted_speedup_recommended,
             "confidence": r.confidence,
@@ -110,15 +111,17 @@ def _print_table(answers: Sequence[ClassAnswer]) -> None:
                 e.mean_acceptance_length,
                 _curve(e),
                 r.current_k,
-                r.recommended_k,
+                r.recommended_k
+                if r.optimal_k in (None, r.recommended_k)
+                else f"{r.recommended_k} (max {r.optimal_k})",
                 f"{r.predicted_speedup_current:.2f}x" if r.predicted_speedup_current else None,
                 f"{r.predicted_speedup_recommended:.2f}x"
                 if r.predicted_speedup_recommended
                 else None,
             ]
         )
-    headers = ["class", "alpha [95%]", "mean acc. len", "survival s1..sk", "k now", "k best"]
-    headers += ["speedup now", "speedup best"]
+    headers = ["class", "alpha [95%]", "mean acc. len", "survival s1..sk", "k now", "k rec."]
+    headers += ["speedup now", "speedup rec."]
     click.echo(format_table(headers, rows))
     for a in answers:
         click.echo("")

@@ -127,3 +127,22 @@ def test_errors_are_one_line(
     assert needle in err
     assert err.startswith("Error: ")
     assert "Traceback" not in err
+
+
+def test_table_shows_the_recommended_k_and_the_exact_maximum(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`recommend` names its k the recommended one (the controller's), the exact maximiser
+    beside it where they differ, in the table and the JSON."""
+    args = ["--before", str(FIX / "metrics-ngram-1-after-20req.txt"),
+            "--after", str(FIX / "metrics-ngram-5-final.txt"), "--cost", "0.2"]  # fmt: skip
+    [row] = run_json(args, capsys)
+    rec, top = row["recommended_k"], row["optimal_k"]
+    assert isinstance(rec, int)
+    assert isinstance(top, int)
+    assert rec < top
+    assert main(["recommend", *args]) == 0
+    out = capsys.readouterr().out
+    assert "k rec." in out
+    assert "k best" not in out
+    assert f"{rec} (max {top})" in out
