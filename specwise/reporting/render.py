@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -281,7 +282,7 @@ def speedup_figure(c: ClassReport) -> Figure:
     ax.set_title(f"{c.name}: predicted speedup vs k (star: recommended)")
     ax.grid(alpha=0.3)
     if drawn:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best", framealpha=0.9)
     else:
         ax.text(0.5, 0.5, "not enough data", ha="center", transform=ax.transAxes)
     return fig
@@ -306,7 +307,7 @@ def _plot_alpha_time(c: ClassReport, report: Report, path: Path) -> None:
             per = "alpha per step"
             if s.rate_window is not None:
                 per = f"alpha over the last {format_duration(s.rate_window)} at each step"
-            ax.plot(xs, ys, linewidth=0.8, color=color, label=f"{label}: {per}")
+            ax.plot(xs, ys, linewidth=0.8, color=color, alpha=0.55, label=f"{label}: {per}")
             t0 = s.times[0] if t0 is None else t0
             t1 = s.times[-1] if t1 is None else t1
         if w is None or w.estimate.alpha is None:
@@ -316,7 +317,8 @@ def _plot_alpha_time(c: ClassReport, report: Report, path: Path) -> None:
         high = e.alpha_high if e.alpha_high is not None else alpha
         if t0 is not None and t1 is not None:
             ends = _dates([t0, t1])
-            ax.plot(ends, [alpha, alpha], color=color, linewidth=2.2,
+            ax.plot(ends, [alpha, alpha], color=color, linewidth=2.6, zorder=3,
+                    path_effects=[patheffects.withStroke(linewidth=4.5, foreground="black")],
                     label=f"{label} window: {alpha:.3f} [{low:.3f}, {high:.3f}]")  # fmt: skip
             ax.fill_between(ends, low, high, color=color, alpha=0.25)
         else:  # captures: no time axis, one point per window

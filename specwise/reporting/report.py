@@ -448,12 +448,12 @@ def verdict_line(c: ClassReport) -> str:
         deployed = (
             ""
             if w.deployed_k is None
-            else f"deployed k {w.deployed_k} predicted {_speed(w.speedup_deployed)}, "
+            else f"deployed k {w.deployed_k}, predicted {_speed(w.speedup_deployed)}; "
         )
         return (
-            f"{c.name}: only in the {where} window: alpha {_alpha_text(w)}, {deployed}"
-            f"recommended k {w.recommended_k}{_max_note(w)} predicted "
-            f"{_speed(w.speedup_recommended)}; nothing to compare"
+            f"{c.name}: only in the {where} window: alpha {_alpha_text(w)}; {deployed}"
+            f"recommended k {w.recommended_k}, predicted {_speed(w.speedup_recommended)}"
+            f"{_max_note(w)}; nothing to compare"
         )
     if b is None or a is None:
         return f"{c.name}: in neither window"
