@@ -271,8 +271,8 @@ def _same_windows_report() -> Report:
         before=WindowInfo("before", "a"),
         after=WindowInfo("after", "a"),
         classes=ClassConfig(),
-        before_policy=lambda name: PolicyConfig(cost=0.05, k_max=8),
-        after_policy=lambda name: PolicyConfig(cost=0.05, k_max=8),
+        before_policy=lambda name: PolicyConfig(cost=0.2, k_max=8),
+        after_policy=lambda name: PolicyConfig(cost=0.2, k_max=8),
         created=NOW,
     )
 
@@ -308,12 +308,10 @@ def test_report_shows_the_recommended_k_with_the_exact_maximum_beside_it() -> No
     r = w.recommendation
     assert w.recommended_k == r.recommended_k
     assert w.optimal_k == max(range(len(r.speedups)), key=lambda k: r.speedups[k])
+    assert (w.recommended_k, w.optimal_k) == (5, 6)  # at c = 0.2 the two differ
     row = dict((t, a) for t, _, a in _rows(c))["k deployed -> recommended"]
-    if w.optimal_k != w.recommended_k:
-        assert row == f"4 -> {w.recommended_k} (exact max {w.optimal_k})"
-        assert f"exact max k = {w.optimal_k}" in c.verdict
-    else:
-        assert row == f"4 -> {w.recommended_k}"
+    assert row == "4 -> 5 (exact max 6)"
+    assert "exact max k = 6 after, within the plateau" in c.verdict
     data = report_to_dict(report)["classes"][0]["after"]
     assert data["recommended_k"] == r.recommended_k
     assert data["optimal_k"] == w.optimal_k
