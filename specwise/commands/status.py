@@ -19,9 +19,13 @@ def _alpha(c: ClassStatus) -> str:
 
 
 def k_text(c: ClassStatus) -> str:
+    """``3 -> 5``: deployed -> recommended, with ``(max 6)`` when the exact maximiser differs."""
     deployed = "?" if c.deployed_k is None else str(c.deployed_k)
     rec = "?" if c.recommended_k is None else str(c.recommended_k)
-    return deployed if deployed == rec else f"{deployed} -> {rec}"
+    text = deployed if deployed == rec else f"{deployed} -> {rec}"
+    if c.optimal_k is not None and c.recommended_k is not None and c.optimal_k != c.recommended_k:
+        text += f" (max {c.optimal_k})"
+    return text
 
 
 def speedup_text(c: ClassStatus) -> str:

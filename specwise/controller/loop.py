@@ -364,6 +364,7 @@ class Controller:
             deployed_k=after.current_k if after.current_k is not None else deployed,
             # with no evidence and no known deployed k there is nothing to recommend
             recommended_k=None if deployed is None and not estimate.ok else rec.recommended_k,
+            optimal_k=rec.optimal_k if estimate.ok else None,
             alpha=estimate.alpha,
             alpha_low=estimate.alpha_low,
             alpha_high=estimate.alpha_high,

@@ -32,6 +32,7 @@ class ClassStatus:
     cost: float
     deployed_k: int | None
     recommended_k: int | None
+    optimal_k: int | None = None  # the exact maximiser, shown beside recommended_k if it differs
     alpha: float | None = None
     alpha_low: float | None = None
     alpha_high: float | None = None
