@@ -122,6 +122,27 @@ class ActuatorSettings:
     argv: tuple[str, ...] = ()
     min_interval: float = 600.0
     timeout: float = 300.0
+    file_mode: int = 0o644
+
+
+def _file_mode(a: _Section) -> int:
+    """``[actuator] file_mode``: a quoted octal mode such as "0644"; never world-writable."""
+    raw = a.data.get("file_mode", "0644")
+    text = raw.removeprefix("0o") if isinstance(raw, str) else ""
+    if not text or any(ch not in "01234567" for ch in text) or int(text, 8) > 0o777:
+        raise ConfigError(
+            f"{a.where('file_mode')} = {raw!r} is not an octal file mode; write it quoted, "
+            'such as file_mode = "0644"',
+            field=a.where("file_mode"),
+        )
+    mode = int(text, 8)
+    if mode & 0o002:
+        raise ConfigError(
+            f"{a.where('file_mode')} = {raw!r} lets every user rewrite the config a deploy "
+            'tool will apply; drop the world-write bit, such as file_mode = "0644"',
+            field=a.where("file_mode"),
+        )
+    return mode
 
 
 @dataclass(frozen=True)
@@ -506,7 +527,9 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         verify_slope=p.number("verify_slope", 0.0, low=0.0, high=10.0),
     )
     a = _Section(
-        "actuator", top.data.get("actuator"), {"kind", "dir", "argv", "min_interval", "timeout"}
+        "actuator",
+        top.data.get("actuator"),
+        {"kind", "dir", "argv", "min_interval", "timeout", "file_mode"},
     )
     actuator = ActuatorSettings(
         kind=a.string("kind", "dry-run", choices=("dry-run", "file", "command")),  # type: ignore[arg-type]
@@ -514,6 +537,7 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         argv=a.strings("argv"),
         min_interval=a.duration("min_interval", 600.0),
         timeout=a.duration("timeout", 300.0),
+        file_mode=_file_mode(a),
     )
     if actuator.kind == "file" and not actuator.dir:
         raise ConfigError(

@@ -77,7 +77,10 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
     with requests.Session() as session:
         controller = build_controller(config, session=session)
         if once:
-            state = controller.step()
+            try:
+                state = controller.step()
+            finally:
+                controller.close()  # a command run it started ends (bounded) before we exit
             click.echo(to_json(state.to_json()) if as_json else format_status(state))
             answered = [s for s in state.sources if s.up]
             if not answered:  # a smoke check must fail loudly when nothing could be read

@@ -92,9 +92,15 @@ def build_source(
 def build_actuator(config: SpecwiseConfig) -> Actuator:
     act = config.actuator
     if act.kind == "file":
-        return FileActuator(Path(act.dir))
+        return FileActuator(Path(act.dir), mode=act.file_mode)
     if act.kind == "command":
-        return CommandActuator(act.argv, min_interval=act.min_interval, timeout=act.timeout)
+        return CommandActuator(
+            act.argv,
+            classes=[c.name for c in config.classes],  # only declared names reach argv
+            k_max=config.policy.k_max,
+            min_interval=act.min_interval,
+            timeout=act.timeout,
+        )
     return DryRunActuator()
 
 
