@@ -282,6 +282,7 @@ class _Run:
     proc: subprocess.Popen[bytes]
     output: IO[bytes]
     kill: threading.Event
+    started: float
     thread: threading.Thread | None = None
 
 
@@ -308,6 +309,7 @@ class CommandActuator:
         timeout: float = 300.0,
         kill_grace: float = 10.0,
         popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not argv or not all(isinstance(a, str) for a in argv):
             raise ConfigError(
@@ -327,6 +329,7 @@ class CommandActuator:
         self.timeout = timeout
         self.kill_grace = kill_grace
         self._popen = popen
+        self._monotonic = monotonic  # measures ``timeout`` (tests pass a clock they move)
         self._last_run: dict[str, float] = {}
         self._runs: dict[str, _Run] = {}
         self._done: queue.SimpleQueue[ActuationResult] = queue.SimpleQueue()
@@ -447,7 +450,9 @@ class CommandActuator:
                 raise ActuatorError(
                     f"actuator command {argv[0]!r} could not start ({exc}); fix [actuator] argv"
                 ) from exc
-            run = _Run(class_name, k, now, argv[0], proc, output, threading.Event())
+            run = _Run(
+                class_name, k, now, argv[0], proc, output, threading.Event(), self._monotonic()
+            )
             run.thread = threading.Thread(
                 target=self._watch, args=(run,), name=f"specwise-actuator-{class_name}"
             )
@@ -486,16 +491,16 @@ class CommandActuator:
 
     def _wait(self, run: _Run) -> ActuationResult:
         proc, name, k = run.proc, run.class_name, run.k
-        deadline = time.monotonic() + self.timeout
+        deadline = run.started + self.timeout
         stopped_by = ""
         while True:
             try:
-                status = proc.wait(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+                status = proc.wait(timeout=max(0.0, min(0.2, deadline - self._monotonic())))
                 break
             except subprocess.TimeoutExpired:
                 if run.kill.is_set():
                     stopped_by = "was still running when the controller stopped"
-                elif time.monotonic() >= deadline:
+                elif self._monotonic() >= deadline:
                     stopped_by = f"ran past {self.timeout:g} s"
                 if stopped_by:
                     break
@@ -508,6 +513,8 @@ class CommandActuator:
                 survivors = _group_members(proc.pid)
             status = proc.wait(timeout=_SIGKILL_WAIT_SECONDS)
         output = _tail(run.output)
+        lines = output.strip().splitlines()
+        last = lines[-1].strip()[-300:] if lines else "no output"
         who = f"actuator command {run.argv0!r} for class {name!r} (k = {k})"
         if stopped_by:
             left = ""
@@ -520,9 +527,9 @@ class CommandActuator:
             )
             error = f"{who} {stopped_by} and was killed with its process group{left}; {fix}"
         elif status < 0:
-            error = f"{who} was killed by signal {-status}: {output.strip()[-300:] or 'no output'}"
+            error = f"{who} was killed by signal {-status}: {last}"
         elif status != 0:
-            error = f"{who} exited with status {status}: {output.strip()[-300:] or 'no output'}"
+            error = f"{who} exited with status {status}: {last}"
         else:
             return ActuationResult(name, k, True, run.at, f"ran {run.argv0}", status, output)
         return ActuationResult(name, k, False, run.at, "", status, output, error=error)
