@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from specwise.collectors.scrape import ScrapeSource
 from specwise.config import parse_config
 from specwise.controller.actuators import ActuationResult, CommandActuator
 from specwise.controller.loop import Controller, class_config_from
+from specwise.controller.state import ControllerState
 from specwise.errors import ActuatorError
 from specwise.sim.fleet import SimFleet, SimServer
 from specwise.sim.scenarios import get_scenario
@@ -413,3 +415,30 @@ def test_controller_close_kills_runs_in_flight_and_keeps_the_old_k(
     for name in started:  # not applied: the gate holds the k from before, for a retry
         assert controller.gate.states[name].current_k == old[name]
         assert controller.gate.states[name].changes == ()
+
+
+def test_run_waits_for_runs_in_flight_before_returning(
+    demo_controller: tuple[Controller, CommandActuator, Clock], scripts: Path
+) -> None:
+    """SIGTERM sets ``stop``: the loop ends its tick, then waits (bounded) for the restarts it
+    started instead of leaving them orphaned."""
+    controller, act, clock = demo_controller
+    stop = threading.Event()
+    ticks: list[ControllerState] = []
+
+    def on_tick(state: ControllerState) -> None:
+        ticks.append(state)
+        assert act.running()  # the tick ended with the commands still in flight
+        (scripts / "release").write_text("0")  # they may finish now
+        stop.set()
+
+    clock.t += 60
+    controller.run(stop, on_tick=on_tick)
+    assert len(ticks) == 1
+    assert act.running() == {}  # run() returned only once the runs had ended
+    started = [c.name for c in ticks[0].classes if c.actuation.startswith("started")]
+    assert started
+    for name in started:  # the outcomes were recorded: the new k holds, one change each
+        status = next(c for c in ticks[0].classes if c.name == name)
+        assert controller.gate.states[name].current_k == status.recommended_k
+    assert act.poll(0.0) == []  # collected by the controller, none left behind
