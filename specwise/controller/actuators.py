@@ -523,7 +523,7 @@ class CommandActuator:
             fix = (
                 "raise [actuator] timeout or make the command faster"
                 if "ran past" in stopped_by
-                else "it will be retried after the restart"
+                else "it is retried after the controller starts again"
             )
             error = f"{who} {stopped_by} and was killed with its process group{left}; {fix}"
         elif status < 0:

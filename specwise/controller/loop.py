@@ -303,6 +303,7 @@ class Controller:
             self.gate.states[name] = before  # rate-limited or in flight: try again later
             # keep the last failure visible while the retry waits
             self._actuation[name] = (result.detail, self._actuation.get(name, ("", ""))[1])
+            log.info("class %s: k = %d not applied: %s", name, rec.recommended_k, result.detail)
             return
         if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
             after = self.gate.states.get(name, HysteresisState())
