@@ -549,7 +549,15 @@ class CommandActuator:
         with self._lock:
             runs = list(self._runs.values())
         bound = self.timeout + self.kill_grace + 2 * _SIGKILL_WAIT_SECONDS
-        deadline = time.monotonic() + (bound if timeout is None else max(0.0, timeout))
+        wait = bound if timeout is None else max(0.0, timeout)
+        if runs and wait > 0:
+            log.warning(
+                "waiting up to %.0f s for the actuator command for %s to end; it is killed "
+                "with its process group after that",
+                wait,
+                ", ".join(f"class {r.class_name} (pid {r.proc.pid})" for r in runs),
+            )
+        deadline = time.monotonic() + wait
         for run in runs:
             if run.thread is not None:
                 run.thread.join(max(0.0, deadline - time.monotonic()))
