@@ -22,7 +22,7 @@ from specwise.collectors.scrape import ScrapeSource
 from specwise.config import parse_config
 from specwise.controller.actuators import ActuationResult, CommandActuator
 from specwise.controller.loop import Controller, class_config_from
-from specwise.controller.state import ControllerState
+from specwise.controller.state import ClassStatus, ControllerState
 from specwise.errors import ActuatorError
 from specwise.sim.fleet import SimFleet, SimServer
 from specwise.sim.scenarios import get_scenario
@@ -306,19 +306,19 @@ def demo_controller(
     fleet = SimFleet(scenario, clock=clock, seed=11, restart_delay=120)
     names = tuple(c.name for c in scenario.classes)
     act = gated(scripts, actuators, classes=names, min_interval=120, timeout=WAIT)
-    config = parse_config(
-        {
-            "controller": {"interval": 1, "stale_after": "5m"},
-            "source": {"urls": ["http://127.0.0.1:1/metrics"], "timeout": 2},
-            "estimator": {"window": "10m", "min_drafts": 200},
-            "policy": {"k_max": 8, "min_dwell": "20m", "max_changes_per_hour": 2},
-            "classes": [
-                {"name": c.name, "cost": c.cost, "k": c.initial_k, "speculative_config": {}}
-                for c in scenario.classes
-            ],
-        }
-    )
     with SimServer(fleet) as server, requests.Session() as session:
+        config = parse_config(
+            {
+                "controller": {"interval": 0.05, "stale_after": "5m"},
+                "source": {"urls": server.urls, "timeout": 2},
+                "estimator": {"window": "10m", "min_drafts": 200},
+                "policy": {"k_max": 8, "min_dwell": "20m", "max_changes_per_hour": 2},
+                "classes": [
+                    {"name": c.name, "cost": c.cost, "k": c.initial_k, "speculative_config": {}}
+                    for c in scenario.classes
+                ],
+            }
+        )
         controller = Controller(
             config,
             source=ScrapeSource(server.urls, session=session, timeout=2),
@@ -330,15 +330,32 @@ def demo_controller(
         controller.close(timeout=0)
 
 
+def started_in(state: ControllerState) -> dict[str, ClassStatus]:
+    return {c.name: c for c in state.classes if c.actuation.startswith("started")}
+
+
+def tick_until_started(
+    controller: Controller, clock: Clock
+) -> tuple[ControllerState, dict[str, int | None]]:
+    """Tick a minute at a time until the controller starts a change (at most 30 ticks:
+    however long the first decision waits for evidence, it comes within the 10 min window);
+    returns that tick's state and the deployed k per class just before it."""
+    for _ in range(30):
+        old = {n: s.current_k for n, s in controller.gate.states.items()}
+        clock.t += 60
+        state = controller.step()
+        if started_in(state):
+            return state, old
+    raise AssertionError("the controller started no change in 30 ticks")
+
+
 def test_a_slow_command_does_not_stall_the_tick(
     demo_controller: tuple[Controller, CommandActuator, Clock], scripts: Path
 ) -> None:
     """The old actuator ran inside the tick: a 60 s restart stalled every class."""
     controller, act, clock = demo_controller
-    clock.t += 60
-    state = controller.step()
-    started = {c.name: c for c in state.classes if c.actuation.startswith("started")}
-    assert started, [(c.name, c.reason) for c in state.classes]  # the demo changes k at once
+    state, _ = tick_until_started(controller, clock)
+    started = started_in(state)
     # the tick returned while every command it started waits for a file not written yet
     assert not (scripts / "release").exists()
     assert set(act.running()) == set(started)
@@ -369,12 +386,10 @@ def test_a_failed_background_run_is_recorded_and_the_class_retried(
     demo_controller: tuple[Controller, CommandActuator, Clock], scripts: Path
 ) -> None:
     controller, act, clock = demo_controller
-    old = {n: s.current_k for n, s in controller.gate.states.items()}
     (scripts / "release").write_text("3")
-    clock.t += 60
-    first = {c.name: c for c in controller.step().classes}
-    started = {n for n, c in first.items() if c.actuation.startswith("started")}
-    assert started
+    state, old = tick_until_started(controller, clock)
+    first = {c.name: c for c in state.classes}
+    started = set(started_in(state))
     wait_for(lambda: not act.running(), "the commands to fail")
     clock.t += 60
     failed = {c.name: c for c in controller.step().classes}
@@ -402,11 +417,8 @@ def test_controller_close_kills_runs_in_flight_and_keeps_the_old_k(
     demo_controller: tuple[Controller, CommandActuator, Clock], scripts: Path
 ) -> None:
     controller, act, clock = demo_controller
-    old = {n: s.current_k for n, s in controller.gate.states.items()}
-    clock.t += 60
-    state = controller.step()
-    started = {c.name for c in state.classes if c.actuation.startswith("started")}
-    assert started
+    state, old = tick_until_started(controller, clock)
+    started = set(started_in(state))
     pids = list(act.running().values())
     wait_for(lambda: len(starts(scripts)) == len(started), "the commands to start")
     controller.close(timeout=0)
@@ -428,17 +440,17 @@ def test_run_waits_for_runs_in_flight_before_returning(
 
     def on_tick(state: ControllerState) -> None:
         ticks.append(state)
-        assert act.running()  # the tick ended with the commands still in flight
-        (scripts / "release").write_text("0")  # they may finish now
-        stop.set()
+        clock.t += 60
+        if started_in(state) or len(ticks) >= 30:
+            assert act.running()  # the tick ended with the commands still in flight
+            (scripts / "release").write_text("0")  # they may finish now
+            stop.set()
 
     clock.t += 60
     controller.run(stop, on_tick=on_tick)
-    assert len(ticks) == 1
     assert act.running() == {}  # run() returned only once the runs had ended
-    started = [c.name for c in ticks[0].classes if c.actuation.startswith("started")]
+    started = started_in(ticks[-1])
     assert started
-    for name in started:  # the outcomes were recorded: the new k holds, one change each
-        status = next(c for c in ticks[0].classes if c.name == name)
+    for name, status in started.items():  # the outcomes were recorded: the new k holds
         assert controller.gate.states[name].current_k == status.recommended_k
     assert act.poll(0.0) == []  # collected by the controller, none left behind
