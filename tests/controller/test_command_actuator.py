@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -454,3 +456,72 @@ def test_run_waits_for_runs_in_flight_before_returning(
     for name, status in started.items():  # the outcomes were recorded: the new k holds
         assert controller.gate.states[name].current_k == status.recommended_k
     assert act.poll(0.0) == []  # collected by the controller, none left behind
+
+
+def test_specwise_run_waits_for_a_restart_in_flight_on_sigterm(scripts: Path) -> None:
+    """`specwise run` as a real process: SIGTERM while a restart runs; the controller ends
+    its tick, waits for the run, records its outcome and exits 0."""
+    fleet = SimFleet(get_scenario("demo"), clock=time.time, seed=3, restart_delay=1)
+    argv = [sys.executable, str(scripts / "gated.py"), str(scripts), "{class}", "{k}"]
+    with SimServer(fleet) as server:
+        config = scripts / "specwise.toml"
+        config.write_text(
+            f"""
+[controller]
+interval = "0.2s"
+listen = "127.0.0.1:0"
+[source]
+urls = {json.dumps(server.urls)}
+timeout = "2s"
+[estimator]
+window = "2s"
+min_drafts = 50
+[policy]
+min_dwell = "1s"
+max_changes_per_hour = 100
+[actuator]
+kind = "command"
+argv = {json.dumps(argv)}
+timeout = "2m"
+[[classes]]
+name = "code"
+k = 3
+speculative_config = {{ method = "eagle" }}
+[[classes]]
+name = "summarize"
+cost = 0.4
+k = 3
+"""
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "specwise", "run", "--config", str(config), "-v", "--nl"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: list[str] = []
+        assert proc.stderr is not None
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: bool(starts(scripts)), "the controller to start a restart")
+            proc.send_signal(signal.SIGTERM)
+            # stopped ticking, yet still there: waiting for the run, which cannot end yet
+            wait_for(lambda: any("waiting up to" in line for line in lines), "the stop to wait")
+            assert proc.poll() is None
+            (scripts / "release").write_text("0")
+            proc.wait(timeout=WAIT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            reader.join(timeout=WAIT)  # EOF once the process is gone
+            proc.stderr.close()
+    stderr = "".join(lines)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    for start in starts(scripts):  # each run ended on its own and its outcome was recorded
+        name, k = start["argv"]
+        applied = f"class {name}: k = {k} applied: ran {sys.executable} (exit 0): deployed k = {k}"
+        assert applied in stderr, stderr
+    assert "was still running when the controller stopped" not in stderr
