@@ -456,8 +456,17 @@ class CommandActuator:
             run.thread = threading.Thread(
                 target=self._watch, args=(run,), name=f"specwise-actuator-{class_name}"
             )
+            try:
+                run.thread.start()
+            except RuntimeError as exc:  # no thread to watch it: do not leave it running
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                output.close()
+                raise ActuatorError(
+                    f"actuator command {argv[0]!r} for class {class_name!r} was stopped: "
+                    f"cannot watch it ({exc}); the controller is short of threads"
+                ) from exc
             self._runs[class_name] = run
-            run.thread.start()
         log.info("class %s: started %s (pid %d) for k = %d", class_name, argv[0], proc.pid, k)
         return ActuationResult(
             class_name,
