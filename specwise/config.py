@@ -332,14 +332,15 @@ def _classes(raw: object) -> tuple[ClassSettings, ...]:
     allowed = {"name", "match", "cost", "drafter", "k", "speculative_config"}
     for i, item in enumerate(raw):
         # Numbered as a user counts the blocks in the file: the first [[classes]] is #1.
-        s = _Section(f"classes.{i}", item, allowed, label=f"[[classes]] #{i + 1}")
+        given = item.get("name") if isinstance(item, dict) else None
+        label = f"[[classes]] #{i + 1}" + (f" ({given!r})" if isinstance(given, str) else "")
+        s = _Section(f"classes.{i}", item, allowed, label=label)
         name = s.string("name")
         if not name:
             raise ConfigError(
                 f'[[classes]] #{i + 1} has no name; add name = "code" to it',
                 field=s.where("name"),
             )
-        s.label = f"[[classes]] #{i + 1} ({name!r})"
         if s.has("cost") and s.has("drafter"):
             raise ConfigError(
                 f"{s.label} sets both cost and drafter; keep one (drafter picks a preset cost)",

@@ -232,8 +232,7 @@ class ExporterServer:
             self.httpd = make_server(host, port, app, server_class, handler_class=_SilentHandler)
         except OSError as exc:
             fix = (
-                "another process holds that port: stop it or set [controller] listen to a "
-                "free port"
+                "another process holds that port: stop it or set [controller] listen to a free port"
                 if exc.errno == errno.EADDRINUSE
                 else "set [controller] listen to an address of this machine, e.g. 127.0.0.1:9464"
             )
