@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from specwise.errors import ModelInputError
 
 __all__ = [
-    "MAX_K",
     "VerifyCost",
     "alpha_from_acceptance_length",
     "alpha_from_acceptance_rate",

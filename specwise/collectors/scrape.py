@@ -138,11 +138,13 @@ def _fetch(
                 f"The body from {url} was cut off ({exc.__class__.__name__}); scrape it again.",
                 url=url,
             ) from exc
-    return decode_page(b"".join(chunks), url)
+    # A server's body that is not a page is reported by the parser ("holds no sample").
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def decode_page(body: bytes, where: str) -> str:
-    """A metrics page as text; a ParseError when it is binary (NUL bytes, not UTF-8)."""
+    """A saved metrics page as text; a ParseError when it is binary (NUL bytes, not UTF-8),
+    instead of a "truncated" warning quoting its raw bytes."""
     head = body[:65536]
     if b"\x00" in head:
         raise ParseError(

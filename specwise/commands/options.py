@@ -29,11 +29,10 @@ def json_option(func: F) -> F:
 def check_k_max(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
     """``--k-max`` in 1..MAX_K (k = 0, speculation off, is always priced)."""
     if value is not None and not 1 <= value <= MAX_K:
-        raise click.BadParameter(
-            f"{value} must be between 1 and {MAX_K} (vLLM verifies at most {MAX_K} "
+        raise click.UsageError(
+            f"--k-max {value} must be between 1 and {MAX_K} (vLLM verifies at most {MAX_K} "
             "draft tokens; k = 0, speculation off, is always priced), e.g. --k-max 8",
             ctx=ctx,
-            param=param,
         )
     return value
 
