@@ -26,7 +26,12 @@ import requests
 from specwise.collectors.classes import ClassConfig, Matcher
 from specwise.collectors.deltas import check_delta
 from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
-from specwise.collectors.urls import basic_auth_from, check_bearer_token, check_http_url
+from specwise.collectors.urls import (
+    basic_auth_from,
+    check_bearer_token,
+    check_http_url,
+    check_timeout,
+)
 from specwise.errors import ParseError, SourceError
 
 __all__ = [
@@ -158,7 +163,7 @@ class PrometheusClient:
     ) -> None:
         self.base_url = check_http_url(base_url, what="Prometheus URL").rstrip("/")
         self.session = session
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.basic_auth = basic_auth_from(basic_auth)
         self.verify = verify
         self.cert = cert

@@ -21,7 +21,12 @@ from requests.auth import HTTPBasicAuth
 
 from specwise.collectors.exposition import parse_exposition
 from specwise.collectors.snapshot import Snapshot
-from specwise.collectors.urls import basic_auth_from, check_bearer_token, check_http_url
+from specwise.collectors.urls import (
+    basic_auth_from,
+    check_bearer_token,
+    check_http_url,
+    check_timeout,
+)
 from specwise.errors import ParseError, SourceError
 
 __all__ = [
@@ -184,7 +189,7 @@ class ScrapeSource:
             raise SourceError("No /metrics URL given; pass at least one target URL.")
         self.urls = list(urls)
         self.session = session
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.max_workers = max(1, min(max_workers, len(self.urls)))
         for url in self.urls:
             check_http_url(url, what="/metrics URL")

@@ -8,13 +8,20 @@ position of a bad character, not the character or the secret.
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from requests.auth import HTTPBasicAuth
 
 from specwise.errors import ConfigError
 
-__all__ = ["bad_token_char", "basic_auth_from", "check_bearer_token", "check_http_url"]
+__all__ = [
+    "bad_token_char",
+    "basic_auth_from",
+    "check_bearer_token",
+    "check_http_url",
+    "check_timeout",
+]
 
 
 def check_http_url(url: str, *, what: str = "URL") -> str:
@@ -30,7 +37,7 @@ def check_http_url(url: str, *, what: str = "URL") -> str:
             "http://127.0.0.1:9090",
             field="url",
         )
-    if not port_ok or any(c.isspace() for c in url):
+    if not port_ok or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
         raise ConfigError(
             f"{what} {url!r} is not a valid URL (check the port and remove spaces), e.g. "
             "http://127.0.0.1:9090",
@@ -87,3 +94,16 @@ def basic_auth_from(pair: tuple[str, str] | None) -> HTTPBasicAuth | None:
             field="basic_auth_user",
         )
     return HTTPBasicAuth(user.encode("utf-8"), password.encode("utf-8"))
+
+
+def check_timeout(seconds: float) -> float:
+    """An HTTP timeout: a finite number of seconds > 0 (requests raises on 0, NaN, < 0)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ConfigError(
+            f"timeout {seconds!r} must be a number of seconds, e.g. 5", field="timeout"
+        )
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(
+            f"timeout {seconds:g} must be a finite number of seconds > 0, e.g. 5", field="timeout"
+        )
+    return float(seconds)

@@ -10,7 +10,7 @@ import click
 
 from specwise.model import MAX_K
 
-__all__ = ["check_k_max", "estimation_options", "json_option"]
+__all__ = ["check_k_hint", "check_k_max", "estimation_options", "json_option"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -32,6 +32,16 @@ def check_k_max(ctx: click.Context, param: click.Parameter, value: int | None) -
         raise click.UsageError(
             f"--k-max {value} must be between 1 and {MAX_K} (vLLM verifies at most {MAX_K} "
             "draft tokens; k = 0, speculation off, is always priced), e.g. --k-max 8",
+            ctx=ctx,
+        )
+    return value
+
+
+def check_k_hint(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """``--k``: a deployed num_speculative_tokens, 1..MAX_K."""
+    if value is not None and not 1 <= value <= MAX_K:
+        raise click.UsageError(
+            f"--k {value} must be the deployed num_speculative_tokens, between 1 and {MAX_K}",
             ctx=ctx,
         )
     return value
@@ -73,6 +83,7 @@ def estimation_options(func: F) -> F:
             "k_hint",
             type=int,
             default=None,
+            callback=check_k_hint,
             help="Deployed k when the counters do not show it (vLLM 0.8.4; default: from "
             "counters).",
         ),

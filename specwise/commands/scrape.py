@@ -122,8 +122,8 @@ def scrape_command(targets: tuple[str, ...], timeout: float, as_json: bool) -> N
 
     URLs are scraped concurrently; a failing target is reported and the others still print.
     """
-    if timeout <= 0:
-        raise click.BadParameter(f"--timeout {timeout:g} must be > 0", param_hint="--timeout")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise click.UsageError(f"--timeout {timeout:g} must be a finite number of seconds > 0")
     now = time.time()
     snapshots: list[Snapshot] = []
     failures: list[str] = []
