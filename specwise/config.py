@@ -216,6 +216,11 @@ def _did_you_mean(word: str, allowed: set[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def _shown_key(key: str) -> str:
+    """A key as written in TOML: bare when it can be, else quoted with escapes (one line)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else repr(key)
+
+
 class _Section:
     """Reads one TOML table, naming ``[section] key`` in every error, and rejects unknown keys."""
 
@@ -230,7 +235,8 @@ class _Section:
         if unknown:
             raise ConfigError(
                 f"{'the config file' if name == 'top level' else self.label} has unknown "
-                f"{'section' if name == 'top level' else 'setting'}(s) {', '.join(unknown)}"
+                f"{'section' if name == 'top level' else 'setting'}(s) "
+                f"{', '.join(_shown_key(k) for k in unknown)}"
                 f"{_did_you_mean(unknown[0], allowed)}; known: "
                 f"{', '.join(sorted(allowed))}",
                 field=f"{name}.{unknown[0]}",
