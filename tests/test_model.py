@@ -379,3 +379,5 @@ def test_recommended_k_from_speedups_and_bad_tolerance() -> None:
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ModelInputError, match="tolerance"):
             recommended_k(0.7, 0.05, tolerance=bad)
+    with pytest.raises(ModelInputError, match="k_max = 100000000 is above"):
+        recommended_k(0.7, 0.05, k_max=100_000_000)  # bounded like optimal_k

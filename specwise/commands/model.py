@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from specwise.commands.options import json_option
+from specwise.commands.options import check_k_max, json_option
 from specwise.model import (
+    MAX_K,
     RECOMMENDED_K_TOLERANCE,
     VerifyCost,
     expected_tokens_per_verify,
@@ -125,7 +126,8 @@ Examples:
     type=int,
     default=16,
     show_default=True,
-    help="Largest k to consider.",
+    callback=check_k_max,
+    help=f"Largest k to consider, 1..{MAX_K} (vLLM verifies at most {MAX_K} draft tokens).",
 )
 @click.option(
     "--verify-slope",
@@ -161,13 +163,11 @@ def model_command(
 ) -> None:
     """Price every k for one drafter: expected tokens per verify, speedup, marginal value.
 
-        The model: E = 1 + a + ... + a^k tokens per verify; speedup = E / (k*c + v(k)); k = 0
-        is plain decoding (speedup 1). The recommended k (the smallest within --tolerance of the
+    The model: E = 1 + a + ... + a^k tokens per verify; speedup = E / (k*c + v(k)); k = 0
+    is plain decoding (speedup 1). The recommended k (the smallest within --tolerance of the
     best speedup, as the controller picks it) is marked, and the exact maximiser beside it when
     they differ; k = 0 means turn speculation off.
     """
-    if k_max < 0:
-        raise click.BadParameter(f"--k-max {k_max} must be >= 0", param_hint="--k-max")
     verify_cost: VerifyCost = verify_slope
     best = optimal_k(alpha, cost, k_max, verify_cost=verify_cost)
     rec = recommended_k(alpha, cost, tolerance=tolerance, k_max=k_max, verify_cost=verify_cost)
