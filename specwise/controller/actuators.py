@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from specwise.errors import ActuatorError, ConfigError
+from specwise.policies.off import speculative_config_for  # k = 0 lives there
 
 __all__ = [
     "ActuationResult",
@@ -61,15 +62,6 @@ class Actuator(Protocol):
     ) -> ActuationResult:
         """Apply k for a class, or raise ActuatorError naming what failed."""
         ...
-
-
-def speculative_config_for(template: Mapping[str, Any], k: int) -> dict[str, Any] | None:
-    """The ``--speculative-config`` JSON for k; None for k = 0 (start without speculation)."""
-    if k == 0:
-        return None
-    config = dict(template)
-    config["num_speculative_tokens"] = k
-    return config
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +21,23 @@ from specwise.collectors.classes import CLASS_LABEL, ClassConfig
 from specwise.collectors.deltas import sum_by_class, window_deltas
 from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
 from specwise.config import SpecwiseConfig
-from specwise.controller.actuators import (
-    ActuationResult,
-    Actuator,
-    speculative_config_for,
-    write_atomically,
-)
+from specwise.controller.actuators import ActuationResult, Actuator, write_atomically
+from specwise.controller.decide import Decision, DecisionRules, Evidence, decide
 from specwise.controller.state import (
     ClassStatus,
     ControllerState,
     PersistedClass,
-    SourceStatus,
     load_persisted,
     persisted_json,
 )
-from specwise.errors import ActuatorError, DataError, ParseError, SourceError, SpecwiseError
+from specwise.controller.tracking import SourceTrack
+from specwise.errors import ActuatorError, DataError, SpecwiseError
 from specwise.estimation.drift import DriftConfig, DriftDetector
-from specwise.estimation.estimator import Estimate, EstimatorConfig
+from specwise.estimation.estimator import EstimatorConfig
 from specwise.estimation.rolling import RollingEstimator
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
-from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
+from specwise.policies.off import deployment_config
+from specwise.policies.speedup_policy import PolicyConfig, Recommendation
 
 __all__ = ["Controller", "class_config_from"]
 
@@ -57,46 +54,6 @@ def class_config_from(config: SpecwiseConfig) -> ClassConfig:
         for c in config.classes
     )
     return ClassConfig(classes=classes, group_by=config.source.group_by)
-
-
-def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, ParseError):
-        return "parse"
-    if isinstance(exc, DataError):
-        return "data"
-    if isinstance(exc, SourceError) and exc.status_code is not None:
-        return "http"
-    return "unreachable"
-
-
-def _held_because(rec: Recommendation) -> str:
-    """The hysteresis gate's reason for holding k, when it held a different recommendation."""
-    if rec.change_allowed or rec.current_k == rec.recommended_k:
-        return ""
-    _, sep, why = rec.reason.rpartition("; hold ")
-    return f"hold {why}" if sep else ""
-
-
-class _SourceTrack:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.last_attempt: float | None = None
-        self.last_success: float | None = None
-        self.errors: Counter[str] = Counter()
-        self.last_error = ""
-
-    def ok(self, now: float) -> None:
-        self.last_attempt = self.last_success = now
-
-    def fail(self, now: float, exc: BaseException) -> None:
-        self.last_attempt = now
-        self.errors[_error_kind(exc)] += 1
-        self.last_error = str(exc)
-
-    def status(self) -> SourceStatus:
-        return SourceStatus(
-            self.name, self.last_attempt, self.last_success, dict(self.errors), self.last_error
-        )
 
 
 class Controller:
@@ -140,7 +97,7 @@ class Controller:
         )
         self._policies: dict[str, PolicyConfig] = {}
         self._last: dict[tuple[tuple[str, str], ...], Snapshot] = {}
-        self._sources: dict[str, _SourceTrack] = {}
+        self._sources: dict[str, SourceTrack] = {}
         self._seen: dict[str, float] = {}
         self._observed_k: dict[str, int] = {}
         self._drifting: dict[str, bool] = {}
@@ -182,8 +139,8 @@ class Controller:
         return True, f"ok: {len(fresh)}/{len(st.sources)} sources fresh, tick {st.ticks}"
 
     # ----------------------------------------------------------------------------- collect
-    def _track(self, name: str) -> _SourceTrack:
-        return self._sources.setdefault(name, _SourceTrack(name))
+    def _track(self, name: str) -> SourceTrack:
+        return self._sources.setdefault(name, SourceTrack(name))
 
     def _collect(self, now: float) -> list[Snapshot]:
         scrape = getattr(self.source, "scrape", None)
@@ -255,17 +212,13 @@ class Controller:
 
     def _speculative_config(self, name: str, rec: Recommendation) -> dict[str, Any] | None:
         settings = self.config.class_settings(name)
-        template: Mapping[str, Any] = settings.speculative_config if settings else {}
-        if rec.recommended_k == 0 and rec.off_mode == "schedule":
-            keep = self._observed_k.get(name) or self.config.policy.k_max
-            spec = speculative_config_for(template, keep) or {}
-            spec["num_speculative_tokens_per_batch_size"] = [[1, 1 << 20, 0]]
-            return spec
-        if rec.schedule is not None and rec.recommended_k > 0:
-            spec = speculative_config_for(template, max(e[2] for e in rec.schedule)) or {}
-            spec["num_speculative_tokens_per_batch_size"] = [list(e) for e in rec.schedule]
-            return spec
-        return speculative_config_for(template, rec.recommended_k)
+        return deployment_config(
+            settings.speculative_config if settings else {},
+            k=rec.recommended_k,
+            off_mode=rec.off_mode,
+            schedule=rec.schedule,
+            keep_k=self._observed_k.get(name) or self.config.policy.k_max,
+        )
 
     def _actuate(self, name: str, rec: Recommendation, before: HysteresisState, now: float) -> None:
         spec = self._speculative_config(name, rec)
@@ -311,52 +264,38 @@ class Controller:
         names.update(self.estimator.classes())
         return sorted(names)
 
+    def _evidence(self, name: str, now: float) -> Evidence:
+        return Evidence(
+            name=name,
+            estimate=self.estimator.estimate(name, now=now),
+            now=now,
+            last_seen=self._seen.get(name),
+            observed_k=self._observed_k.get(name),
+            gate_state=self.gate.states.get(name, HysteresisState()),
+            sources_answered=any(s.last_success == now for s in self._sources.values()),
+        )
+
+    def _rules(self, name: str) -> DecisionRules:
+        return DecisionRules(
+            policy=self._policy(name),
+            hysteresis=self.gate.config,
+            stale_after=self.config.controller.stale_after,
+        )
+
     def _decide(self, name: str, now: float) -> ClassStatus:
-        estimate: Estimate = self.estimator.estimate(name, now=now)
-        seen = self._seen.get(name)
-        stale = seen is None or now - seen > self.config.controller.stale_after
-        gate_state = self.gate.states.get(name, HysteresisState())
-        # the counters show the deployed k only while they arrive: after a restart without
-        # speculation the spec families vanish and the last k seen is history, not the truth
-        observed = self._observed_k.get(name) if seen == now else None
-        if (
-            observed is not None
-            and not stale
-            and observed != gate_state.current_k
-            and (
-                gate_state.last_change is None
-                or now - gate_state.last_change > self.config.policy.min_dwell
-            )
-        ):
-            # someone else changed k, or our change took effect: the counters are the truth
-            gate_state = dataclasses.replace(gate_state, current_k=observed)
-            self.gate.states[name] = gate_state
-        deployed = gate_state.current_k if gate_state.current_k is not None else observed
-        if stale and deployed == 0 and any(s.last_success == now for s in self._sources.values()):
-            stale = False  # off on purpose: the sources answer, they just carry no spec counters
-        rec = recommend(estimate, config=self._policy(name), current_k=deployed)
-        before = self.gate.states.get(name, HysteresisState())
-        rec = self.gate(rec, now=now)
-        hold = ""
-        if rec.change_allowed and stale:
-            self.gate.states[name] = before
-            hold = "data is stale: holding the last safe k until the source answers"
-            rec = dataclasses.replace(rec, change_allowed=False, reason=f"{rec.reason}; {hold}")
-        if rec.change_allowed:
-            self._actuate(name, rec, before, now)
+        ev = self._evidence(name, now)
+        decision = decide(ev, self._rules(name))
+        self.gate.states[name] = decision.after
+        if decision.act:
+            self._actuate(name, decision.recommendation, decision.before, now)
+        return self._status(ev, decision)
+
+    def _status(self, ev: Evidence, decision: Decision) -> ClassStatus:
+        name, estimate, rec = ev.name, ev.estimate, decision.recommendation
+        deployed = decision.deployed
         after = self.gate.states.get(name, HysteresisState())
         actuation, actuation_error = self._actuation.get(name, ("", ""))
         settings = self.config.class_settings(name)
-        reason = rec.reason
-        if deployed == 0 and estimate.ok and rec.recommended_k == 0:
-            reason = f"speculation is off (k = 0), as the last evidence says: {reason}"
-        elif deployed == 0 and not estimate.ok:
-            reason = (
-                "speculation is off (k = 0): vLLM exports no acceptance counters, so there is "
-                "nothing to re-check; re-enable on a canary to measure alpha again"
-            )
-        elif stale and seen is not None and not hold:
-            reason = f"stale: no new counters for {now - (seen or now):.0f} s; {reason}"
         surv = estimate.survival
         return ClassStatus(
             name=name,
@@ -382,12 +321,12 @@ class Controller:
             ),
             fit_ok=estimate.fit_ok if estimate.ok else None,
             drift=self._drifting.get(name, False),
-            stale=stale,
-            last_data_at=seen,
-            data_age=None if seen is None else now - seen,
-            reason=reason,
+            stale=decision.stale,
+            last_data_at=ev.last_seen,
+            data_age=None if ev.last_seen is None else ev.now - ev.last_seen,
+            reason=decision.reason,
             change_allowed=rec.change_allowed,
-            hold_reason=hold or _held_because(rec),
+            hold_reason=decision.hold,
             last_change_at=after.last_change,
             changes=self._changes[name],
             actuation=actuation,
