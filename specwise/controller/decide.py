@@ -19,6 +19,10 @@ from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recom
 __all__ = ["Decision", "DecisionRules", "Evidence", "decide", "held_because"]
 
 STALE_HOLD = "data is stale: holding the last safe k until the source answers"
+UNDECLARED_HOLD = (
+    "not declared in [[classes]]: observed, estimated and reported, never actuated "
+    "(its drafter cost and speculative config are unknown; declare it to steer it)"
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Evidence:
     sources_answered: bool
     drifting: bool = False
     schedule_off: bool = False
+    declared: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,12 @@ def decide(ev: Evidence, rules: DecisionRules) -> Decision:
     rec = recommend(estimate, config=rules.policy, current_k=deployed)
     rec, after = gate(rec, before, now=now, config=rules.hysteresis)
     hold = ""
-    if rec.change_allowed and stale:
-        after = before
+    if not ev.declared:
+        hold = UNDECLARED_HOLD
+    elif rec.change_allowed and stale:
         hold = STALE_HOLD
+    if hold:
+        after = before
         rec = dataclasses.replace(rec, change_allowed=False, reason=f"{rec.reason}; {hold}")
     reason = off_reason(
         rec.reason, deployed=deployed, evidence=estimate.ok, recommended_k=rec.recommended_k

@@ -273,6 +273,7 @@ class Controller:
             observed_k=self._observed_k.get(name),
             gate_state=self.gate.states.get(name, HysteresisState()),
             sources_answered=any(s.last_success == now for s in self._sources.values()),
+            declared=self.config.class_settings(name) is not None,
         )
 
     def _rules(self, name: str) -> DecisionRules:
@@ -299,6 +300,7 @@ class Controller:
         surv = estimate.survival
         return ClassStatus(
             name=name,
+            declared=ev.declared,
             cost=settings.cost if settings else self._policy(name).cost,
             deployed_k=after.current_k if after.current_k is not None else deployed,
             # with no evidence and no known deployed k there is nothing to recommend

@@ -59,6 +59,8 @@ class ClassStatus:
     speculative_config: Mapping[str, Any] | None = None
     schedule: tuple[tuple[int, int, int], ...] = ()
     notes: tuple[str, ...] = ()
+    #: False for a class discovered from labels, not in ``[[classes]]``: never actuated
+    declared: bool = True
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

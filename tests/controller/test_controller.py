@@ -22,7 +22,7 @@ from specwise.controller.exporter import ExporterServer, controller_registry, ma
 from specwise.controller.loop import Controller, class_config_from
 from specwise.model import optimal_k
 from specwise.sim.fleet import FileWatcher, SimFleet, SimServer
-from specwise.sim.scenarios import ClassScenario, Scenario, get_scenario, iid, step
+from specwise.sim.scenarios import ClassScenario, Scenario, const, get_scenario, iid, step
 
 try:
     from tests.servers import FaultResponse, FaultServer
@@ -532,3 +532,77 @@ def test_turning_speculation_off_restarts_once() -> None:
     assert status.deployed_k == 0
     assert not status.stale  # off on purpose, and the source answers
     assert "speculation is off" in status.reason
+
+
+class RecordingActuator:
+    """Fault injection: records every call instead of deploying (kind "file": applies)."""
+
+    kind = "file"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, Any]] = []
+
+    def apply(
+        self,
+        class_name: str,
+        k: int,
+        *,
+        speculative_config: Any,
+        reason: str,
+        now: float,
+    ) -> Any:
+        from specwise.controller.actuators import ActuationResult
+
+        self.calls.append((class_name, k, speculative_config))
+        return ActuationResult(class_name, k, True, now, "recorded")
+
+
+def test_undeclared_classes_are_observed_and_reported_never_actuated(tmp_path: Path) -> None:
+    """A served engine `stray` (cost 0.4 in truth, so k = 1 at the invented 0.05 would lose)
+    that [[classes]] does not declare: estimated, exported and reported, never actuated."""
+    clock = Clock()
+    scenario = Scenario(
+        "t",
+        "t",
+        3600,
+        (
+            ClassScenario("code", iid(const(0.82)), 0.05, 3),
+            ClassScenario("stray", iid(const(0.3)), 0.4, 6),
+        ),
+    )
+    fleet = SimFleet(scenario, clock=clock, seed=5, restart_delay=60)
+    declared = Scenario("t", "t", 3600, scenario.classes[:1])
+    out = tmp_path / "out"
+    recorder = RecordingActuator()
+    with SimServer(fleet) as server, requests.Session() as session:
+        controller = controller_for(
+            server,
+            clock,
+            declared,
+            session,
+            actuator=recorder,
+            overrides={"policy": {"min_dwell": "1m", "max_changes_per_hour": 10}},
+        )
+        run_ticks(controller, clock, 15)
+        files = controller_for(server, clock, declared, session, actuator=FileActuator(out))
+        run_ticks(files, clock, 15)
+    assert recorder.calls, "the declared class was steered"
+    assert {name for name, _, _ in recorder.calls} == {"code"}
+    assert not (out / "stray.json").exists()
+    by_name = {c.name: c for c in controller.state().classes}
+    stray = by_name["stray"]
+    assert stray.declared is False
+    assert stray.alpha == pytest.approx(0.3, abs=0.02)  # estimated and reported
+    assert stray.recommended_k != stray.deployed_k  # at the default cost it would change k
+    assert stray.deployed_k == 6
+    assert "never actuated" in stray.hold_reason
+    assert by_name["code"].declared is True
+    row = next(c for c in controller.state().to_json()["classes"] if c["class"] == "stray")
+    assert row["declared"] is False
+    assert "never actuated" in row["hold_reason"]
+    from specwise.commands.status import format_status
+
+    table = format_status(controller.state())
+    assert "stray (undeclared)" in table
+    registry = controller_registry(controller.state)
+    assert registry.get_sample_value("specwise_alpha_ratio", {"class": "stray"}) is not None
