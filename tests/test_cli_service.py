@@ -148,3 +148,36 @@ def test_run_once_fails_when_no_source_answers(
     assert errors[0].startswith(
         "Error: no source answered (http://127.0.0.1:1/metrics: Cannot reach"
     )
+
+
+def test_run_once_never_actuates_unless_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --once` is a smoke check: with a file actuator configured it proposes and
+    writes nothing; `--once --apply` applies through the configured actuator."""
+    fleet = SimFleet(get_scenario("demo"), clock=time.time, seed=1)
+    out = tmp_path / "configs"
+    with SimServer(fleet) as server:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # let some drafts accumulate
+            fleet.advance(time.time())
+            if fleet.engines_of("summarize")[0].drafts >= 50:
+                break
+            time.sleep(0.05)
+        config = tmp_path / "c.toml"
+        urls = ", ".join(f'"{u}"' for u in server.urls)
+        config.write_text(
+            f'[source]\nurls = [{urls}]\n[estimator]\nmin_drafts = 20\n[actuator]\nkind = "file"\n'
+            f'dir = "{out}"\n[[classes]]\nname = "summarize"\ncost = 0.4\nk = 3\n'
+        )
+        assert main(["run", "--config", str(config), "--once", "--json"]) == 0
+        dry = json.loads(capsys.readouterr().out)
+        assert not out.exists() or not list(out.iterdir())
+        assert dry["actuator"] == "dry-run"
+        summarize = next(c for c in dry["classes"] if c["class"] == "summarize")
+        assert summarize["recommended_k"] == 0
+        assert summarize["deployed_k"] == 3
+        assert main(["run", "--config", str(config), "--once", "--apply", "--json"]) == 0
+        applied = json.loads(capsys.readouterr().out)
+    assert applied["actuator"] == "file"
+    assert json.loads((out / "summarize.json").read_text())["speculative_config"] is None

@@ -166,13 +166,26 @@ class Controller:
         track.ok(now)
         return got
 
+    def _fresh_at_first_sight(self, snap: Snapshot, now: float) -> bool:
+        """Whether a series' first counters are a window's worth of fresh evidence.
+
+        Direct scrape reads counters since the engine started: evidence only when it started
+        within the estimation window; otherwise the first tick is a baseline, so a fresh
+        controller never prices k from an engine's lifetime counters.
+        """
+        if snap.process_start_time is not None:
+            return now - snap.process_start_time <= self.config.estimator.window
+        return not callable(getattr(self.source, "scrape", None))
+
     def _deltas(self, snapshots: Sequence[Snapshot], now: float) -> list[CounterDelta]:
         out: list[CounterDelta] = []
         for snap in snapshots:
             prev = self._last.get(snap.key)
-            if prev is None:
-                # first sight (controller start, new engine): the counters since the
-                # engine started are evidence nobody counted yet
+            if prev is None and not self._fresh_at_first_sight(snap, now):
+                prev = snap  # a baseline: counters older than a window are history, not evidence
+            elif prev is None:
+                # first sight of counters that span at most one window (an engine started
+                # within it, or a windowed source): evidence nobody counted yet
                 prev = dataclasses.replace(
                     snap,
                     timestamp=snap.process_start_time or now - self.config.estimator.window,

@@ -255,8 +255,10 @@ def test_garbage_and_bad_counters_never_stop_the_loop(fault_server: FaultServer)
     assert errors.get("data", 0) == 1  # accepted > draft tokens
     counts = controller.estimator.window_counts("tiny-llama", now=clock.t)
     assert counts is not None
-    assert counts.drafts == 416  # the second page's totals: nothing lost, nothing twice
-    assert counts.accepted == 887
+    # the first page is a baseline (an engine's lifetime counters are history, not fresh
+    # evidence); the second page minus the first: nothing lost, nothing twice
+    assert counts.drafts == 416 - 210
+    assert counts.accepted == 887 - 449
     (cls,) = state.classes
     assert cls.alpha is not None
     assert cls.deployed_k == 4
@@ -606,3 +608,37 @@ def test_undeclared_classes_are_observed_and_reported_never_actuated(tmp_path: P
     assert "stray (undeclared)" in table
     registry = controller_registry(controller.state)
     assert registry.get_sample_value("specwise_alpha_ratio", {"class": "stray"}) is not None
+
+
+def test_fresh_controller_does_not_price_k_from_lifetime_counters() -> None:
+    """An engine up for 6 h at alpha 0.3 whose drafter now accepts 0.82: a fresh controller
+    (no state file) takes its first page as a baseline, acts on nothing at start-up, and
+    prices k from fresh deltas only."""
+    clock = Clock()
+    six_hours = 6 * 3600.0
+    scenario = Scenario(
+        "t", "t", 2 * six_hours, (ClassScenario("code", iid(step(0.3, 0.82, six_hours)), 0.05, 3),)
+    )
+    fleet = SimFleet(scenario, clock=clock, seed=4, restart_delay=60)
+    clock.t += six_hours
+    fleet.advance(clock.t)
+    recorder = RecordingActuator()
+    with SimServer(fleet) as server, requests.Session() as session:
+        controller = controller_for(
+            server,
+            clock,
+            scenario,
+            session,
+            actuator=recorder,
+            overrides={"policy": {"min_dwell": "1m"}},
+        )
+        run_ticks(controller, clock, 1)
+        (first,) = controller.state().classes
+        assert recorder.calls == []  # no change at start-up
+        assert first.alpha is None  # the lifetime counters are a baseline, not evidence
+        assert first.deployed_k == 3
+        run_ticks(controller, clock, 5)
+    (code,) = controller.state().classes
+    assert code.alpha == pytest.approx(0.82, abs=0.02)  # fresh evidence only, not ~0.3
+    assert recorder.calls
+    assert all(k >= 5 for _, k, _ in recorder.calls)
