@@ -115,7 +115,7 @@ def decide(ev: Evidence, rules: DecisionRules) -> Decision:
     if stale and deployed == 0 and ev.sources_answered:
         stale = False  # off on purpose: the sources answer, they just carry no spec counters
     rec = recommend(estimate, config=rules.policy, current_k=deployed)
-    rec, after = gate(rec, before, now=now, config=rules.hysteresis)
+    rec, after = gate(rec, before, now=now, config=rules.hysteresis, drifting=ev.drifting)
     hold = ""
     if not ev.declared:
         hold = UNDECLARED_HOLD

@@ -287,6 +287,7 @@ class Controller:
             gate_state=self.gate.states.get(name, HysteresisState()),
             sources_answered=any(s.last_success == now for s in self._sources.values()),
             declared=self.config.class_settings(name) is not None,
+            drifting=self._drifting.get(name, False),
         )
 
     def _rules(self, name: str) -> DecisionRules:

@@ -642,3 +642,35 @@ def test_fresh_controller_does_not_price_k_from_lifetime_counters() -> None:
     assert code.alpha == pytest.approx(0.82, abs=0.02)  # fresh evidence only, not ~0.3
     assert recorder.calls
     assert all(k >= 5 for _, k, _ in recorder.calls)
+
+
+def test_no_change_while_alpha_is_drifting(tmp_path: Path) -> None:
+    """The README's promise: the hysteresis gate holds k while the drift detector says alpha
+    is drifting (chat's drafter breaks at minute 40: 0.7 -> 0.3)."""
+    clock = Clock()
+    scenario = Scenario(
+        "t", "t", 7200, (ClassScenario("chat", iid(step(0.7, 0.3, 40 * 60)), 0.05, 5),)
+    )
+    fleet = SimFleet(scenario, clock=clock, seed=7, restart_delay=60)
+    out = tmp_path / "out"
+    watcher = FileWatcher(fleet, out)
+    seen: list[Any] = []
+    with SimServer(fleet) as server, requests.Session() as session:
+        controller = controller_for(
+            server,
+            clock,
+            scenario,
+            session,
+            actuator=FileActuator(out),
+            overrides={"policy": {"min_dwell": "1m", "max_changes_per_hour": 30}},
+        )
+        for _ in range(90):
+            clock.t += 60
+            (status,) = controller.step().classes
+            seen.append(status)
+            watcher.poll()
+    assert [s.changes for s in seen if s.drift and s.change_allowed] == []
+    held = [s for s in seen if s.drift and s.recommended_k != s.deployed_k]
+    assert held, "the step change was flagged while k still had to move"
+    assert all("drifting" in s.hold_reason for s in held)
+    assert fleet.deployed_k("chat") <= 2  # and k follows once the drift has settled
