@@ -83,6 +83,7 @@ def run_command(
         level=logging.INFO if verbose else (logging.ERROR if once else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("specwise.changes").setLevel(logging.INFO)  # one line per applied change
     config = load_config(config_path)
     with requests.Session() as session:
         controller = build_controller(config, session=session, dry_run=once and not apply)

@@ -48,6 +48,11 @@ def format_status(state: ControllerState, *, width: int | None = None) -> str:
         flag = (" (stale)" if c.stale else "") + ("" if c.declared else " (undeclared)")
         why = c.reason if len(c.reason) <= width else c.reason[: width - 3] + "..."
         rows.append([c.name + flag, _alpha(c), k_text(c), speedup_text(c), why])
-    return format_table(
+    table = format_table(
         ["class", "alpha [95% interval]", "k (now -> rec.)", "speedup", "why"], rows
     )
+    applied = sum(c.changes for c in state.classes)
+    proposed = sum(c.proposals for c in state.classes)
+    if not applied and not proposed:
+        return table
+    return f"{table}\nactuator {state.actuator}: {applied} change(s) applied, {proposed} proposed"

@@ -49,6 +49,7 @@ METRIC_NAMES = (
     "specwise_data_age_seconds",
     "specwise_class_last_data_timestamp_seconds",
     "specwise_changes_total",
+    "specwise_proposals_total",
     "specwise_source_up",
     "specwise_source_last_success_timestamp_seconds",
     "specwise_source_errors_total",
@@ -106,7 +107,12 @@ class ControllerCollector(Collector):
             "Unix time of the class's last new counters.",
         )
         changes = CounterMetricFamily(
-            "specwise_changes", "k changes applied (or proposed, in dry-run).", labels=cls
+            "specwise_changes", "k changes applied (file written, command run).", labels=cls
+        )
+        proposals = CounterMetricFamily(
+            "specwise_proposals",
+            "k changes proposed by the dry-run actuator (nothing deployed).",
+            labels=cls,
         )
         for c in st.classes:
             v = [c.name]
@@ -140,8 +146,9 @@ class ControllerCollector(Collector):
             if c.last_data_at is not None:
                 last.add_metric(v, c.last_data_at)
             changes.add_metric(v, c.changes)
+            proposals.add_metric(v, c.proposals)
         yield from (alpha, low, high, mal, surv, drafts, deployed, recommended, speed)
-        yield from (paying, fit, drift, stale, age, last, changes)
+        yield from (paying, fit, drift, stale, age, last, changes, proposals)
 
         up = gauge("specwise_source_up", "1 when the source answered on the last tick.", ["source"])
         ok_at = gauge(

@@ -36,12 +36,14 @@ from specwise.estimation.drift import DriftConfig, DriftDetector
 from specwise.estimation.estimator import EstimatorConfig
 from specwise.estimation.rolling import RollingEstimator
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
-from specwise.policies.off import deployment_config
+from specwise.policies.off import deployment_config, is_schedule_off
 from specwise.policies.speedup_policy import PolicyConfig, Recommendation
 
 __all__ = ["Controller", "class_config_from"]
 
 log = logging.getLogger("specwise.controller")
+#: one line per applied change (file written, command run); ``specwise run`` shows it at INFO
+changes_log = logging.getLogger("specwise.changes")
 AlertSink = Callable[[ControllerState, float], None]
 
 
@@ -102,7 +104,11 @@ class Controller:
         self._observed_k: dict[str, int] = {}
         self._drifting: dict[str, bool] = {}
         self._actuation: dict[str, tuple[str, str]] = {}
-        self._changes: Counter[str] = Counter()
+        self._changes: Counter[str] = Counter()  # applied
+        self._proposals: Counter[str] = Counter()  # dry-run: proposed, nothing deployed
+        self._last_proposal: dict[str, float] = {}
+        # k = 0 applied as a schedule entry: (the kept num_speculative_tokens, when)
+        self._schedule_off: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._started = clock()
         self._ticks = 0
@@ -165,6 +171,18 @@ class Controller:
             return []
         track.ok(now)
         return got
+
+    def _check_schedule_off(self, name: str, delta: CounterDelta) -> None:
+        """Forget a schedule-form k = 0 once the counters show another config: another k,
+        or drafts a dwell after the change (someone turned speculation back on)."""
+        off = self._schedule_off.get(name)
+        if off is None:
+            return
+        keep, at = off
+        if (delta.k is not None and delta.k != keep) or (
+            delta.draft_tokens > 0 and delta.start >= at + self.config.policy.min_dwell
+        ):
+            del self._schedule_off[name]
 
     def _fresh_at_first_sight(self, snap: Snapshot, now: float) -> bool:
         """Whether a series' first counters are a window's worth of fresh evidence.
@@ -234,6 +252,7 @@ class Controller:
         )
 
     def _actuate(self, name: str, rec: Recommendation, before: HysteresisState, now: float) -> None:
+        """The one call into the actuator; what it did is recorded by ``_record``."""
         spec = self._speculative_config(name, rec)
         try:
             result: ActuationResult = self.actuator.apply(
@@ -244,20 +263,48 @@ class Controller:
             self._actuation[name] = ("", str(exc))
             log.error("actuator failed for class %s: %s", name, exc)
             return
+        self._record(name, rec, spec, before, result)
+
+    def _record(
+        self,
+        name: str,
+        rec: Recommendation,
+        spec: dict[str, Any] | None,
+        before: HysteresisState,
+        result: ActuationResult,
+    ) -> None:
+        """Bookkeeping of one actuation: applied changes and dry-run proposals apart."""
         if not result.applied and self.actuator.kind != "dry-run":
             self.gate.states[name] = before  # rate-limited: try again later
             self._actuation[name] = (result.detail, "")
             return
-        if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
-            after = self.gate.states.get(name, HysteresisState())
-            self.gate.states[name] = dataclasses.replace(after, current_k=before.current_k)
-        self._changes[name] += 1
         detail = result.detail
         if result.exit_status is not None:
             last_line = result.output.strip().splitlines()[-1:] or [""]
             detail += f" (exit {result.exit_status}){': ' + last_line[0] if last_line[0] else ''}"
         self._actuation[name] = (detail, "")
-        log.info("class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason)
+        after = self.gate.states.get(name, HysteresisState())
+        if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
+            self.gate.states[name] = dataclasses.replace(
+                after, current_k=before.current_k, proposed=True
+            )
+            self._proposals[name] += 1
+            self._last_proposal[name] = result.at
+            log.info("class %s: proposed k -> %d: %s", name, rec.recommended_k, rec.reason)
+        else:
+            self._changes[name] += 1
+            if is_schedule_off(spec) and spec is not None:
+                self._schedule_off[name] = (int(spec["num_speculative_tokens"]), result.at)
+            else:
+                self._schedule_off.pop(name, None)
+            changes_log.info(
+                "class %s: applied k = %d (%s); was k = %s: %s",
+                name,
+                rec.recommended_k,
+                detail,
+                "?" if before.current_k is None else before.current_k,
+                rec.reason,
+            )
         self._persist()
 
     def _persist(self) -> None:
@@ -288,6 +335,7 @@ class Controller:
             sources_answered=any(s.last_success == now for s in self._sources.values()),
             declared=self.config.class_settings(name) is not None,
             drifting=self._drifting.get(name, False),
+            schedule_off=name in self._schedule_off,
         )
 
     def _rules(self, name: str) -> DecisionRules:
@@ -343,8 +391,10 @@ class Controller:
             reason=decision.reason,
             change_allowed=rec.change_allowed,
             hold_reason=decision.hold,
-            last_change_at=after.last_change,
+            last_change_at=None if after.proposed else after.last_change,
             changes=self._changes[name],
+            proposals=self._proposals[name],
+            last_proposal_at=self._last_proposal.get(name),
             actuation=actuation,
             actuation_error=actuation_error,
             speculative_config=self._speculative_config(name, rec) if rec.recommended_k else None,
@@ -362,6 +412,7 @@ class Controller:
             self._seen[name] = t
             if delta.k is not None:
                 self._observed_k[name] = delta.k
+            self._check_schedule_off(name, delta)
             if delta.draft_tokens <= 0 and not delta.drafts:
                 continue
             try:

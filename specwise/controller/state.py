@@ -53,7 +53,7 @@ class ClassStatus:
     change_allowed: bool = False
     hold_reason: str = ""
     last_change_at: float | None = None
-    changes: int = 0
+    changes: int = 0  # applied (file written, command run)
     actuation: str = ""
     actuation_error: str = ""
     speculative_config: Mapping[str, Any] | None = None
@@ -61,6 +61,9 @@ class ClassStatus:
     notes: tuple[str, ...] = ()
     #: False for a class discovered from labels, not in ``[[classes]]``: never actuated
     declared: bool = True
+    #: dry-run proposals (nothing deployed), counted apart from ``changes``
+    proposals: int = 0
+    last_proposal_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -121,9 +121,19 @@ def test_estimates_and_recommendations_match_the_truth(
     assert not code.stale
     assert all(s.up for s in state.sources)
     assert len(code.survival) == 3  # the deployed k's positions, measured
-    # dry run: the change is proposed (counted) but the fleet keeps its k
-    assert code.changes == 1
+    # dry run: the change is proposed (counted as a proposal, not a change); the fleet
+    # keeps its k
+    assert code.changes == 0
+    assert code.proposals == 1
+    assert code.last_change_at is None
+    assert code.last_proposal_at is not None
+    assert "last proposal (dry-run)" in code.hold_reason or code.change_allowed
     assert fleet.deployed_k("code") == 3
+    registry = controller_registry(controller.state)
+    assert registry.get_sample_value("specwise_changes_total", {"class": "code"}) == 0
+    assert registry.get_sample_value("specwise_proposals_total", {"class": "code"}) == 1
+    row = next(c for c in state.to_json()["classes"] if c["class"] == "code")
+    assert (row["changes"], row["proposals"]) == (0, 1)
 
 
 def test_closed_loop_applies_k_and_does_not_flap(
@@ -360,7 +370,12 @@ def test_exporter_serves_metrics_health_and_recommendations(
 
 
 def test_run_stops_cleanly_on_sigterm_and_leaves_only_whole_files(tmp_path: Path) -> None:
-    """`specwise run` as a real process: SIGTERM mid-run exits 0, every file is whole JSON."""
+    """`specwise run` as a real process: SIGTERM mid-run exits 0, every file is whole JSON.
+
+    Deterministic on a busy machine: it waits (bounded) for both declared classes' files,
+    not for a fixed time; stdout and stderr go to files, so a slow reader can never block
+    the controller on a full pipe; the fleet's undeclared class (chat) is never actuated.
+    """
     import signal
     import subprocess
     import sys
@@ -368,6 +383,7 @@ def test_run_stops_cleanly_on_sigterm_and_leaves_only_whole_files(tmp_path: Path
 
     fleet = SimFleet(get_scenario("demo"), clock=time.time, seed=3, restart_delay=1)
     out = tmp_path / "configs"
+    expected = ["code.json", "summarize.json"]
     with SimServer(fleet) as server:
         config = tmp_path / "specwise.toml"
         urls = ", ".join(f'"{u}"' for u in server.urls)
@@ -397,35 +413,47 @@ cost = 0.4
 k = 3
 """
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "specwise", "run", "--config", str(config), "--nl"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not list(out.glob("*.json")):
-                time.sleep(0.05)
-            assert list(out.glob("*.json")), "the controller wrote no recommendation"
-            time.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
-            stdout, stderr = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+        stdout_path, stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+        with stdout_path.open("w") as out_f, stderr_path.open("w") as err_f:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "specwise", "run", "--config", str(config), "--nl"],
+                stdout=out_f,
+                stderr=err_f,
+                text=True,
+            )
+            try:
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and proc.poll() is None:
+                    if all((out / name).exists() for name in expected):
+                        break
+                    time.sleep(0.05)
+                written = sorted(p.name for p in out.glob("*.json"))
+                assert written == expected, stderr_path.read_text()[-2000:]
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+    stdout, stderr = stdout_path.read_text(), stderr_path.read_text()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     assert lines, "one JSON line per tick"
     assert {c["class"] for c in lines[-1]["classes"]} >= {"code", "summarize"}
+    chat = next(c for c in lines[-1]["classes"] if c["class"] == "chat")
+    assert chat["declared"] is False
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["code.json", "summarize.json"]  # no temporary file left behind
+    assert names == expected  # no temporary file, no file for the undeclared class
     for path in out.iterdir():
         data = json.loads(path.read_text())
         assert data["class"] in {"code", "summarize"}
     assert json.loads((out / "summarize.json").read_text())["speculative_config"] is None
+    # each applied change logs one line at the default level (no -v)
+    applied = [line for line in stderr.splitlines() if "applied k =" in line]
+    assert any("class summarize: applied k = 0" in line for line in applied), stderr[-2000:]
+    assert any("class code: applied k = " in line for line in applied)
+    assert len(applied) == sum(c["changes"] for c in lines[-1]["classes"])
 
 
 def test_command_actuator_failure_is_reported_and_retried(
@@ -674,3 +702,62 @@ def test_no_change_while_alpha_is_drifting(tmp_path: Path) -> None:
     assert held, "the step change was flagged while k still had to move"
     assert all("drifting" in s.hold_reason for s in held)
     assert fleet.deployed_k("chat") <= 2  # and k follows once the drift has settled
+
+
+def test_schedule_off_is_read_back_as_k_zero() -> None:
+    """off_mode = "schedule": after k -> 0 through a schedule entry the engine still exports
+    its 3 positions (all idle); past min_dwell the controller must not read k = 3 back and
+    re-apply k = 0."""
+    from specwise.collectors.snapshot import Snapshot
+
+    class ScheduledEngine:
+        """Fault injection: a served engine whose config a schedule entry turns off."""
+
+        def __init__(self) -> None:
+            self.off = False
+            self.drafts = 0.0
+            self.last: float | None = None
+
+        def collect(self, now: float) -> list[Snapshot]:
+            if not self.off and self.last is not None:
+                self.drafts += 10.0 * (now - self.last)
+            self.last = now
+            d = self.drafts
+            per_pos = (d * 0.3, d * 0.09, d * 0.027)
+            labels = {"engine": "0", "instance": "v:8000", "model_name": "tiny"}
+            return [
+                Snapshot(labels, now, d, 3 * d, sum(per_pos), per_pos, 3, process_start_time=0.0)
+            ]
+
+    engine = ScheduledEngine()
+    recorder = RecordingActuator()
+    config = parse_config(
+        {
+            "controller": {"stale_after": "10m"},
+            "source": {"urls": ["http://127.0.0.1:8000/metrics"]},
+            "estimator": {"min_drafts": 100},
+            "policy": {"min_dwell": "2m", "max_changes_per_hour": 10, "off_mode": "schedule"},
+            "classes": [
+                {"name": "tiny", "cost": 0.4, "speculative_config": {"method": "draft_model"}}
+            ],
+        }
+    )
+    controller = Controller(config, source=engine, actuator=recorder, clock=lambda: 0.0)
+    t = 1_800_000_000.0
+    for _ in range(3):
+        t += 60
+        controller.step(t)
+        if recorder.calls:
+            engine.off = True  # the deploy tool applied the schedule: no more drafts
+    assert len(recorder.calls) == 1
+    (name, k, spec) = recorder.calls[0]
+    assert (name, k) == ("tiny", 0)
+    assert spec["num_speculative_tokens"] == 3
+    assert spec["num_speculative_tokens_per_batch_size"] == [[1, 1 << 20, 0]]
+    for _ in range(30):  # 30 minutes, well past min_dwell
+        t += 60
+        controller.step(t)
+    assert len(recorder.calls) == 1, "k = 0 was applied again"
+    (status,) = controller.state().classes
+    assert status.deployed_k == 0
+    assert "keep k = 3" not in status.reason
