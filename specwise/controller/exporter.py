@@ -54,6 +54,7 @@ METRIC_NAMES = (
     "specwise_source_last_success_timestamp_seconds",
     "specwise_source_errors_total",
     "specwise_ticks_total",
+    "specwise_controller_errors_total",
     "specwise_last_tick_timestamp_seconds",
 )
 
@@ -171,6 +172,14 @@ class ControllerCollector(Collector):
         ticks = CounterMetricFamily("specwise_ticks", "Controller ticks run.")
         ticks.add_metric([], st.ticks)
         yield ticks
+        internal = CounterMetricFamily(
+            "specwise_controller_errors",
+            "The controller's own failures by kind (internal, actuator); k is held.",
+            labels=["kind"],
+        )
+        for kind in ("internal", "actuator"):
+            internal.add_metric([kind], st.errors.get(kind, 0))
+        yield internal
         if st.updated_at is not None:
             tick_at = GaugeMetricFamily(
                 "specwise_last_tick_timestamp_seconds", "Unix time of the last controller tick."

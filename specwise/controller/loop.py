@@ -105,6 +105,8 @@ class Controller:
         self._drifting: dict[str, bool] = {}
         self._actuation: dict[str, tuple[str, str]] = {}
         self._changes: Counter[str] = Counter()  # applied
+        self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
+        self._last_error = ""
         self._proposals: Counter[str] = Counter()  # dry-run: proposed, nothing deployed
         self._last_proposal: dict[str, float] = {}
         # k = 0 applied as a schedule entry: (the kept num_speculative_tokens, when)
@@ -152,7 +154,14 @@ class Controller:
         scrape = getattr(self.source, "scrape", None)
         if callable(scrape):  # direct scrape: one status per target
             snaps: list[Snapshot] = []
-            for result in scrape(now):
+            try:
+                results = list(scrape(now))
+            except Exception as exc:  # one no layer mapped: every target failed this tick
+                for url in self.config.source.urls or ("scrape",):
+                    self._track(url).fail(now, exc)
+                log.warning("scrape failed: %r", exc)
+                return []
+            for result in results:
                 track = self._track(result.target)
                 if result.error is None:
                     track.ok(now)
@@ -165,9 +174,9 @@ class Controller:
         track = self._track(name)
         try:
             got = list(self.source.collect(now))
-        except SpecwiseError as exc:
+        except Exception as exc:  # a SpecwiseError, or one no layer mapped (a source error too)
             track.fail(now, exc)
-            log.warning("source %s: %s", name, exc)
+            log.warning("source %s: %s", name, exc if isinstance(exc, SpecwiseError) else repr(exc))
             return []
         track.ok(now)
         return got
@@ -258,9 +267,11 @@ class Controller:
             result: ActuationResult = self.actuator.apply(
                 name, rec.recommended_k, speculative_config=spec, reason=rec.reason, now=now
             )
-        except ActuatorError as exc:
+        except Exception as exc:  # ActuatorError, or a failure the actuator did not map
             self.gate.states[name] = before  # not applied: retry on a later tick
-            self._actuation[name] = ("", str(exc))
+            self._actuation[name] = ("", str(exc) or type(exc).__name__)
+            if not isinstance(exc, ActuatorError):
+                self._errors["actuator"] += 1
             log.error("actuator failed for class %s: %s", name, exc)
             return
         self._record(name, rec, spec, before, result)
@@ -403,10 +414,7 @@ class Controller:
         )
 
     # ----------------------------------------------------------------------------- tick
-    def step(self, now: float | None = None) -> ControllerState:
-        """One tick; never raises for a source, data or actuator failure."""
-        t = self.clock() if now is None else now
-        snapshots = self._collect(t)
+    def _ingest(self, snapshots: Sequence[Snapshot], t: float) -> None:
         for delta in sum_by_class(self._deltas(snapshots, t), self.classes):
             name = delta.labels.get(CLASS_LABEL, "")
             self._seen[name] = t
@@ -428,15 +436,40 @@ class Controller:
                 log.warning("class %s: %s", name, exc)
                 continue
             self._drifting[name] = status.drifting
-        statuses = tuple(self._decide(name, t) for name in self._class_names())
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        """A failure no layer mapped (a bug, a library error): counted, exported, logged."""
+        self._errors["internal"] += 1
+        self._last_error = f"{where}: {type(exc).__name__}: {exc}"
+        log.error("%s failed (%s: %s); holding the last k", where, type(exc).__name__, exc)
+        log.debug("traceback of the failure", exc_info=exc)
+
+    def step(self, now: float | None = None) -> ControllerState:
+        """One tick; never raises: any failure is recorded and exported, and k is held."""
+        t = self.clock() if now is None else now
+        try:
+            self._ingest(self._collect(t), t)
+        except Exception as exc:  # the tick goes on: decisions on what the estimator holds
+            self._internal_error("collecting counters", exc)
+        previous = {c.name: c for c in self.state().classes}
+        statuses: list[ClassStatus] = []
+        for name in self._class_names():
+            try:
+                statuses.append(self._decide(name, t))
+            except Exception as exc:
+                self._internal_error(f"deciding class {name!r}", exc)
+                if name in previous:
+                    statuses.append(previous[name])
         self._ticks += 1
         state = ControllerState(
             started_at=self._started,
             updated_at=t,
             ticks=self._ticks,
-            classes=statuses,
+            classes=tuple(statuses),
             sources=tuple(s.status() for s in self._sources.values()),
             actuator=self.actuator.kind,
+            errors=dict(self._errors),
+            last_error=self._last_error,
         )
         with self._lock:
             self._state = state
@@ -445,6 +478,8 @@ class Controller:
                 self.alert_sink(state, t)
             except SpecwiseError as exc:
                 log.error("alert delivery failed: %s", exc)
+            except Exception as exc:
+                self._internal_error("alert delivery", exc)
         return state
 
     def run(

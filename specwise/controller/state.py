@@ -97,6 +97,10 @@ class ControllerState:
     classes: tuple[ClassStatus, ...] = ()
     sources: tuple[SourceStatus, ...] = ()
     actuator: str = "dry-run"
+    #: the controller's own failures by kind ("internal": a tick step failed; "actuator":
+    #: an actuator raised an unmapped error), exported as specwise_controller_errors_total
+    errors: Mapping[str, int] = field(default_factory=dict)
+    last_error: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +108,8 @@ class ControllerState:
             "updated_at": self.updated_at,
             "ticks": self.ticks,
             "actuator": self.actuator,
+            "errors": dict(self.errors),
+            "last_error": self.last_error,
             "classes": [c.to_json() for c in self.classes],
             "sources": [
                 {

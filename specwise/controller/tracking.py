@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from specwise.controller.state import SourceStatus
-from specwise.errors import DataError, ParseError, SourceError
+from specwise.errors import DataError, ParseError, SourceError, SpecwiseError
 
 __all__ = ["SourceTrack", "error_kind"]
 
@@ -18,6 +18,8 @@ def error_kind(exc: BaseException) -> str:
         return "data"
     if isinstance(exc, SourceError) and exc.status_code is not None:
         return "http"
+    if not isinstance(exc, SpecwiseError):
+        return "internal"  # a failure no layer mapped (e.g. a header requests cannot encode)
     return "unreachable"
 
 
@@ -37,7 +39,7 @@ class SourceTrack:
     def fail(self, now: float, exc: BaseException) -> None:
         self.last_attempt = now
         self.errors[error_kind(exc)] += 1
-        self.last_error = str(exc)
+        self.last_error = str(exc) if isinstance(exc, SpecwiseError) else repr(exc)
 
     def status(self) -> SourceStatus:
         return SourceStatus(

@@ -761,3 +761,88 @@ def test_schedule_off_is_read_back_as_k_zero() -> None:
     (status,) = controller.state().classes
     assert status.deployed_k == 0
     assert "keep k = 3" not in status.reason
+
+
+def test_every_failure_in_a_tick_is_exported_from_the_first_tick(
+    fault_server: FaultServer,
+) -> None:
+    """A bearer token requests cannot encode (UnicodeEncodeError inside requests), a source
+    raising an unmapped error, an actuator raising one: no tick raises, /healthz leaves
+    "starting", and specwise_source_up and specwise_last_tick_timestamp_seconds are
+    exported from the first tick on, so SpecwiseSourceDown and SpecwiseControllerStalled
+    can fire."""
+    url = fault_server.base_url + "/metrics"
+    config = parse_config({"source": {"urls": [url], "timeout": 2}})
+    clock = Clock()
+    with requests.Session() as session:
+        session.headers["Authorization"] = "Bearer tok\u20acn"  # not latin-1
+        controller = Controller(
+            config,
+            source=ScrapeSource([url], session=session, timeout=2),
+            actuator=DryRunActuator(),
+            clock=clock,
+        )
+        assert controller.healthy() == (True, "starting: no tick yet")
+        state = controller.step()
+    assert state.updated_at == clock.t
+    ok, detail = controller.healthy()
+    assert not ok
+    assert "starting" not in detail
+    registry = controller_registry(controller.state)
+    assert registry.get_sample_value("specwise_source_up", {"source": url}) == 0
+    assert registry.get_sample_value("specwise_last_tick_timestamp_seconds") == clock.t
+    assert (
+        registry.get_sample_value(
+            "specwise_source_errors_total", {"source": url, "kind": "internal"}
+        )
+        == 1
+    )
+    assert "UnicodeEncodeError" in state.sources[0].last_error
+
+
+def test_unmapped_source_and_actuator_failures_never_stop_the_tick() -> None:
+    from specwise.collectors.snapshot import Snapshot
+
+    class Broken:
+        name = "broken"
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def collect(self, now: float) -> list[Snapshot]:
+            self.calls += 1
+            if self.calls == 1:
+                raise UnicodeEncodeError("latin-1", "\u20ac", 0, 1, "ordinal not in range(256)")
+            d = 1000.0 * self.calls
+            per_pos = (d * 0.3, d * 0.09, d * 0.027)
+            labels = {"engine": "0", "model_name": "tiny"}
+            return [Snapshot(labels, now, d, 3 * d, sum(per_pos), per_pos, 3, process_start_time=0)]
+
+    class Exploding(RecordingActuator):
+        def apply(self, class_name: str, k: int, **kw: Any) -> Any:
+            super().apply(class_name, k, **kw)
+            raise RuntimeError("deploy tool crashed")
+
+    config = parse_config(
+        {
+            "source": {"urls": ["http://127.0.0.1:8000/metrics"]},
+            "estimator": {"min_drafts": 100},
+            "policy": {"min_dwell": "1m"},
+            "classes": [{"name": "tiny", "match": '{model_name="tiny"}', "cost": 0.4, "k": 3}],
+        }
+    )
+    actuator = Exploding()
+    controller = Controller(config, source=Broken(), actuator=actuator, clock=lambda: 0.0)
+    t = 1_800_000_000.0
+    for _ in range(4):
+        t += 60
+        state = controller.step(t)
+    assert state.ticks == 4
+    assert state.sources[0].errors == {"internal": 1}
+    assert actuator.calls  # k = 0 was attempted...
+    (tiny,) = state.classes
+    assert tiny.deployed_k == 3  # ...failed, so k = 3 is held
+    assert "deploy tool crashed" in tiny.actuation_error
+    assert state.errors.get("actuator", 0) >= 1
+    registry = controller_registry(controller.state)
+    assert registry.get_sample_value("specwise_controller_errors_total", {"kind": "actuator"}) >= 1
