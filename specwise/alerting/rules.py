@@ -170,16 +170,14 @@ def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple
 
     by = ", ".join(labels)
     drafts = vllm_selector("num_drafts")
+    # classes that specwise itself turned off (k = 0) stop exporting on purpose: the
+    # controller labels specwise_off_by_specwise with these same labels, whatever the
+    # class is called
     absent = (
         f"group by ({by}) (present_over_time({drafts}[{d(s.metrics_absent_lookback)}]))\n"
-        f"unless on ({by}) group by ({by}) ({drafts})"
+        f"unless on ({by}) group by ({by}) ({drafts})\n"
+        f"unless on ({by}) group by ({by}) (specwise_off_by_specwise == 1)"
     )
-    if "model_name" in labels:
-        # classes that specwise itself turned off (k = 0) stop exporting on purpose
-        absent += (
-            '\nunless on (model_name) label_replace(specwise_deployed_k == 0, "model_name", '
-            '"$1", "class", "(.+)")'
-        )
     group_text = "/".join("{{ $labels." + label + " }}" for label in labels)
     return (
         AlertRule(

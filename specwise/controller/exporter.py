@@ -50,6 +50,7 @@ METRIC_NAMES = (
     "specwise_class_last_data_timestamp_seconds",
     "specwise_changes_total",
     "specwise_proposals_total",
+    "specwise_off_by_specwise",
     "specwise_source_up",
     "specwise_source_last_success_timestamp_seconds",
     "specwise_source_errors_total",
@@ -150,6 +151,7 @@ class ControllerCollector(Collector):
             proposals.add_metric(v, c.proposals)
         yield from (alpha, low, high, mal, surv, drafts, deployed, recommended, speed)
         yield from (paying, fit, drift, stale, age, last, changes, proposals)
+        yield _off_by_specwise(st)
 
         up = gauge("specwise_source_up", "1 when the source answered on the last tick.", ["source"])
         ok_at = gauge(
@@ -186,6 +188,23 @@ class ControllerCollector(Collector):
             )
             tick_at.add_metric([], st.updated_at)
             yield tick_at
+
+
+def _off_by_specwise(st: ControllerState) -> GaugeMetricFamily:
+    """1 per series label set (e.g. model_name) of each class specwise itself turned off:
+    SpecDecodeMetricsAbsent joins on those labels, whatever the class is called."""
+    join = sorted({label for c in st.classes for labels in c.series_labels for label in labels})
+    fam = GaugeMetricFamily(
+        "specwise_off_by_specwise",
+        "1 while the class runs k = 0 by specwise's own applied decision; labelled with the "
+        "alert rules' class labels (e.g. model_name) of its vLLM series.",
+        labels=["class", *join],
+    )
+    for c in st.classes:
+        if c.off_by_specwise:
+            for labels in c.series_labels or ({},):
+                fam.add_metric([c.name, *(labels.get(label, "") for label in join)], 1.0)
+    return fam
 
 
 def controller_registry(state: StateFn) -> CollectorRegistry:

@@ -106,6 +106,13 @@ class Controller:
         self._actuation: dict[str, tuple[str, str]] = {}
         self._changes: Counter[str] = Counter()  # applied
         self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
+        # classes at k = 0 by specwise's own applied decision, and the values of the alert
+        # rules' class labels their series carry (SpecDecodeMetricsAbsent joins on them)
+        self._turned_off: set[str] = set()
+        self._join_labels = tuple(config.alerts.class_labels or config.source.group_by) or (
+            "model_name",
+        )
+        self._series_labels: dict[str, set[tuple[tuple[str, str], ...]]] = {}
         self._last_error = ""
         self._proposals: Counter[str] = Counter()  # dry-run: proposed, nothing deployed
         self._last_proposal: dict[str, float] = {}
@@ -125,6 +132,10 @@ class Controller:
             for name, p in load_persisted(self.state_path).items():
                 last = max(p.change_times) if p.change_times else None
                 self.gate.states[name] = HysteresisState(p.deployed_k, last, p.change_times)
+                if p.off_by_specwise:
+                    self._turned_off.add(name)
+                for labels in p.series_labels:
+                    self._series_labels.setdefault(name, set()).add(tuple(labels.items()))
 
     # ----------------------------------------------------------------------------- state
     def state(self) -> ControllerState:
@@ -304,6 +315,10 @@ class Controller:
             log.info("class %s: proposed k -> %d: %s", name, rec.recommended_k, rec.reason)
         else:
             self._changes[name] += 1
+            if rec.recommended_k == 0:
+                self._turned_off.add(name)
+            else:
+                self._turned_off.discard(name)
             if is_schedule_off(spec) and spec is not None:
                 self._schedule_off[name] = (int(spec["num_speculative_tokens"]), result.at)
             else:
@@ -322,12 +337,36 @@ class Controller:
         if self.state_path is None:
             return
         data = {
-            name: PersistedClass(st.current_k, st.changes) for name, st in self.gate.states.items()
+            name: PersistedClass(
+                st.current_k,
+                st.changes,
+                name in self._turned_off,
+                tuple(dict(labels) for labels in sorted(self._series_labels.get(name, ()))),
+            )
+            for name, st in self.gate.states.items()
         }
         try:
             write_atomically(self.state_path, persisted_json(data))
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.state_path, exc)
+
+    def _off_by_specwise(self, name: str, state: HysteresisState) -> bool:
+        """k = 0 by specwise's own applied decision, and still 0 (nobody turned it back on)."""
+        if name in self._turned_off and state.current_k not in (0, None):
+            self._turned_off.discard(name)
+        return name in self._turned_off
+
+    def _labels_of(self, name: str) -> tuple[dict[str, str], ...]:
+        """The class's label values seen on its series, else its equality matchers'."""
+        seen = self._series_labels.get(name)
+        if seen:
+            return tuple(dict(labels) for labels in sorted(seen))
+        for cls in self.classes.classes:
+            if cls.name == name:
+                eq = {m.label: m.value for m in cls.matchers if m.op == "="}
+                if self._join_labels and all(label in eq for label in self._join_labels):
+                    return ({label: eq[label] for label in self._join_labels},)
+        return ()
 
     def _class_names(self) -> list[str]:
         names = {c.name for c in self.config.classes}
@@ -405,6 +444,8 @@ class Controller:
             last_change_at=None if after.proposed else after.last_change,
             changes=self._changes[name],
             proposals=self._proposals[name],
+            off_by_specwise=self._off_by_specwise(name, after),
+            series_labels=self._labels_of(name),
             last_proposal_at=self._last_proposal.get(name),
             actuation=actuation,
             actuation_error=actuation_error,
@@ -414,8 +455,19 @@ class Controller:
         )
 
     # ----------------------------------------------------------------------------- tick
+    def _note_series(self, deltas: Sequence[CounterDelta]) -> None:
+        """Remember the alert rules' class-label values (e.g. model_name) of each class's
+        series, so an alert on vLLM's own series can tell a class specwise turned off."""
+        for d in deltas:
+            values = tuple((label, d.labels.get(label, "")) for label in self._join_labels)
+            if all(v for _, v in values):
+                name = d.labels.get(CLASS_LABEL) or self.classes.classify(d.labels)[CLASS_LABEL]
+                self._series_labels.setdefault(name, set()).add(values)
+
     def _ingest(self, snapshots: Sequence[Snapshot], t: float) -> None:
-        for delta in sum_by_class(self._deltas(snapshots, t), self.classes):
+        raw = self._deltas(snapshots, t)
+        self._note_series(raw)
+        for delta in sum_by_class(raw, self.classes):
             name = delta.labels.get(CLASS_LABEL, "")
             self._seen[name] = t
             if delta.k is not None:

@@ -64,11 +64,16 @@ class ClassStatus:
     #: dry-run proposals (nothing deployed), counted apart from ``changes``
     proposals: int = 0
     last_proposal_at: float | None = None
+    #: k = 0 by specwise's own applied decision (its spec-decode counters vanish on purpose)
+    off_by_specwise: bool = False
+    #: the values of the alert rules' class labels (e.g. model_name) of the class's series
+    series_labels: tuple[Mapping[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["class"] = data.pop("name")
         data["survival"] = list(self.survival)
+        data["series_labels"] = [dict(labels) for labels in self.series_labels]
         return data
 
 
@@ -131,6 +136,8 @@ class PersistedClass:
 
     deployed_k: int | None
     change_times: tuple[float, ...] = ()
+    off_by_specwise: bool = False
+    series_labels: tuple[Mapping[str, str], ...] = ()
 
 
 def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
@@ -138,7 +145,12 @@ def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
         {
             "version": 1,
             "classes": {
-                name: {"deployed_k": p.deployed_k, "change_times": list(p.change_times)}
+                name: {
+                    "deployed_k": p.deployed_k,
+                    "change_times": list(p.change_times),
+                    "off_by_specwise": p.off_by_specwise,
+                    "series_labels": [dict(labels) for labels in p.series_labels],
+                }
                 for name, p in sorted(classes.items())
             },
         },
@@ -163,6 +175,11 @@ def load_persisted(path: Path) -> dict[str, PersistedClass]:
             str(name): PersistedClass(
                 None if item["deployed_k"] is None else int(item["deployed_k"]),
                 tuple(float(t) for t in item.get("change_times", ())),
+                bool(item.get("off_by_specwise", False)),
+                tuple(
+                    {str(k): str(v) for k, v in labels.items()}
+                    for labels in item.get("series_labels", ())
+                ),
             )
             for name, item in data["classes"].items()
         }

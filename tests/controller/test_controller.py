@@ -846,3 +846,70 @@ def test_unmapped_source_and_actuator_failures_never_stop_the_tick() -> None:
     assert state.errors.get("actuator", 0) >= 1
     registry = controller_registry(controller.state)
     assert registry.get_sample_value("specwise_controller_errors_total", {"kind": "actuator"}) >= 1
+
+
+def test_off_by_specwise_is_exported_with_the_series_labels(tmp_path: Path) -> None:
+    """Class `summarize` serves model_name `sum-model`: once specwise turns it off, it
+    exports specwise_off_by_specwise{class="summarize", model_name="sum-model"} 1 (what
+    SpecDecodeMetricsAbsent joins on), also after a controller restart (state file)."""
+    clock = Clock()
+    scenario = Scenario(
+        "t",
+        "t",
+        3600,
+        (
+            ClassScenario("code", iid(const(0.82)), 0.05, 3),
+            ClassScenario("sum-model", iid(const(0.3)), 0.4, 3),
+        ),
+    )
+    fleet = SimFleet(scenario, clock=clock, seed=8, restart_delay=60)
+    state_file = tmp_path / "state.json"
+
+    class Deployer(RecordingActuator):
+        """The deploy tool: class summarize runs as the sim's engine sum-model."""
+
+        def apply(self, class_name: str, k: int, **kw: Any) -> Any:
+            fleet.set_k({"summarize": "sum-model"}.get(class_name, class_name), k, kw["now"])
+            return super().apply(class_name, k, **kw)
+
+    config = parse_config(
+        {
+            "controller": {"stale_after": "5m"},
+            "source": {"urls": ["http://placeholder/metrics"]},
+            "estimator": {"min_drafts": 200},
+            "policy": {"min_dwell": "5m"},
+            "classes": [
+                {"name": "code", "k": 3, "speculative_config": {"method": "eagle"}},
+                {"name": "summarize", "match": '{model_name="sum-model"}', "cost": 0.4, "k": 3},
+            ],
+        }
+    )
+    with SimServer(fleet) as server, requests.Session() as session:
+
+        def controller() -> Controller:
+            return Controller(
+                config,
+                source=ScrapeSource(server.urls, session=session, timeout=2),
+                actuator=Deployer(),
+                clock=clock,
+                state_path=state_file,
+            )
+
+        first = controller()
+        run_ticks(first, clock, 10)
+        assert fleet.deployed_k("sum-model") == 0
+        second = controller()  # restarted: the engine exports no spec counters any more
+        run_ticks(second, clock, 3)
+    for c in (first, second):
+        registry = controller_registry(c.state)
+        labels = {"class": "summarize", "model_name": "sum-model"}
+        assert registry.get_sample_value("specwise_off_by_specwise", labels) == 1
+        assert (
+            registry.get_sample_value(
+                "specwise_off_by_specwise", {"class": "code", "model_name": "code"}
+            )
+            is None
+        )
+    summarize = next(s for s in second.state().classes if s.name == "summarize")
+    assert summarize.off_by_specwise
+    assert summarize.deployed_k == 0
