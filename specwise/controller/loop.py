@@ -106,6 +106,7 @@ class Controller:
         self._actuation: dict[str, tuple[str, str]] = {}
         self._changes: Counter[str] = Counter()  # applied
         self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
+        self._unmatched_warned: set[str] = set()
         # classes at k = 0 by specwise's own applied decision, and the values of the alert
         # rules' class labels their series carry (SpecDecodeMetricsAbsent joins on them)
         self._turned_off: set[str] = set()
@@ -401,7 +402,34 @@ class Controller:
         self.gate.states[name] = decision.after
         if decision.act:
             self._actuate(name, decision.recommendation, decision.before, now)
-        return self._status(ev, decision)
+        status = self._status(ev, decision)
+        unmatched = self._unmatched(name, ev)
+        if unmatched:
+            status = dataclasses.replace(
+                status, reason=f"{unmatched}; {status.reason}", notes=(unmatched, *status.notes)
+            )
+        return status
+
+    def _unmatched(self, name: str, ev: Evidence) -> str:
+        """A warning for a declared class whose ``match`` matched no series yet, while the
+        sources answer (an engine known to run k = 0 exports no spec counters: no warning)."""
+        settings = self.config.class_settings(name)
+        if (
+            settings is None
+            or ev.last_seen is not None
+            or not ev.sources_answered
+            or ev.gate_state.current_k == 0
+        ):
+            return ""
+        selector = settings.match or f'{{model_name="{name}"}}'
+        text = (
+            f"match {selector} matches no series the sources return; check [[classes]] "
+            "match against the engines' labels"
+        )
+        if name not in self._unmatched_warned:
+            self._unmatched_warned.add(name)
+            log.warning("class %s: %s", name, text)
+        return text
 
     def _status(self, ev: Evidence, decision: Decision) -> ClassStatus:
         name, estimate, rec = ev.name, ev.estimate, decision.recommendation

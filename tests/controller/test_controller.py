@@ -913,3 +913,38 @@ def test_off_by_specwise_is_exported_with_the_series_labels(tmp_path: Path) -> N
     summarize = next(s for s in second.state().classes if s.name == "summarize")
     assert summarize.off_by_specwise
     assert summarize.deployed_k == 0
+
+
+def test_a_class_whose_match_matches_nothing_is_warned_about(
+    fleet_server: tuple[Clock, SimFleet, SimServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, _fleet, server = fleet_server
+    scenario = get_scenario("demo")
+    config = parse_config(
+        {
+            "source": {"urls": server.urls, "timeout": 2},
+            "classes": [
+                {"name": "code"},
+                {"name": "typo", "match": '{model_name="cdoe"}'},
+            ],
+        }
+    )
+    assert {c.name for c in scenario.classes} >= {"code"}
+    with requests.Session() as session:
+        controller = Controller(
+            config,
+            source=ScrapeSource(server.urls, session=session, timeout=2),
+            actuator=DryRunActuator(),
+            clock=clock,
+        )
+        with caplog.at_level("WARNING", logger="specwise.controller"):
+            run_ticks(controller, clock, 3)
+    warnings = [r.getMessage() for r in caplog.records if "matches no series" in r.getMessage()]
+    assert warnings == [
+        'class typo: match {model_name="cdoe"} matches no series the sources return; check '
+        "[[classes]] match against the engines' labels"
+    ]  # once, at the first tick
+    by_name = {c["class"]: c for c in controller.state().to_json()["classes"]}
+    assert "matches no series" in by_name["typo"]["reason"]
+    assert "matches no series" in by_name["typo"]["notes"][0]
+    assert not any("matches no series" in n for n in by_name["code"]["notes"])
