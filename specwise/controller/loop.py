@@ -23,6 +23,7 @@ from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
 from specwise.config import SpecwiseConfig
 from specwise.controller.actuators import ActuationResult, Actuator, write_atomically
 from specwise.controller.decide import Decision, DecisionRules, Evidence, decide
+from specwise.controller.records import ActuationRecords, SeriesLabels
 from specwise.controller.state import (
     ClassStatus,
     ControllerState,
@@ -36,7 +37,7 @@ from specwise.estimation.drift import DriftConfig, DriftDetector
 from specwise.estimation.estimator import EstimatorConfig
 from specwise.estimation.rolling import RollingEstimator
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
-from specwise.policies.off import deployment_config, is_schedule_off
+from specwise.policies.off import deployment_config
 from specwise.policies.speedup_policy import PolicyConfig, Recommendation
 
 __all__ = ["Controller", "class_config_from"]
@@ -103,22 +104,14 @@ class Controller:
         self._seen: dict[str, float] = {}
         self._observed_k: dict[str, int] = {}
         self._drifting: dict[str, bool] = {}
-        self._actuation: dict[str, tuple[str, str]] = {}
-        self._changes: Counter[str] = Counter()  # applied
+        self._records = ActuationRecords()
         self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
-        self._unmatched_warned: set[str] = set()
-        # classes at k = 0 by specwise's own applied decision, and the values of the alert
-        # rules' class labels their series carry (SpecDecodeMetricsAbsent joins on them)
-        self._turned_off: set[str] = set()
-        self._join_labels = tuple(config.alerts.class_labels or config.source.group_by) or (
-            "model_name",
-        )
-        self._series_labels: dict[str, set[tuple[tuple[str, str], ...]]] = {}
         self._last_error = ""
-        self._proposals: Counter[str] = Counter()  # dry-run: proposed, nothing deployed
-        self._last_proposal: dict[str, float] = {}
-        # k = 0 applied as a schedule entry: (the kept num_speculative_tokens, when)
-        self._schedule_off: dict[str, tuple[int, float]] = {}
+        self._unmatched_warned: set[str] = set()
+        # the alert rules' class labels (e.g. model_name) of each class's series
+        self._series = SeriesLabels(
+            config.alerts.class_labels or config.source.group_by, self.classes
+        )
         self._lock = threading.Lock()
         self._started = clock()
         self._ticks = 0
@@ -134,9 +127,9 @@ class Controller:
                 last = max(p.change_times) if p.change_times else None
                 self.gate.states[name] = HysteresisState(p.deployed_k, last, p.change_times)
                 if p.off_by_specwise:
-                    self._turned_off.add(name)
+                    self._records.turned_off.add(name)
                 for labels in p.series_labels:
-                    self._series_labels.setdefault(name, set()).add(tuple(labels.items()))
+                    self._series.add(name, labels)
 
     # ----------------------------------------------------------------------------- state
     def state(self) -> ControllerState:
@@ -192,18 +185,6 @@ class Controller:
             return []
         track.ok(now)
         return got
-
-    def _check_schedule_off(self, name: str, delta: CounterDelta) -> None:
-        """Forget a schedule-form k = 0 once the counters show another config: another k,
-        or drafts a dwell after the change (someone turned speculation back on)."""
-        off = self._schedule_off.get(name)
-        if off is None:
-            return
-        keep, at = off
-        if (delta.k is not None and delta.k != keep) or (
-            delta.draft_tokens > 0 and delta.start >= at + self.config.policy.min_dwell
-        ):
-            del self._schedule_off[name]
 
     def _fresh_at_first_sight(self, snap: Snapshot, now: float) -> bool:
         """Whether a series' first counters are a window's worth of fresh evidence.
@@ -281,7 +262,7 @@ class Controller:
             )
         except Exception as exc:  # ActuatorError, or a failure the actuator did not map
             self.gate.states[name] = before  # not applied: retry on a later tick
-            self._actuation[name] = ("", str(exc) or type(exc).__name__)
+            self._records.failed(name, str(exc) or type(exc).__name__)
             if not isinstance(exc, ActuatorError):
                 self._errors["actuator"] += 1
             log.error("actuator failed for class %s: %s", name, exc)
@@ -299,31 +280,17 @@ class Controller:
         """Bookkeeping of one actuation: applied changes and dry-run proposals apart."""
         if not result.applied and self.actuator.kind != "dry-run":
             self.gate.states[name] = before  # rate-limited: try again later
-            self._actuation[name] = (result.detail, "")
+            self._records.refused(name, result.detail)
             return
-        detail = result.detail
-        if result.exit_status is not None:
-            last_line = result.output.strip().splitlines()[-1:] or [""]
-            detail += f" (exit {result.exit_status}){': ' + last_line[0] if last_line[0] else ''}"
-        self._actuation[name] = (detail, "")
-        after = self.gate.states.get(name, HysteresisState())
         if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
+            after = self.gate.states.get(name, HysteresisState())
             self.gate.states[name] = dataclasses.replace(
                 after, current_k=before.current_k, proposed=True
             )
-            self._proposals[name] += 1
-            self._last_proposal[name] = result.at
+            self._records.proposed(name, result)
             log.info("class %s: proposed k -> %d: %s", name, rec.recommended_k, rec.reason)
         else:
-            self._changes[name] += 1
-            if rec.recommended_k == 0:
-                self._turned_off.add(name)
-            else:
-                self._turned_off.discard(name)
-            if is_schedule_off(spec) and spec is not None:
-                self._schedule_off[name] = (int(spec["num_speculative_tokens"]), result.at)
-            else:
-                self._schedule_off.pop(name, None)
+            detail = self._records.applied(name, result, spec)
             changes_log.info(
                 "class %s: applied k = %d (%s); was k = %s: %s",
                 name,
@@ -341,8 +308,8 @@ class Controller:
             name: PersistedClass(
                 st.current_k,
                 st.changes,
-                name in self._turned_off,
-                tuple(dict(labels) for labels in sorted(self._series_labels.get(name, ()))),
+                name in self._records.turned_off,
+                self._series.of(name),
             )
             for name, st in self.gate.states.items()
         }
@@ -350,24 +317,6 @@ class Controller:
             write_atomically(self.state_path, persisted_json(data))
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.state_path, exc)
-
-    def _off_by_specwise(self, name: str, state: HysteresisState) -> bool:
-        """k = 0 by specwise's own applied decision, and still 0 (nobody turned it back on)."""
-        if name in self._turned_off and state.current_k not in (0, None):
-            self._turned_off.discard(name)
-        return name in self._turned_off
-
-    def _labels_of(self, name: str) -> tuple[dict[str, str], ...]:
-        """The class's label values seen on its series, else its equality matchers'."""
-        seen = self._series_labels.get(name)
-        if seen:
-            return tuple(dict(labels) for labels in sorted(seen))
-        for cls in self.classes.classes:
-            if cls.name == name:
-                eq = {m.label: m.value for m in cls.matchers if m.op == "="}
-                if self._join_labels and all(label in eq for label in self._join_labels):
-                    return ({label: eq[label] for label in self._join_labels},)
-        return ()
 
     def _class_names(self) -> list[str]:
         names = {c.name for c in self.config.classes}
@@ -386,7 +335,7 @@ class Controller:
             sources_answered=any(s.last_success == now for s in self._sources.values()),
             declared=self.config.class_settings(name) is not None,
             drifting=self._drifting.get(name, False),
-            schedule_off=name in self._schedule_off,
+            schedule_off=name in self._records.schedule_off,
         )
 
     def _rules(self, name: str) -> DecisionRules:
@@ -435,7 +384,7 @@ class Controller:
         name, estimate, rec = ev.name, ev.estimate, decision.recommendation
         deployed = decision.deployed
         after = self.gate.states.get(name, HysteresisState())
-        actuation, actuation_error = self._actuation.get(name, ("", ""))
+        actuation, actuation_error = self._records.outcome.get(name, ("", ""))
         settings = self.config.class_settings(name)
         surv = estimate.survival
         return ClassStatus(
@@ -470,11 +419,11 @@ class Controller:
             change_allowed=rec.change_allowed,
             hold_reason=decision.hold,
             last_change_at=None if after.proposed else after.last_change,
-            changes=self._changes[name],
-            proposals=self._proposals[name],
-            off_by_specwise=self._off_by_specwise(name, after),
-            series_labels=self._labels_of(name),
-            last_proposal_at=self._last_proposal.get(name),
+            changes=self._records.changes[name],
+            proposals=self._records.proposals[name],
+            off_by_specwise=self._records.off_by_specwise(name, after.current_k),
+            series_labels=self._series.of(name),
+            last_proposal_at=self._records.last_proposal.get(name),
             actuation=actuation,
             actuation_error=actuation_error,
             speculative_config=self._speculative_config(name, rec) if rec.recommended_k else None,
@@ -483,24 +432,15 @@ class Controller:
         )
 
     # ----------------------------------------------------------------------------- tick
-    def _note_series(self, deltas: Sequence[CounterDelta]) -> None:
-        """Remember the alert rules' class-label values (e.g. model_name) of each class's
-        series, so an alert on vLLM's own series can tell a class specwise turned off."""
-        for d in deltas:
-            values = tuple((label, d.labels.get(label, "")) for label in self._join_labels)
-            if all(v for _, v in values):
-                name = d.labels.get(CLASS_LABEL) or self.classes.classify(d.labels)[CLASS_LABEL]
-                self._series_labels.setdefault(name, set()).add(values)
-
     def _ingest(self, snapshots: Sequence[Snapshot], t: float) -> None:
         raw = self._deltas(snapshots, t)
-        self._note_series(raw)
+        self._series.note(raw, lambda labels: self.classes.classify(labels)[CLASS_LABEL])
         for delta in sum_by_class(raw, self.classes):
             name = delta.labels.get(CLASS_LABEL, "")
             self._seen[name] = t
             if delta.k is not None:
                 self._observed_k[name] = delta.k
-            self._check_schedule_off(name, delta)
+            self._records.check_schedule_off(name, delta, min_dwell=self.config.policy.min_dwell)
             if delta.draft_tokens <= 0 and not delta.drafts:
                 continue
             try:
