@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from specwise.estimation.estimator import Estimate
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisState, gate
-from specwise.policies.off import effective_k, off_reason
+from specwise.policies.off import effective_k, off_on_purpose, off_reason
 from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
 
 __all__ = ["Decision", "DecisionRules", "Evidence", "decide", "held_because"]
@@ -112,8 +112,8 @@ def decide(ev: Evidence, rules: DecisionRules) -> Decision:
     before, observed = _adopt_observed(ev, rules)
     stale = ev.last_seen is None or now - ev.last_seen > rules.stale_after
     deployed = before.current_k if before.current_k is not None else observed
-    if stale and deployed == 0 and ev.sources_answered:
-        stale = False  # off on purpose: the sources answer, they just carry no spec counters
+    if stale and off_on_purpose(deployed, sources_answered=ev.sources_answered):
+        stale = False
     rec = recommend(estimate, config=rules.policy, current_k=deployed)
     rec, after = gate(rec, before, now=now, config=rules.hysteresis, drifting=ev.drifting)
     hold = ""

@@ -29,6 +29,7 @@ __all__ = [
     "deployment_config",
     "effective_k",
     "is_schedule_off",
+    "off_on_purpose",
     "off_reason",
     "speculative_config_for",
 ]
@@ -119,6 +120,12 @@ def effective_k(observed_k: int | None, *, schedule_off: bool) -> int | None:
     if observed_k is None:
         return None
     return 0 if schedule_off else observed_k
+
+
+def off_on_purpose(deployed: int | None, *, sources_answered: bool) -> bool:
+    """An engine restarted without speculation exports no spec counters: while its sources
+    answer, a class at k = 0 is off on purpose, not stale."""
+    return deployed == 0 and sources_answered
 
 
 def off_reason(
