@@ -19,7 +19,7 @@ __all__ = [
     "labels_key",
 ]
 
-#: Which vLLM metrics generation a series came from (VLLM_METRICS.md sections 1 and 6):
+#: Which vLLM metrics generation a series came from (docs/vllm-metrics.md#which-vllm-is-this):
 #: ``v1`` (0.8.5+: drafts and per-position counters), ``v1-0.8.4`` (draft and accepted token
 #: counters only), ``v0`` (lifetime gauges; its counters are broken and never used).
 Generation = Literal["v1", "v1-0.8.4", "v0"]

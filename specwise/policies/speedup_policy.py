@@ -8,8 +8,8 @@ alpha, the posterior mean speedup is the speedup of the posterior mean curve, pr
 ``plateau`` of the highest expected speedup; k = 0 wins when no k >= 1 is expected to beat
 plain decoding, so a recommended k never has a predicted speedup below 1.
 
-"Off" has two forms with different costs; :mod:`specwise.policies.off` owns them and which
-one to recommend.
+"Off" has two forms with different costs (docs/design.md); :mod:`specwise.policies.off` owns
+them and which one to recommend.
 """
 
 from __future__ import annotations
