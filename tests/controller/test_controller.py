@@ -134,6 +134,9 @@ def test_estimates_and_recommendations_match_the_truth(
     assert registry.get_sample_value("specwise_proposals_total", {"class": "code"}) == 1
     row = next(c for c in state.to_json()["classes"] if c["class"] == "code")
     assert (row["changes"], row["proposals"]) == (0, 1)
+    from specwise.commands.status import format_status
+
+    assert "actuator dry-run: 0 change(s) applied, " in format_status(state)
 
 
 def test_closed_loop_applies_k_and_does_not_flap(
