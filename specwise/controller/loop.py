@@ -1,9 +1,12 @@
 """The controller: one testable ``step(now)`` and a loop around it.
 
-Each tick: collect -> deltas -> estimate -> recommend -> export -> actuate -> alert.
+Each tick: collect -> deltas -> estimate -> decide (:mod:`specwise.controller.decide`, pure)
+-> actuate -> publish -> alert. This module is the bookkeeping around the decision: deltas,
+the hysteresis states, actuation records (:mod:`specwise.controller.records`), status.
 Nothing a source or an actuator does can stop the loop: a failing source makes its classes
 stale (no actuation on stale data, the last safe k is held), bad counters are skipped with
-a recorded error, a failing actuator is reported and retried on a later tick.
+a recorded error, a failing actuator is reported and retried on a later tick, and any other
+failure is counted and exported while the tick still publishes its state.
 """
 
 from __future__ import annotations
