@@ -310,7 +310,7 @@ def test_pusher_fires_and_resolves_on_a_real_alertmanager(
             "severity": "critical",
         }
         got = webhook_receiver.wait_for(
-            lambda a: a["labels"].get("alertname") == "SpecDecodeNotPayingOff", timeout=10
+            lambda a: a["labels"].get("alertname") == "SpecDecodeNotPayingOff", timeout=60
         )
         assert got is not None
         assert got["status"] == "firing"
@@ -320,6 +320,6 @@ def test_pusher_fires_and_resolves_on_a_real_alertmanager(
         # recovered: the pusher sends endsAt = now and Alertmanager notifies "resolved"
         pusher(_state(clock[0] + 30, _class()), clock[0] + 30)
         assert pusher.firing == {}
-        resolved = webhook_receiver.wait_for(lambda a: a["status"] == "resolved", timeout=10)
+        resolved = webhook_receiver.wait_for(lambda a: a["status"] == "resolved", timeout=60)
         assert resolved is not None
         assert resolved["labels"]["class"] == "summarize"
