@@ -58,6 +58,9 @@ class Snapshot:
     v0_acceptance_rate: float | None = None
     v0_efficiency: float | None = None
     notes: tuple[str, ...] = ()
+    #: True when ``labels`` already are class labels (the Prometheus source classifies
+    #: server-side): ``sum_by_class`` keeps them instead of classifying them again.
+    classified: bool = False
 
     @property
     def key(self) -> tuple[tuple[str, str], ...]:
@@ -96,6 +99,8 @@ class CounterDelta:
     running_requests: float | None = None
     partial: bool = False
     notes: tuple[str, ...] = field(default=())
+    #: True when ``labels`` already are class labels (see ``Snapshot.classified``).
+    classified: bool = False
 
     @property
     def mean_acceptance_length(self) -> float | None:
