@@ -49,6 +49,7 @@ ALERT_NAMES = (
     "SpecwiseDataStale",
     "SpecwiseSourceDown",
     "SpecwiseSourceErrors",
+    "SpecwiseControllerErrors",
     "SpecwiseControllerStalled",
 )
 
@@ -265,6 +266,18 @@ def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple
             url("SpecwiseSourceErrors"),
         ),
         AlertRule(
+            "SpecwiseControllerErrors",
+            f"increase(specwise_controller_errors_total[{d(s.source_errors_window)}]) > 0",
+            s.source_errors_for,
+            "warning",
+            "The specwise controller keeps failing inside its ticks.",
+            f"The controller had {{value}} failures of one kind in the last "
+            f"{d(s.source_errors_window)} (for {d(s.source_errors_for)}); it holds the last k. "
+            "See specwise_controller_errors_total by kind and its log.",
+            "int",
+            url("SpecwiseControllerErrors"),
+        ),
+        AlertRule(
             "SpecwiseControllerStalled",
             f"time() - specwise_last_tick_timestamp_seconds > {s.stale_for:g}",
             s.source_down_for,
@@ -427,6 +440,10 @@ class AlertEvaluator:
             grew = self._error_increase(src.name, float(sum(src.errors.values())), now)
             if grew > 0 and src.up:
                 out.append(("SpecwiseSourceErrors", labels, grew))
+        for kind, total in sorted(state.errors.items()):
+            grew = self._error_increase(f"controller/{kind}", float(total), now)
+            if grew > 0:
+                out.append(("SpecwiseControllerErrors", {"kind": kind}, grew))
         return out
 
     def evaluate(self, state: ControllerState, now: float) -> list[Alert]:

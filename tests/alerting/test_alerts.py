@@ -240,6 +240,20 @@ def test_source_down_and_errors() -> None:
     }
 
 
+def test_controller_errors_alert_when_they_keep_growing() -> None:
+    """A failure inside the tick (e.g. an actuator raising an unmapped error) is counted in
+    ControllerState.errors; the direct push alerts on it like the rule does."""
+    ev = AlertEvaluator(FAST)
+    fired: list[set[str]] = []
+    for t in range(0, 100, 10):
+        state = ControllerState(
+            0.0, t, t // 10, errors={"actuator": t // 10, "internal": 1}, last_error="boom"
+        )
+        fired.append({f"{a.name} {a.labels['kind']}" for a in ev.evaluate(state, t)})
+    assert fired[0] == set()
+    assert fired[-1] == {"SpecwiseControllerErrors actuator"}  # internal stopped growing
+
+
 # -- the pusher ----------------------------------------------------------------------------
 
 
