@@ -25,7 +25,7 @@ def test_demo_runs_the_closed_loop_and_exits_cleanly() -> None:
             "specwise",
             "demo",
             "--duration",
-            "8",
+            "12",  # wall seconds: 3 ticks decide; 12 leave room on a busy machine
             "--speed",
             "150",
             "--refresh",
