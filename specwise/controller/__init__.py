@@ -17,6 +17,7 @@ from specwise.controller.actuators import (
     CommandActuator,
     DryRunActuator,
     FileActuator,
+    PollingActuator,
 )
 from specwise.controller.exporter import ExporterServer, controller_registry
 from specwise.controller.loop import Controller
@@ -32,6 +33,7 @@ __all__ = [
     "DryRunActuator",
     "ExporterServer",
     "FileActuator",
+    "PollingActuator",
     "SourceStatus",
     "controller_registry",
 ]

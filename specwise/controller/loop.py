@@ -24,7 +24,12 @@ from specwise.collectors.classes import CLASS_LABEL, ClassConfig, resolve_classe
 from specwise.collectors.deltas import sum_by_class, window_deltas
 from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
 from specwise.config import SpecwiseConfig
-from specwise.controller.actuators import ActuationResult, Actuator, write_atomically
+from specwise.controller.actuators import (
+    ActuationResult,
+    Actuator,
+    PollingActuator,
+    write_atomically,
+)
 from specwise.controller.decide import Decision, DecisionRules, Evidence, decide
 from specwise.controller.records import ActuationRecords, SeriesLabels
 from specwise.controller.state import (
@@ -104,6 +109,11 @@ class Controller:
         self._series = SeriesLabels(
             config.alerts.class_labels or config.source.group_by, self.classes
         )
+        # class -> (gate state before, gate state after, deployed config, recommendation) of a
+        # run the actuator has in flight (a background command)
+        self._in_flight: dict[
+            str, tuple[HysteresisState, HysteresisState, dict[str, Any] | None, Recommendation]
+        ] = {}
         self._lock = threading.Lock()
         self._started = clock()
         self._ticks = 0
@@ -261,11 +271,23 @@ class Controller:
         result: ActuationResult,
     ) -> None:
         """Bookkeeping of one actuation: applied changes and dry-run proposals apart."""
-        if not result.applied and self.actuator.kind != "dry-run":
-            self.gate.states[name] = before  # rate-limited: try again later
+        if result.pending:
+            # started in the background: the change counts for dwell and budget from now;
+            # its outcome arrives through poll() on a later tick (_actuations_finished)
+            started = self.gate.states.get(name, HysteresisState())
+            self._in_flight[name] = (before, started, spec, rec)
             self._records.refused(name, result.detail)
+            log.info(
+                "class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason
+            )
+        elif not result.applied and self.actuator.kind != "dry-run":
+            self.gate.states[name] = before  # rate-limited or in flight: try again later
+            # keep the last failure visible while the retry waits
+            error = self._records.outcome.get(name, ("", ""))[1]
+            self._records.outcome[name] = (result.detail, error)
+            log.info("class %s: k = %d not applied: %s", name, rec.recommended_k, result.detail)
             return
-        if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
+        elif not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
             after = self.gate.states.get(name, HysteresisState())
             self.gate.states[name] = dataclasses.replace(
                 after, current_k=before.current_k, proposed=True
@@ -273,16 +295,51 @@ class Controller:
             self._records.proposed(name, result)
             log.info("class %s: proposed k -> %d: %s", name, rec.recommended_k, rec.reason)
         else:
-            detail = self._records.applied(name, result, spec)
-            changes_log.info(
-                "class %s: applied k = %d (%s); was k = %s: %s",
-                name,
-                rec.recommended_k,
-                detail,
-                "?" if before.current_k is None else before.current_k,
-                rec.reason,
-            )
+            self._applied(name, result, spec, rec, before)
         self._persist()
+
+    def _applied(
+        self,
+        name: str,
+        result: ActuationResult,
+        spec: dict[str, Any] | None,
+        rec: Recommendation,
+        before: HysteresisState,
+    ) -> None:
+        detail = self._records.applied(name, result, spec)
+        changes_log.info(
+            "class %s: k = %d applied: %s; was k = %s: %s",
+            name,
+            result.k,
+            detail,
+            "?" if before.current_k is None else before.current_k,
+            rec.reason,
+        )
+
+    def _actuations_finished(self, results: Sequence[ActuationResult]) -> None:
+        """Record background runs that finished: a success is a change; a failure restores
+        the gate state from before the run (unless something moved it since) for a retry."""
+        for result in results:
+            name = result.class_name
+            flight = self._in_flight.pop(name, None)
+            if result.applied:
+                if flight is None:
+                    self._records.applied(name, result, None)
+                else:
+                    self._applied(name, result, flight[2], flight[3], flight[0])
+                continue
+            if flight is not None and self.gate.states.get(name) == flight[1]:
+                self.gate.states[name] = flight[0]  # not applied: retry on a later tick
+            self._records.failed(name, result.error or result.detail)
+            log.error("actuator failed for class %s: %s", name, result.error or result.detail)
+        if results:
+            self._persist()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop: wait up to ``timeout`` s (None: the actuator's own bound) for runs in
+        flight, kill what is left, record the outcomes. Safe to call more than once."""
+        if isinstance(self.actuator, PollingActuator):
+            self._actuations_finished(self.actuator.close(timeout))
 
     def _persist(self) -> None:
         if self.state_path is None:
@@ -451,6 +508,11 @@ class Controller:
         """One tick; never raises: any failure is recorded and exported, and k is held."""
         t = self.clock() if now is None else now
         try:
+            if isinstance(self.actuator, PollingActuator):
+                self._actuations_finished(self.actuator.poll(t))
+        except Exception as exc:
+            self._internal_error("reading finished actuations", exc)
+        try:
             self._ingest(self._collect(t), t)
         except Exception as exc:  # the tick goes on: decisions on what the estimator holds
             self._internal_error("collecting counters", exc)
@@ -500,3 +562,4 @@ class Controller:
                 if on_tick is not None:
                     on_tick(state)
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        self.close()

@@ -81,11 +81,11 @@ class ActuationRecords:
 
 
 def _detail(result: ActuationResult) -> str:
-    detail = result.detail
-    if result.exit_status is not None:
-        last_line = result.output.strip().splitlines()[-1:] or [""]
-        detail += f" (exit {result.exit_status}){': ' + last_line[0] if last_line[0] else ''}"
-    return detail
+    """What an actuation did, with the command's exit status and last line when it ran one."""
+    if result.exit_status is None:
+        return result.detail
+    line = result.last_line
+    return f"{result.detail} (exit {result.exit_status}){': ' + line if line else ''}"
 
 
 class SeriesLabels:
