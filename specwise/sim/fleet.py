@@ -200,6 +200,11 @@ class _EngineCollector(Collector):
         base = ["engine", "model_name"]
         values = ["0", self.model_name]
         created = e.started_at
+        start = GaugeMetricFamily(  # prometheus_client's process collector, as on vLLM's page
+            "process_start_time_seconds", "Start time of the process since unix epoch in seconds."
+        )
+        start.add_metric([], e.started_at)
+        yield start
         running = GaugeMetricFamily(
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",
