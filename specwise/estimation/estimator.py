@@ -301,8 +301,11 @@ def _short_draft_information(
 
     Sandwich variance of the estimating equation F(alpha) = sum_d psi_d with, per draft,
     psi = sum_(j <= L) alpha^-j - l (L its accepted prefix, l its length): Var F = D Var(psi)
-    computed under the fitted model (lengths N_j = P_(j-1) / alpha^j, made a valid
-    distribution), divided by F'(alpha)^2. 0 when alpha is 0 or 1 (no spread to measure).
+    computed under the fitted model (lengths N_j = (P_(j-1) + 1) / alpha^j, made a valid
+    distribution), divided by F'(alpha)^2. The + 1 keeps a top position that no draft
+    reached in the window (P = 0 at low alpha) from claiming no variance: without it 95%
+    intervals covered 79% at alpha 0.1 with mostly 1-token drafts; with it 93-97% in every
+    case tested (tests/estimation/test_short_drafts.py). 0 when alpha is 0 or 1.
     """
     k = len(pos)
     if not 0.0 < alpha < 1.0 or drafts <= 0:
