@@ -271,7 +271,7 @@ def run_soak(
     urls = [f"http://127.0.0.1:{s.server_address[1]}/metrics" for s in servers]
     session = requests.Session()
     source = ScrapeSource(urls, session=session, timeout=cfg.source.timeout)
-    actuator = _SoakActuator(fleet, clock, rng)
+    actuator = _SoakActuator(fleet, clock, np.random.default_rng(seed + 1))
     actuator.p_slow = fault_rate
     actuator.p_fail = fault_rate
     controller = Controller(
