@@ -215,7 +215,7 @@ class _SoakActuator:
         reason: str,
         now: float,
     ) -> ActuationResult:
-        self.calls.append((now, class_name, k))
+        self.attempts.append((now, class_name, k))
         if self.in_flight[class_name] or class_name in self.pending:
             self.overlaps.append(f"class {class_name}: k = {k} applied while a deploy is in flight")
         self.in_flight[class_name] += 1
@@ -335,7 +335,7 @@ def run_soak(
                     result.violations.append(f"t={t - T0:.0f}: stale class {name!r} got k={k}")
             for t, name, _k in actuator.calls[before:]:
                 result.actuations[name] += 1
-                recent = [c for c in actuator.calls if c[1] == name and t - c[0] < 3600.0]
+                recent = [c for c in actuator.calls if c[1] == name and 0 <= t - c[0] < 3600.0]
                 if len(recent) > max_per_hour:
                     result.violations.append(
                         f"t={t - T0:.0f}: {name!r} actuated {len(recent)} times within an hour"
