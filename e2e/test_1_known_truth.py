@@ -34,7 +34,9 @@ def controller_alpha(server: VLLMServer, *, cost: float) -> dict[str, Any]:
     config = parse_config(
         {
             "source": {"kind": "scrape", "urls": [server.metrics_url]},
-            "estimator": {"min_drafts": 100},
+            # the server's counters since it started are the known truth: a window longer
+            # than its uptime makes them one window's evidence (older ones are a baseline)
+            "estimator": {"min_drafts": 100, "window": "1d"},
             "classes": [{"name": "tiny", "match": CLASS_MATCH, "cost": cost}],
         }
     )

@@ -13,7 +13,7 @@ import requests
 
 from specwise.commands.options import json_option
 from specwise.commands.status import format_status
-from specwise.config import load_config
+from specwise.config import load_config, parse_listen
 from specwise.controller.state import ControllerState
 from specwise.controller.wiring import build_controller, start_exporter
 from specwise.errors import SourceError
@@ -38,7 +38,8 @@ def install_stop_signals(stop: threading.Event) -> None:
     epilog="""\b
 Examples:
   specwise run --config config/specwise.example.toml
-  specwise run --config prod.toml --once --json     # one tick, print, exit
+  specwise run --config prod.toml --once --json     # one tick, print, exit (no change)
+  specwise run --config prod.toml --once --apply    # one tick that may apply a change
   curl -s 127.0.0.1:9464/recommendations | jq .     # while it runs
 """,
 )
@@ -53,6 +54,12 @@ Examples:
     "--once", is_flag=True, default=False, help="Run one tick, print it, exit (default: loop)."
 )
 @click.option(
+    "--apply",
+    is_flag=True,
+    default=False,
+    help="With --once: apply changes through [actuator] (default: --once only proposes).",
+)
+@click.option(
     "--nl",
     is_flag=True,
     default=False,
@@ -62,22 +69,29 @@ Examples:
     "-v", "--verbose", is_flag=True, default=False, help="Log at INFO (default: WARNING)."
 )
 @json_option
-def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json: bool) -> None:
+def run_command(
+    config_path: Path, once: bool, apply: bool, nl: bool, verbose: bool, as_json: bool
+) -> None:
     """Run the controller: collect vLLM's spec-decode counters, estimate alpha per class,
     recommend k (0 included) with hysteresis, export /metrics, /healthz and
     /recommendations, and apply changes through the configured actuator (dry-run by default).
 
-    With --once: one tick, printed; exit status 1 when no source answered (a smoke check).
+    With --once: one tick, printed, that never actuates unless --apply is given; exit
+    status 1 when no source answered (a smoke check for CI or cron).
     """
     logging.basicConfig(
         level=logging.INFO if verbose else (logging.ERROR if once else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("specwise.changes").setLevel(logging.INFO)  # one line per applied change
     config = load_config(config_path)
     with requests.Session() as session:
-        controller = build_controller(config, session=session)
+        controller = build_controller(config, session=session, dry_run=once and not apply)
         if once:
-            state = controller.step()
+            try:
+                state = controller.step()
+            finally:
+                controller.close()  # a command run it started ends (bounded) before we exit
             click.echo(to_json(state.to_json()) if as_json else format_status(state))
             answered = [s for s in state.sources if s.up]
             if not answered:  # a smoke check must fail loudly when nothing could be read
@@ -88,8 +102,8 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
                     else "no source is configured; list vLLM /metrics URLs in [source] urls"
                 )
             return
-        host, port = config.controller.listen.rsplit(":", 1)
-        server = start_exporter(controller, host, int(port))
+        host, port = parse_listen(config.controller.listen)
+        server = start_exporter(controller, host, port)
         click.echo(
             f"specwise controller: {server.url}/metrics  {server.url}/recommendations", err=True
         )

@@ -7,7 +7,9 @@ binds 127.0.0.1 by default.
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from specwise.controller.state import ControllerState
+from specwise.errors import ConfigError
 
 __all__ = [
     "METRIC_NAMES",
@@ -49,10 +52,13 @@ METRIC_NAMES = (
     "specwise_data_age_seconds",
     "specwise_class_last_data_timestamp_seconds",
     "specwise_changes_total",
+    "specwise_proposals_total",
+    "specwise_off_by_specwise",
     "specwise_source_up",
     "specwise_source_last_success_timestamp_seconds",
     "specwise_source_errors_total",
     "specwise_ticks_total",
+    "specwise_controller_errors_total",
     "specwise_last_tick_timestamp_seconds",
 )
 
@@ -106,7 +112,12 @@ class ControllerCollector(Collector):
             "Unix time of the class's last new counters.",
         )
         changes = CounterMetricFamily(
-            "specwise_changes", "k changes applied (or proposed, in dry-run).", labels=cls
+            "specwise_changes", "k changes applied (file written, command run).", labels=cls
+        )
+        proposals = CounterMetricFamily(
+            "specwise_proposals",
+            "k changes proposed by the dry-run actuator (nothing deployed).",
+            labels=cls,
         )
         for c in st.classes:
             v = [c.name]
@@ -140,8 +151,10 @@ class ControllerCollector(Collector):
             if c.last_data_at is not None:
                 last.add_metric(v, c.last_data_at)
             changes.add_metric(v, c.changes)
+            proposals.add_metric(v, c.proposals)
         yield from (alpha, low, high, mal, surv, drafts, deployed, recommended, speed)
-        yield from (paying, fit, drift, stale, age, last, changes)
+        yield from (paying, fit, drift, stale, age, last, changes, proposals)
+        yield _off_by_specwise(st)
 
         up = gauge("specwise_source_up", "1 when the source answered on the last tick.", ["source"])
         ok_at = gauge(
@@ -164,12 +177,37 @@ class ControllerCollector(Collector):
         ticks = CounterMetricFamily("specwise_ticks", "Controller ticks run.")
         ticks.add_metric([], st.ticks)
         yield ticks
+        internal = CounterMetricFamily(
+            "specwise_controller_errors",
+            "The controller's own failures by kind (internal, actuator); k is held.",
+            labels=["kind"],
+        )
+        for kind in ("internal", "actuator"):
+            internal.add_metric([kind], st.errors.get(kind, 0))
+        yield internal
         if st.updated_at is not None:
             tick_at = GaugeMetricFamily(
                 "specwise_last_tick_timestamp_seconds", "Unix time of the last controller tick."
             )
             tick_at.add_metric([], st.updated_at)
             yield tick_at
+
+
+def _off_by_specwise(st: ControllerState) -> GaugeMetricFamily:
+    """1 per series label set (e.g. model_name) of each class specwise itself turned off:
+    SpecDecodeMetricsAbsent joins on those labels, whatever the class is called."""
+    join = sorted({label for c in st.classes for labels in c.series_labels for label in labels})
+    fam = GaugeMetricFamily(
+        "specwise_off_by_specwise",
+        "1 while the class runs k = 0 by specwise's own applied decision; labelled with the "
+        "alert rules' class labels (e.g. model_name) of its vLLM series.",
+        labels=["class", *join],
+    )
+    for c in st.classes:
+        if c.off_by_specwise:
+            for labels in c.series_labels or ({},):
+                fam.add_metric([c.name, *(labels.get(label, "") for label in join)], 1.0)
+    return fam
 
 
 def controller_registry(state: StateFn) -> CollectorRegistry:
@@ -211,17 +249,40 @@ class _SilentHandler(WSGIRequestHandler):
         return
 
 
+class _ThreadingWSGIServer6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 class ExporterServer:
-    """Serves the app on host:port (port 0 picks a free one) in a daemon thread."""
+    """Serves the app on host:port (port 0 picks a free one) in a daemon thread.
+
+    ``host`` may be an IPv6 address (``::1``, without brackets). A port already in use or an
+    address the machine does not have raises a ``ConfigError`` naming it.
+    """
 
     def __init__(self, app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1", port: int = 0):
-        self.httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        server_class = _ThreadingWSGIServer6 if ":" in host else ThreadingWSGIServer
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.httpd = make_server(host, port, app, server_class, handler_class=_SilentHandler)
+        except OSError as exc:
+            fix = (
+                "another process holds that port: stop it or set [controller] listen to a free port"
+                if exc.errno == errno.EADDRINUSE
+                else "set [controller] listen to an address of this machine, e.g. 127.0.0.1:9464"
+            )
+            raise ConfigError(
+                f"Cannot listen on {shown} ({exc.strerror or exc}); {fix}",
+                field="[controller] listen",
+            ) from exc
         self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        shown = f"[{text}]" if ":" in text else text
+        return f"http://{shown}:{port}"
 
     def start(self) -> ExporterServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

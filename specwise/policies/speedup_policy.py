@@ -8,11 +8,8 @@ alpha, the posterior mean speedup is the speedup of the posterior mean curve, pr
 ``plateau`` of the highest expected speedup; k = 0 wins when no k >= 1 is expected to beat
 plain decoding, so a recommended k never has a predicted speedup below 1.
 
-"Off" has two forms with different costs (DESIGN.md): a ``num_speculative_tokens_per_batch_size``
-entry with k = 0 keeps the speculative config in place (no restart, but measured 6-22%
-slower than an engine started without it, vLLM #49548), or a restart without
-``--speculative-config`` (minutes of lost capacity, and no more acceptance data to
-re-check against).
+"Off" has two forms with different costs (docs/design.md); :mod:`specwise.policies.off` owns
+them and which one to recommend.
 """
 
 from __future__ import annotations
@@ -27,12 +24,14 @@ import numpy as np
 from specwise.errors import ConfigError
 from specwise.estimation.estimator import Estimate
 from specwise.model import (
+    MAX_K,
     VerifyCost,
     expected_tokens_from_survival,
     speedup_from_survival,
     survival_curve,
     verify_cost_at,
 )
+from specwise.policies.off import OffMode, choose_off
 from specwise.policies.schedule import ScheduleEntry, compress_schedule
 
 __all__ = [
@@ -44,7 +43,6 @@ __all__ = [
     "with_change_allowed",
 ]
 
-OffMode = Literal["schedule", "restart"]
 PricedFrom = Literal["alpha", "survival", "none"]
 
 #: v(k, batch_size) in target decode steps, e.g.
@@ -80,9 +78,14 @@ class PolicyConfig:
                 f"draft cost = {self.cost!r} must be a finite number >= 0, e.g. 0.05",
                 field="cost",
             )
-        if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or self.k_max < 1:
+        if (
+            isinstance(self.k_max, bool)
+            or not isinstance(self.k_max, int)
+            or not 1 <= self.k_max <= MAX_K
+        ):
             raise ConfigError(
-                f"k_max = {self.k_max!r} must be a whole number >= 1, e.g. 8", field="k_max"
+                f"k_max = {self.k_max!r} must be a whole number in 1..{MAX_K}, e.g. 8",
+                field="k_max",
             )
         if not (0 <= self.plateau < 1):
             raise ConfigError(
@@ -142,16 +145,6 @@ class Recommendation:
         if cur is None or rec is None or cur <= 0:
             return None
         return rec / cur - 1.0
-
-
-_SCHEDULE_OFF = (
-    "a batch-size schedule entry with k = 0 keeps the speculative config: no restart, but "
-    "such an engine ran 6-22% slower than one started without it (vLLM #49548)"
-)
-_RESTART_OFF = (
-    "restart without --speculative-config: minutes of lost capacity, and no acceptance "
-    "counters afterwards (re-check alpha on a canary)"
-)
 
 
 def _choose(speedups: Sequence[float], plateau: float) -> int:
@@ -334,13 +327,10 @@ def recommend(
     off_cost = ""
     s_rec = speedups[chosen]
     if chosen == 0:
-        drafts_somewhere = schedule is not None and any(e[2] > 0 for e in schedule)
-        if cfg.off == "schedule" or (cfg.off == "auto" and drafts_somewhere):
-            off_mode, off_cost = "schedule", _SCHEDULE_OFF
-            if not drafts_somewhere:
-                s_rec = 1.0 - cfg.schedule_off_overhead
-        else:
-            off_mode, off_cost = "restart", _RESTART_OFF
+        off_mode, off_cost, s_off = choose_off(
+            cfg.off, schedule, overhead=cfg.schedule_off_overhead
+        )
+        s_rec = s_rec if s_off is None else s_off
 
     confidence = _confidence(samples, chosen, cfg.cost, cfg.verify_cost, cfg.plateau)
     reason = _reason(estimate, cfg, priced_from, speedups, chosen, cur, s_cur, off_mode)
