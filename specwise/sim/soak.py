@@ -21,7 +21,8 @@ and checks, after every tick, the invariants a platform team relies on:
 5. the exported state matches the fleet's truth within one tick of the evidence: when a
    declared class's engines have all served clean pages at one k > 0 for the last two ticks,
    ``specwise_deployed_k`` is that k; when a class's targets have been gone for longer than
-   ``stale_after`` plus a tick, ``specwise_stale`` is 1.
+   ``stale_after`` plus a tick, ``specwise_stale`` is 1 (for a class specwise itself turned
+   off, which exports no counters by design, its targets' ``specwise_source_up`` is 0).
 
 :func:`run_soak` returns the counts (ticks, faults by kind, actuations) and every violation.
 """
@@ -283,7 +284,7 @@ def run_soak(
     result = SoakResult(ticks=ticks, simulated_hours=ticks * interval / 3600.0)
     engines_of = {
         name: [i for i, e in enumerate(fleet.engines) if e.spec.name == name]
-        for name in {e.spec.name for e in fleet.engines}
+        for name in sorted({e.spec.name for e in fleet.engines})
     }
     gone_until: dict[str, float] = {}
     gone_since: dict[str, float] = {}
@@ -369,7 +370,20 @@ def run_soak(
                 since = gone_since.get(name)
                 if since is not None and now - since > cfg.controller.stale_after + interval:
                     result.checked_stale += 1
-                    if _sample(registry, "specwise_stale", name) != 1.0:
+                    status = by_name.get(name)
+                    if status is not None and status.off_by_specwise:
+                        # off on purpose: no counters are expected, so the class is not stale;
+                        # its vanished targets must show as down instead
+                        down = [
+                            registry.get_sample_value("specwise_source_up", {"source": urls[i]})
+                            for i in idx
+                        ]
+                        if any(v != 0.0 for v in down):
+                            result.violations.append(
+                                f"t={now - T0:.0f}: {name!r} (off) gone for {now - since:.0f}s, "
+                                f"its targets not down: {down}"
+                            )
+                    elif _sample(registry, "specwise_stale", name) != 1.0:
                         result.violations.append(
                             f"t={now - T0:.0f}: {name!r} gone for {now - since:.0f}s, not stale"
                         )
