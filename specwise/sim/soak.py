@@ -273,8 +273,9 @@ def run_soak(
     session = requests.Session()
     source = ScrapeSource(urls, session=session, timeout=cfg.source.timeout)
     actuator = _SoakActuator(fleet, clock, np.random.default_rng(seed + 1))
-    actuator.p_slow = fault_rate
-    actuator.p_fail = fault_rate
+    # deploys are rare (a few a day per class), so each one is likelier to misbehave
+    actuator.p_slow = min(0.3, 3 * fault_rate)
+    actuator.p_fail = min(0.3, 3 * fault_rate)
     controller = Controller(
         cfg, source=source, actuator=actuator, clock=clock, classes=class_config_from(cfg)
     )
