@@ -247,7 +247,12 @@ def test_mixed_k_through_prometheus_keeps_the_majority_k(
         from specwise.estimation.estimator import estimate_delta
 
         e = estimate_delta("code", d, now=t)
+        assert e.alpha is not None
         assert e.alpha_low is not None
         assert e.alpha_high is not None
-        assert e.alpha_low <= 0.82 <= e.alpha_high
+        # thousands of drafts a second make the interval a few thousandths wide, narrower
+        # than what increase()'s extrapolation over a 2.5 s window can shift (it failed 3 in
+        # 6 runs); the pooled cliff this guards against drags alpha far lower (0.67 -> 0.35)
+        assert e.alpha_low <= e.alpha <= e.alpha_high
+        assert e.alpha == pytest.approx(0.82, abs=0.02)
         assert any("different k" in n for n in e.notes)
