@@ -18,6 +18,7 @@ from specwise.collectors.classes import ClassConfig
 from specwise.collectors.deltas import sum_by_class, window_deltas
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import ScrapeSource
+from specwise.collectors.snapshot import Snapshot
 from specwise.estimation.estimator import EstimatorConfig, estimate_delta
 from tests.servers import ManagedProcess, start_prometheus
 
@@ -57,6 +58,22 @@ def _wait_for_series(base: str, timeout: float = 30.0) -> None:
     pytest.fail("Prometheus did not scrape vLLM's spec-decode counters in time")
 
 
+QUIET = 12
+
+
+def _quiet_counters(scrape: ScrapeSource, timeout: float = 120.0) -> list[Snapshot]:
+    """The counters once they have not moved for QUIET seconds (bounded wait)."""
+    deadline = time.time() + timeout
+    last = scrape.collect(time.time())
+    while time.time() < deadline:
+        time.sleep(QUIET)
+        now = scrape.collect(time.time())
+        if [s.draft_tokens for s in now] == [s.draft_tokens for s in last]:
+            return now
+        last = now
+    pytest.fail(f"vLLM's spec-decode counters kept moving for {timeout:.0f} s with no load")
+
+
 def test_prometheus_alpha_equals_direct_scrape(
     vllm: VLLMServer, prometheus: ManagedProcess
 ) -> None:
@@ -64,8 +81,10 @@ def test_prometheus_alpha_equals_direct_scrape(
     est = EstimatorConfig(min_drafts=100)
     with requests.Session() as session:
         scrape = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
+        # the counters must be flat for QUIET seconds before t0: the CLI below starts its
+        # window that much earlier, to cover the load whatever its own start-up takes
+        before = _quiet_counters(scrape)
         t0 = time.time()
-        before = scrape.collect(t0)
         load = vllm.drive(64, max_tokens=128, repeat=6, seed=100)
         time.sleep(4)  # a few scrapes of the final (now flat) counters
         t1 = time.time()
@@ -108,7 +127,7 @@ def test_prometheus_alpha_equals_direct_scrape(
             "--prometheus",
             prometheus.base_url,
             "--window",
-            f"{int(time.time() - t0) + 2}s",
+            f"{int(time.time() - t0) + QUIET}s",
             "--cost",
             "0.3",
         ]

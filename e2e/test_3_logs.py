@@ -12,7 +12,7 @@ import pytest
 from conftest import VLLMServer, report, specwise_cli
 
 from specwise.collectors.exposition import parse_exposition
-from specwise.collectors.logs import LogSource
+from specwise.collectors.logs import LogSource, parse_log_lines, per_position_slack
 from specwise.collectors.snapshot import Snapshot
 
 pytestmark = pytest.mark.timeout(600)
@@ -40,7 +40,14 @@ def test_log_lines_agree_with_counters(vllm: VLLMServer) -> None:
     assert logged.labels["engine"] == "0"
     assert logged.k == counters.k == 4
     assert logged.accepted == counters.accepted
-    assert logged.accepted_per_position == counters.accepted_per_position
+    # per-position rates are printed rounded (%.3f): each position is recovered within the
+    # slack the lines leave (exact in the runs so far; see test_1 for a run that was not)
+    with vllm.log_path.open(encoding="utf-8", errors="replace") as fh:
+        slack = per_position_slack(parse_log_lines(fh, year=datetime.now(UTC).year))
+    got, want = logged.accepted_per_position, counters.accepted_per_position
+    assert len(got) == len(want) == 4
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert abs(g - w) <= slack[i], (i, got, want, slack)
     # a V1 line prints no drafts count: it is recovered from the %.3f rates and the %.2f
     # mean acceptance length, which with ngram's variable-length drafts can leave two
     # neighbours (A = 55, rates 0.163, 0.048, 0.008, 0.000 fit D = 251 and 252): at most one

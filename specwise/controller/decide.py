@@ -54,6 +54,8 @@ class Evidence:
     drifting: bool = False
     schedule_off: bool = False
     declared: bool = True
+    #: when every series of the class seen on this tick last restarted (empty: none seen)
+    restarted_at: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,19 @@ def _adopt_observed(ev: Evidence, rules: DecisionRules) -> tuple[HysteresisState
         and (
             state.last_change is None
             or ev.now - state.last_change > rules.hysteresis.min_dwell_seconds
+            or _all_restarted_since(ev.restarted_at, state.last_change)
         )
     ):
-        # someone else changed k, or our change took effect: the counters are the truth
+        # someone else changed k, or our change took effect: the counters are the truth.
+        # Within min_dwell of our own change the counters may still come from engines that
+        # have not restarted yet (the old k); once every series restarted after the change,
+        # what they show is the k in force, whoever set it.
         state = dataclasses.replace(state, current_k=observed)
     return state, observed
+
+
+def _all_restarted_since(restarted_at: tuple[float, ...], when: float) -> bool:
+    return bool(restarted_at) and min(restarted_at) > when
 
 
 def decide(ev: Evidence, rules: DecisionRules) -> Decision:

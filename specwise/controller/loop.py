@@ -22,7 +22,7 @@ from typing import Any
 
 from specwise.collectors.classes import CLASS_LABEL, ClassConfig, resolve_classes
 from specwise.collectors.deltas import sum_by_class, window_deltas
-from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
+from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource, labels_key
 from specwise.config import SpecwiseConfig
 from specwise.controller.actuators import (
     ActuationResult,
@@ -100,6 +100,8 @@ class Controller:
         self._sources: dict[str, SourceTrack] = {}
         self._seen: dict[str, float] = {}
         self._observed_k: dict[str, int] = {}
+        self._series_now: dict[str, list[tuple[tuple[str, str], ...]]] = {}
+        self._restarted: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._drifting: dict[str, bool] = {}
         self._records = ActuationRecords()
         self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
@@ -376,6 +378,10 @@ class Controller:
             declared=self.config.class_settings(name) is not None,
             drifting=self._drifting.get(name, False),
             schedule_off=name in self._records.schedule_off,
+            restarted_at=tuple(
+                self._restarted.get((name, key), float("-inf"))
+                for key in self._series_now.get(name, ())
+            ),
         )
 
     def _rules(self, name: str) -> DecisionRules:
@@ -476,6 +482,7 @@ class Controller:
     def _ingest(self, snapshots: Sequence[Snapshot], t: float) -> None:
         raw = self._deltas(snapshots, t)
         self._series.note(raw, lambda labels: self.classes.classify(labels)[CLASS_LABEL])
+        self._note_restarts(raw, t)
         for delta in sum_by_class(raw, self.classes):
             name = delta.labels.get(CLASS_LABEL, "")
             self._seen[name] = t
@@ -497,6 +504,21 @@ class Controller:
                 log.warning("class %s: %s", name, exc)
                 continue
             self._drifting[name] = status.drifting
+
+    def _note_restarts(self, raw: Sequence[CounterDelta], t: float) -> None:
+        """Which series each class has on this tick, and when each last restarted."""
+        self._series_now = {}
+        for delta in raw:
+            labels = delta.labels
+            name = (
+                labels.get(CLASS_LABEL, "")
+                if delta.classified
+                else self.classes.classify(labels)[CLASS_LABEL]
+            )
+            key = labels_key(labels)
+            self._series_now.setdefault(name, []).append(key)
+            if delta.restarts:
+                self._restarted[(name, key)] = t
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         """A failure no layer mapped (a bug, a library error): counted, exported, logged."""

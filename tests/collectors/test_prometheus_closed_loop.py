@@ -127,11 +127,13 @@ def test_k_down_is_applied_once_not_every_min_dwell(
 
 
 def test_k_up_is_applied_once(start_prometheus: Callable[..., ManagedProcess]) -> None:
-    with served_fleet(_one("code", 0.85, 1), start_prometheus) as served:
+    # from k = 5, one change reaches the optimum (8 at alpha 0.85): a change goes at most two
+    # positions past the measured ones, so from k = 1 the climb takes several
+    with served_fleet(_one("code", 0.85, 5), start_prometheus) as served:
         loop = Loop(served, _config([{"name": "code", "cost": 0.05}]))
         _wait_for(loop, lambda s: bool(loop.actuator.calls))
         (target,) = loop.actuator.of("code")
-        assert target >= 4
+        assert target >= 6
         list(loop.run_for(MIN_DWELL + 2))
         assert loop.actuator.of("code") == [target]
         st = loop.status("code")
@@ -245,7 +247,12 @@ def test_mixed_k_through_prometheus_keeps_the_majority_k(
         from specwise.estimation.estimator import estimate_delta
 
         e = estimate_delta("code", d, now=t)
+        assert e.alpha is not None
         assert e.alpha_low is not None
         assert e.alpha_high is not None
-        assert e.alpha_low <= 0.82 <= e.alpha_high
+        # thousands of drafts a second make the interval a few thousandths wide, narrower
+        # than what increase()'s extrapolation over a 2.5 s window can shift (it failed 3 in
+        # 6 runs); the pooled cliff this guards against drags alpha far lower (0.67 -> 0.35)
+        assert e.alpha_low <= e.alpha <= e.alpha_high
+        assert e.alpha == pytest.approx(0.82, abs=0.02)
         assert any("different k" in n for n in e.notes)

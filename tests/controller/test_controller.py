@@ -114,7 +114,9 @@ def test_estimates_and_recommendations_match_the_truth(
     assert code.alpha_high is not None
     assert code.alpha_low <= 0.82 <= code.alpha_high
     assert code.alpha_high - code.alpha_low < 0.01
-    assert code.recommended_k in (optimal_k(0.82, 0.05, 8), optimal_k(0.82, 0.05, 8) - 1)
+    # one change goes at most two positions past the 3 measured (issue 11): 5, then 7
+    assert optimal_k(0.82, 0.05, 8) > 5
+    assert code.recommended_k == 5
     assert chat.alpha == pytest.approx(0.7, abs=0.01)
     assert summarize.recommended_k == 0
     assert "every k >= 1 loses" in summarize.reason
@@ -173,10 +175,10 @@ def test_closed_loop_applies_k_and_does_not_flap(
     chat_engine = fleet.engines_of("chat")[0]
     assert fleet.deployed_k("chat") <= 2  # alpha 0.3 at cost 0.05: 1 (or 2 within the plateau)
     total_restarts = sum(e.stats.restarts for e in fleet.engines)
-    assert total_restarts <= 5, "code once, summarize once, chat once or twice: no flapping"
+    assert total_restarts <= 6, "code twice, summarize once, chat once or twice: no flapping"
     assert chat_engine.stats.restarts >= 1
     code_status = next(c for c in controller.state().classes if c.name == "code")
-    assert code_status.changes == 1
+    assert code_status.changes <= 2  # 3 -> 5 -> 7: at most two positions per change
 
 
 def test_source_down_goes_stale_holds_k_and_recovers(tmp_path: Path) -> None:
@@ -197,7 +199,7 @@ def test_source_down_goes_stale_holds_k_and_recovers(tmp_path: Path) -> None:
             overrides={"policy": {"min_dwell": "1m"}},
         )
         run_ticks(controller, clock, 3, watcher=watcher)
-        assert fleet.deployed_k("code") == 7
+        assert fleet.deployed_k("code") == 6  # 4 + at most two positions per change
         server.stop()  # the vLLM server goes away
         run_ticks(controller, clock, 20, watcher=watcher)  # alpha fell to 0.2: nobody can see it
         state = controller.state()

@@ -71,3 +71,18 @@ def test_schedule_off_reads_the_exported_positions_as_k_zero() -> None:
     assert "speculation is off (k = 0)" in d.reason
     d = decide(dataclasses.replace(ev, schedule_off=False), losing)
     assert d.deployed == 3  # the same counters without a schedule-form k = 0: k = 3 runs
+
+
+def test_a_k_set_by_someone_else_within_dwell_is_adopted_once_every_series_restarted() -> None:
+    # specwise set k = 7 two minutes ago; the engines now show k = 2 (someone else's change)
+    changed = NOW - 120
+    gate = HysteresisState(current_k=7, last_change=changed, changes=(changed,))
+    after_change = _evidence(
+        observed_k=2, gate_state=gate, restarted_at=(changed + 60, changed + 90)
+    )
+    assert decide(after_change, RULES).deployed == 2
+    # one series has not restarted since our change: its positions may be the old k
+    pending = dataclasses.replace(after_change, restarted_at=(changed + 60, changed - 300))
+    assert decide(pending, RULES).deployed == 7
+    # no series seen on this tick: nothing to adopt
+    assert decide(dataclasses.replace(after_change, restarted_at=()), RULES).deployed == 7
