@@ -52,6 +52,7 @@ Snapshots (:func:`snapshot_counters`). In a notebook::
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -77,13 +78,15 @@ from specwise.collectors.prometheus import (
 from specwise.collectors.scrape import FileSource
 from specwise.collectors.snapshot import Snapshot
 from specwise.config import format_duration
-from specwise.errors import DataError, SourceError
+from specwise.errors import DataError, ReportError, SourceError
 from specwise.estimation.estimator import WindowCounts, alpha_trials
 
 __all__ = [
     "COUNTER_COLUMNS",
+    "CSV_DATE_FORMAT",
     "ESTIMATE_COLUMNS",
     "capture_counters",
+    "check_output",
     "class_name",
     "load_prometheus",
     "log_counters",
@@ -93,6 +96,7 @@ __all__ = [
     "snapshot_counters",
     "survival_frame",
     "with_estimates",
+    "write_frame",
 ]
 
 #: Fixed columns of a counters frame, in order (``accepted_pos_<i>`` follow ``accepted``).
@@ -580,3 +584,50 @@ def survival_frame(counters: pd.DataFrame) -> pd.DataFrame:
         r = reached.to_numpy(dtype=float)
         long["conditional"] = np.where(r > 0, acc / r, np.nan)
     return long[cols]
+
+
+# -- files -----------------------------------------------------------------------------------
+
+#: How times are written to CSV (RFC 3339, UTC; sub-second steps keep their fraction).
+CSV_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def check_output(path: Path) -> str:
+    """The format of an output file from its suffix (``.csv``/``.parquet``), checked before
+    any work: a ReportError names a bad suffix, or pyarrow missing for Parquet."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ReportError(
+            f"output file {str(path)!r} has neither a .csv nor a .parquet suffix; name it "
+            "e.g. series.csv or series.parquet"
+        )
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ReportError(
+            f"writing {str(path)!r} as Parquet needs pyarrow; pip install "
+            "specwise[parquet], or write .csv"
+        )
+    return suffix
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a frame to ``path`` by its suffix: ``.csv`` (RFC 3339 UTC times) or ``.parquet``
+    (needs pyarrow: ``pip install specwise[parquet]``). Written to a temporary file first and
+    renamed, so a failed write leaves no partial file."""
+    path = Path(path)
+    suffix = check_output(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if suffix == ".csv":
+            whole = frame["time"].dt.microsecond.eq(0).all() if "time" in frame else True
+            fmt = "%Y-%m-%dT%H:%M:%SZ" if whole else CSV_DATE_FORMAT
+            frame.to_csv(tmp, index=False, date_format=fmt)
+        else:
+            frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReportError(
+            f"cannot write {str(path)!r} ({exc.strerror or exc}); check the folder exists and "
+            "is writable"
+        ) from exc
+    return path
