@@ -1,14 +1,15 @@
 """Prometheus range answers (``resultType`` matrix) parsed column by column.
 
 ``PrometheusClient.query_range`` parses a range answer point by point (``json.loads``, then a
-tuple per point): about 40 us and a few hundred bytes of Python objects per point.
-:func:`parse_matrix_columns` reads the same bytes into float64 columns with numpy, a bounded
-piece at a time, so its cost and memory follow the number of points and not the decoded
-JSON; ``PrometheusClient.query_range_columns`` uses it.
+tuple per point): a few hundred bytes of Python objects per point.
+:func:`parse_matrix_columns` reads the same bytes into float64 columns (pandas' C CSV parser
+on the ``values`` arrays, a bounded piece at a time), so its cost and memory follow the number
+of points and not the decoded JSON; ``PrometheusClient.query_range_columns`` uses it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import warnings as _warnings
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from specwise.errors import ParseError
 
@@ -29,9 +31,8 @@ _MATRIX_HEAD = re.compile(
 _SERIES_HEAD = re.compile(rb'\s*\{\s*"metric"\s*:\s*')
 _VALUES_HEAD = re.compile(rb'\s*,\s*"values"\s*:\s*\[\s*')
 _SERIES_TAIL = re.compile(rb"\s*\]\s*\}\s*(,?)")
-_BLANKS = bytes.maketrans(b'[]",', b"    ")
 #: Bytes of ``values`` turned into numbers at a time (bounds the parser's scratch memory).
-_PIECE = 1 << 20
+_PIECE = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -58,30 +59,50 @@ class _Layout(Exception):
     """The body is valid JSON of another layout: parse it the slow, general way."""
 
 
-def _values_columns(body: bytes, start: int, end: int) -> np.ndarray:
-    """``[t,"v"],[t,"v"]...`` in ``body[start:end]`` -> an (n, 2) float64 array, piece by
-    piece (no Python object per point)."""
-    parts: list[np.ndarray] = []
+def _values_columns(body: bytes, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[t,"v"],[t,"v"]...`` in ``body[start:end]`` -> float64 times and values, piece by
+    piece: each piece becomes CSV lines (``,t,v``) read by pandas' C parser, so no Python
+    object is made per point and the scratch memory is bounded by the piece size."""
+    times: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     p = start
     while p < end:
         q = end if end - p <= _PIECE else body.rfind(b"]", p, p + _PIECE) + 1
-        if q <= p:
+        if q <= p or body[p : p + 1] != b"[":
             raise _Layout
         piece = body[p:q]
         n = piece.count(b"[")
+        text = b"," + piece.translate(None, b'["').replace(b"]", b"\n")
+        del piece
         with _warnings.catch_warnings():
             _warnings.simplefilter("error")
             try:
-                arr = np.fromstring(piece.translate(_BLANKS), dtype=np.float64, sep=" ")
-            except (ValueError, DeprecationWarning) as exc:
+                frame = pd.read_csv(
+                    io.BytesIO(text),
+                    header=None,
+                    names=["_", "t", "v"],
+                    usecols=["t", "v"],
+                    dtype=np.float64,
+                    engine="c",
+                    na_values=["NaN"],
+                    keep_default_na=False,
+                )
+            except (ValueError, Warning, pd.errors.ParserError) as exc:
                 raise _Layout from exc
-        if arr.size != 2 * n:
+        del text
+        t, v = frame["t"].to_numpy(), frame["v"].to_numpy()
+        del frame
+        if t.shape != (n,) or v.shape != (n,) or np.isnan(t).any():
             raise _Layout
-        parts.append(arr)
-        p = q
-    if not parts:
-        return np.empty((0, 2))
-    return (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(-1, 2)
+        times.append(t)
+        values.append(v)
+        nxt = body.find(b"[", q, end)
+        p = end if nxt < 0 else nxt
+    if not times:
+        return np.empty(0), np.empty(0)
+    if len(times) == 1:
+        return times[0], values[0]
+    return np.concatenate(times), np.concatenate(values)
 
 
 def _decode_object(body: bytes, start: int) -> tuple[Any, int]:
@@ -146,14 +167,12 @@ def _columns_fast(body: bytes) -> ColumnResult:
                 if end < 0:
                     raise _Layout
                 end += 1
-            pts = _values_columns(body, v.end(), end)
+            times, values = _values_columns(body, v.end(), end)
             t = _SERIES_TAIL.match(body, end)
             if not t:
                 raise _Layout
             pos = t.end()
-            series.append(
-                ColumnSeries({str(k): str(x) for k, x in labels.items()}, pts[:, 0], pts[:, 1])
-            )
+            series.append(ColumnSeries({str(k): str(x) for k, x in labels.items()}, times, values))
             if not t.group(1):
                 close = re.compile(rb"\s*\]").match(body, pos)
                 if not close:
