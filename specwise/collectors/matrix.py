@@ -68,6 +68,8 @@ def _values_columns(body: bytes, start: int, end: int) -> tuple[np.ndarray, np.n
     p = start
     while p < end:
         q = end if end - p <= _PIECE else body.rfind(b"]", p, p + _PIECE) + 1
+        if q <= p:  # one point longer than a piece
+            q = body.find(b"]", p, end) + 1
         if q <= p or body[p : p + 1] != b"[":
             raise _Layout
         piece = body[p:q]
@@ -86,6 +88,7 @@ def _values_columns(body: bytes, start: int, end: int) -> tuple[np.ndarray, np.n
                     engine="c",
                     na_values=["NaN"],
                     keep_default_na=False,
+                    skipinitialspace=True,
                 )
             except (ValueError, Warning, pd.errors.ParserError) as exc:
                 raise _Layout from exc
