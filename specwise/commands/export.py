@@ -119,6 +119,12 @@ def export_command(
         )  # fmt: skip
     frame = with_estimates(frame)
     write_frame(frame, out)
+    if frame.empty:
+        click.echo(
+            f"Note: no vLLM spec-decode counters in {window}; check the range, the URL and "
+            "that vLLM ran with --speculative-config",
+            err=True,
+        )
     for w in frame.attrs.get("warnings", []):
         click.echo(f"Note: server warning: {w}", err=True)
     n_classes = frame["class"].nunique()

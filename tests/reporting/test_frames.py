@@ -407,6 +407,31 @@ def test_export_csv(prom: servers.ManagedProcess, tmp_path: Path,
     assert abs(back[back["class"] == "code"]["alpha"].median() - 0.7) < 0.03
 
 
+def test_export_with_config_classes_and_an_empty_range(
+    prom: servers.ManagedProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "specwise.toml"
+    cfg.write_text(
+        f'[source]\nkind = "prometheus"\nurl = "{prom.base_url}"\n\n'
+        '[[classes]]\nname = "fastlane"\nmatch = \'{model_name=~"code|early"}\'\n'
+    )
+    out = tmp_path / "c.csv"
+    rng = f"{T0 + HOUR:.0f}..{T0 + 2 * HOUR:.0f}"
+    argv = ["export", "--prometheus", prom.base_url, "--range", rng, "--config", str(cfg),
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    back = pd.read_csv(out)
+    assert set(back["class"]) == {"fastlane", "chat", "gap"}
+    fast = back[back["class"] == "fastlane"]
+    assert (fast["drafts"] == 5 * (80 + 40 + 60)).all()  # code's two engines and early's
+    assert main([*argv, "--force", "--range", "-3650d..-3649d"]) == 0
+    _, err = capsys.readouterr()
+    assert "no vLLM spec-decode counters" in err
+    assert pd.read_csv(out).empty
+    assert main(argv) == 1  # exists, no --force
+    assert "pass --force" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
