@@ -46,8 +46,13 @@ from specwise.collectors.prometheus import (
     aligned_chunks,
 )
 from specwise.collectors.snapshot import labels_key
-from specwise.reporting.frames import prometheus_counters, range_queries, with_estimates
-from specwise.reporting.report import TimeRange, alpha_over_time
+from specwise.reporting.frames import (
+    class_name,
+    prometheus_counters,
+    range_queries,
+    with_estimates,
+)
+from specwise.reporting.report import TimeRange
 from tests import servers
 
 STEP = 15.0
@@ -117,6 +122,50 @@ def parse_points(client: PrometheusClient, bodies: list[tuple[str, bytes]]) -> l
         for key in sorted(merged):
             out.append(np.asarray(tuple(sorted(merged[key].items())), dtype=float))
     return out
+
+
+def old_alpha_over_time(
+    source: PrometheusSource, window: TimeRange, *, step: float
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The report's alpha over time before the frames (0.1): point-by-point range queries,
+    summed per class into per-chunk arrays, k fixed per chunk (its per-point short-draft
+    correction left out: the drafts here are full). Kept here as the baseline."""
+    queries = range_queries(source.classes, max(step, 300.0), context=False)
+    out: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for c0, c1 in aligned_chunks(window.start, window.end, step):
+        size = round((c1 - c0) / step) + 1
+        fields: dict[str, dict[str, np.ndarray]] = {}
+        per_pos: dict[str, dict[int, np.ndarray]] = {}
+        for fld, q in queries.items():
+            res = source.client.query_range(q, start=c0, end=c1, step=step)
+            for s in res.series:
+                name = class_name(source.classes.classify(s.labels))
+                if not s.points:
+                    continue
+                pts = np.asarray(s.points, dtype=float)
+                idx = np.rint((pts[:, 0] - c0) / step).astype(int)
+                keep = (idx >= 0) & (idx < size) & np.isfinite(pts[:, 1])
+                if fld == "accepted_per_position":
+                    pos = s.labels.get("position", "")
+                    if not pos.isdigit():
+                        continue
+                    arr = per_pos.setdefault(name, {}).setdefault(int(pos), np.zeros(size))
+                else:
+                    arr = fields.setdefault(name, {}).setdefault(fld, np.zeros(size))
+                np.add.at(arr, idx[keep], pts[keep, 1])
+        for name, f in fields.items():
+            if "drafts" not in f or name not in per_pos:
+                continue
+            pp = per_pos[name]
+            stack = np.vstack([pp.get(i, np.zeros(size)) for i in range(max(pp) + 1)])
+            d, t, a = f["drafts"], f.get("draft_tokens", np.zeros(size)), f["accepted"]
+            r = np.maximum(0.0, np.minimum(np.maximum(0.0, d - stack[-1]), t - a))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                alpha = np.where(d >= 1, a / (a + r), np.nan)
+            times, alphas = out.setdefault(name, ([], []))
+            times.append(c0 + step * np.arange(size))
+            alphas.append(alpha)
+    return {n: (np.concatenate(t), np.concatenate(a)) for n, (t, a) in out.items()}
 
 
 def parse_columns(bodies: list[tuple[str, bytes]]) -> list[Any]:
@@ -189,7 +238,7 @@ def main() -> None:
                 bodies.clear()
                 source = PrometheusSource(client)
                 for label, fetch in (
-                    ("end to end, old alpha_over_time", lambda w: alpha_over_time(
+                    ("end to end, old alpha_over_time", lambda w: old_alpha_over_time(
                         source, w, step=STEP)),
                     ("end to end, frames", lambda w: with_estimates(prometheus_counters(
                         client, w.start, w.end, step=STEP, context=False))),
