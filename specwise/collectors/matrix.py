@@ -32,7 +32,7 @@ _SERIES_HEAD = re.compile(rb'\s*\{\s*"metric"\s*:\s*')
 _VALUES_HEAD = re.compile(rb'\s*,\s*"values"\s*:\s*\[\s*')
 _SERIES_TAIL = re.compile(rb"\s*\]\s*\}\s*(,?)")
 #: Bytes of ``values`` turned into numbers at a time (bounds the parser's scratch memory).
-_PIECE = 1 << 18
+_PIECE = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -59,53 +59,83 @@ class _Layout(Exception):
     """The body is valid JSON of another layout: parse it the slow, general way."""
 
 
-def _values_columns(body: bytes, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    """``[t,"v"],[t,"v"]...`` in ``body[start:end]`` -> float64 times and values, piece by
-    piece: each piece becomes CSV lines (``,t,v``) read by pandas' C parser, so no Python
-    object is made per point and the scratch memory is bounded by the piece size."""
-    times: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-    p = start
-    while p < end:
-        q = end if end - p <= _PIECE else body.rfind(b"]", p, p + _PIECE) + 1
-        if q <= p:  # one point longer than a piece
-            q = body.find(b"]", p, end) + 1
-        if q <= p or body[p : p + 1] != b"[":
-            raise _Layout
-        piece = body[p:q]
-        n = piece.count(b"[")
-        text = b"," + piece.translate(None, b'["').replace(b"]", b"\n")
-        del piece
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("error")
-            try:
-                frame = pd.read_csv(
-                    io.BytesIO(text),
-                    header=None,
-                    names=["_", "t", "v"],
-                    usecols=["t", "v"],
-                    dtype=np.float64,
-                    engine="c",
-                    na_values=["NaN"],
-                    keep_default_na=False,
-                    skipinitialspace=True,
-                )
-            except (ValueError, Warning, pd.errors.ParserError) as exc:
-                raise _Layout from exc
+def _read_lines(text: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``,t,v`` lines -> float64 times and values (pandas' C parser; exactly n lines)."""
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        try:
+            frame = pd.read_csv(
+                io.BytesIO(text),
+                header=None,
+                names=["_", "t", "v"],
+                usecols=["t", "v"],
+                dtype=np.float64,
+                engine="c",
+                na_values=["NaN"],
+                keep_default_na=False,
+                skipinitialspace=True,
+            )
+        except (ValueError, Warning, pd.errors.ParserError) as exc:
+            raise _Layout from exc
+    t, v = frame["t"].to_numpy(), frame["v"].to_numpy()
+    if t.shape != (n,) or v.shape != (n,) or np.isnan(t).any():
+        raise _Layout
+    return t, v
+
+
+def _values_columns(
+    body: bytes, spans: list[tuple[int, int]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``[t,"v"],[t,"v"]...`` arrays at ``spans`` of ``body`` -> float64 times and values
+    per span, allocated once at their final size. The arrays are cut into pieces at point
+    boundaries, each piece turned into CSV lines (``,t,v``), and pieces of several series read
+    by one call of pandas' C parser: no Python object per point, and the scratch memory is
+    bounded by the piece size."""
+    counts = [body.count(b"[", start, end) for start, end in spans]
+    out = [(np.empty(n), np.empty(n)) for n in counts]
+    filled = [0] * len(spans)
+    batch: list[bytes] = []
+    owners: list[tuple[int, int]] = []  # (span, points) of each piece in the batch
+    size = 0
+
+    def flush() -> None:
+        text = b"".join(batch)
+        batch.clear()
+        t, v = _read_lines(text, sum(n for _, n in owners))
         del text
-        t, v = frame["t"].to_numpy(), frame["v"].to_numpy()
-        del frame
-        if t.shape != (n,) or v.shape != (n,) or np.isnan(t).any():
-            raise _Layout
-        times.append(t)
-        values.append(v)
-        nxt = body.find(b"[", q, end)
-        p = end if nxt < 0 else nxt
-    if not times:
-        return np.empty(0), np.empty(0)
-    if len(times) == 1:
-        return times[0], values[0]
-    return np.concatenate(times), np.concatenate(values)
+        off = 0
+        for i, n in owners:
+            at = filled[i]
+            if at + n > counts[i]:
+                raise _Layout
+            out[i][0][at : at + n] = t[off : off + n]
+            out[i][1][at : at + n] = v[off : off + n]
+            filled[i] = at + n
+            off += n
+        owners.clear()
+
+    for i, (start, end) in enumerate(spans):
+        p = start
+        while p < end:
+            q = end if end - p <= _PIECE else body.rfind(b"]", p, p + _PIECE) + 1
+            if q <= p:  # one point longer than a piece
+                q = body.find(b"]", p, end) + 1
+            if q <= p or body[p : p + 1] != b"[":
+                raise _Layout
+            piece = body[p:q]
+            batch.append(b"," + piece.translate(None, b'["').replace(b"]", b"\n"))
+            owners.append((i, piece.count(b"[")))
+            size += len(batch[-1])
+            if size >= _PIECE:
+                flush()
+                size = 0
+            nxt = body.find(b"[", q, end)
+            p = end if nxt < 0 else nxt
+    if batch:
+        flush()
+    if filled != counts:
+        raise _Layout
+    return out
 
 
 def _decode_object(body: bytes, start: int) -> tuple[Any, int]:
@@ -149,7 +179,8 @@ def _columns_fast(body: bytes) -> ColumnResult:
     if not m:
         raise _Layout
     pos = m.end()
-    series: list[ColumnSeries] = []
+    label_sets: list[dict[str, str]] = []
+    spans: list[tuple[int, int]] = []
     if re.compile(rb"\s*\]").match(body, pos):
         pos = body.index(b"]", pos) + 1
     else:
@@ -170,12 +201,12 @@ def _columns_fast(body: bytes) -> ColumnResult:
                 if end < 0:
                     raise _Layout
                 end += 1
-            times, values = _values_columns(body, v.end(), end)
+            spans.append((v.end(), end))
             t = _SERIES_TAIL.match(body, end)
             if not t:
                 raise _Layout
             pos = t.end()
-            series.append(ColumnSeries({str(k): str(x) for k, x in labels.items()}, times, values))
+            label_sets.append({str(k): str(x) for k, x in labels.items()})
             if not t.group(1):
                 close = re.compile(rb"\s*\]").match(body, pos)
                 if not close:
@@ -183,6 +214,8 @@ def _columns_fast(body: bytes) -> ColumnResult:
                 pos = close.end()
                 break
     w, i, partial = _tail_fields(body[pos:])
+    columns = _values_columns(body, spans)
+    series = [ColumnSeries(lab, t, v) for lab, (t, v) in zip(label_sets, columns, strict=True)]
     return ColumnResult(tuple(series), w, i, partial)
 
 
