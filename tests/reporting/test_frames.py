@@ -318,6 +318,14 @@ def test_load_prometheus_for_a_notebook(prom: servers.ManagedProcess) -> None:
     wide = df.pivot(index="time", columns="class", values="alpha")
     assert list(wide.columns) == ["chat", "code", "early", "gap"]
     assert abs(float(wide["code"].median()) - 0.7) < 0.03
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = wide.plot(ylabel="alpha")  # the README's third line
+    assert len(ax.get_lines()) == 4
+    plt.close("all")
 
 
 # -- captures and logs -------------------------------------------------------------------------
