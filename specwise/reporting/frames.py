@@ -79,7 +79,6 @@ from specwise.collectors.scrape import FileSource
 from specwise.collectors.snapshot import Snapshot
 from specwise.config import format_duration
 from specwise.errors import DataError, ReportError, SourceError
-from specwise.estimation.estimator import WindowCounts, alpha_trials
 
 __all__ = [
     "COUNTER_COLUMNS",
@@ -470,6 +469,52 @@ def log_counters(
 # -- estimates -------------------------------------------------------------------------------
 
 
+def _trials_short(
+    d: np.ndarray, t: np.ndarray, a: np.ndarray, pos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`specwise.estimation.estimator.alpha_trials` for many rows of one k at once
+    (rows whose drafts averaged fewer than k tokens): (failures, failures_min, failures_max),
+    the same numbers row by row, computed column-wise."""
+    k, n = pos.shape
+    stopped = np.maximum(0.0, d - pos[-1])
+    r_max = np.maximum(0.0, np.minimum(stopped, t - a))
+    missing = np.maximum(0.0, k * d - t)
+    # most fully-accepted short drafts the missing-token budget allows
+    reached = np.vstack([d, pos])
+    budget = missing.copy()
+    f_max = np.zeros(n)
+    for m in range(k - 1, -1, -1):
+        group = np.maximum(0.0, reached[m] - reached[m + 1])
+        take = np.where(budget > 0, np.minimum(group, budget / (k - m)), 0.0)
+        f_max += take
+        budget -= take * (k - m)
+    r_min = np.maximum(0.0, np.minimum(r_max, stopped - f_max))
+    # drafts with at least i tokens (the missing tokens taken from the tail first)
+    lengths = np.repeat(d[None, :], k + 1, axis=0)
+    lengths[k] = 0.0
+    left = missing.copy()
+    for i in range(k - 1, -1, -1):
+        removed = np.where(left > 0, np.minimum(d, left), 0.0)
+        lengths[i] = d - removed
+        left -= removed
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.where(a + r_max > 0, a / (a + r_max), 0.0)
+        r = r_max.copy()
+        todo = np.ones(n, dtype=bool)
+        for _ in range(200):
+            powers = alpha[None, :] ** np.arange(k)[:, None]
+            short_full = ((lengths[:k] - lengths[1:]) * powers).sum(axis=0) + (d - lengths[0])
+            r_new = np.minimum(r_max, np.maximum(r_min, stopped - short_full))
+            new = np.where(a + r_new > 0, a / (a + r_new), 0.0)
+            r = np.where(todo, r_new, r)
+            done = np.abs(new - alpha) < 1e-13
+            alpha = np.where(todo, new, alpha)
+            todo &= ~done
+            if not todo.any():
+                break
+    return r, r_min, r_max
+
+
 def _alpha_rows(
     drafts: np.ndarray, tokens: np.ndarray, accepted: np.ndarray, per_pos: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -489,19 +534,14 @@ def _alpha_rows(
     ok = (drafts >= 1.0) & np.isfinite(raw)
     alpha[ok], r_mid[ok], r_lo[ok], r_hi[ok] = raw[ok], r[ok], r[ok], r[ok]
     short = ok & (k * drafts - tokens > 1e-6 * np.maximum(1.0, k * drafts))
-    for i in np.flatnonzero(short):
-        trials = alpha_trials(
-            WindowCounts(
-                drafts=float(drafts[i]),
-                draft_tokens=float(tokens[i]),
-                accepted=float(accepted[i]),
-                accepted_per_position=tuple(float(x) for x in per_pos[:, i]),
-                k=k,
-            )
-        )
-        if trials is not None and trials[0] + trials[1] > 0:
-            alpha[i] = trials[0] / (trials[0] + trials[1])
-            r_mid[i], r_lo[i], r_hi[i] = trials[1], trials[2], trials[3]
+    if short.any():
+        i = np.flatnonzero(short)
+        rs, rs_min, rs_max = _trials_short(drafts[i], tokens[i], accepted[i], per_pos[:, i])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            a_s = np.where(accepted[i] + rs > 0, accepted[i] / (accepted[i] + rs), np.nan)
+        fine = np.isfinite(a_s) & (accepted[i] + rs > 0)
+        j = i[fine]
+        alpha[j], r_mid[j], r_lo[j], r_hi[j] = a_s[fine], rs[fine], rs_min[fine], rs_max[fine]
     return alpha, r_mid, r_lo, r_hi
 
 

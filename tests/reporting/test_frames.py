@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specwise.cli import main
 from specwise.collectors.deltas import window_deltas
@@ -28,8 +30,14 @@ from specwise.collectors.prometheus import PrometheusClient
 from specwise.collectors.scrape import FileSource
 from specwise.collectors.snapshot import Snapshot
 from specwise.errors import DataError
-from specwise.estimation.estimator import EstimatorConfig, WindowCounts, estimate_counts
+from specwise.estimation.estimator import (
+    EstimatorConfig,
+    WindowCounts,
+    alpha_trials,
+    estimate_counts,
+)
 from specwise.reporting.frames import (
+    _trials_short,
     capture_counters,
     load_prometheus,
     log_counters,
@@ -485,3 +493,30 @@ def test_export_parquet(prom: servers.ManagedProcess, tmp_path: Path) -> None:
     back = pd.read_parquet(out)
     assert str(back["time"].dtype) == "datetime64[ns, UTC]"
     assert set(back["class"]) >= {"code", "chat"}
+
+
+@st.composite
+def short_counts(draw: st.DrawFn) -> tuple[float, float, float, tuple[float, ...]]:
+    """Window counts whose drafts averaged fewer than k tokens (an n-gram drafter's)."""
+    k = draw(st.integers(1, 6))
+    d = float(draw(st.integers(1, 100_000)))
+    pos = sorted((float(draw(st.integers(0, int(d)))) for _ in range(k)), reverse=True)
+    a = sum(pos)
+    t = float(draw(st.integers(int(a), int(k * d))))  # accepted <= drafted <= k x drafts
+    return d, t, a, tuple(pos)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(short_counts(), min_size=1, max_size=6))
+def test_vectorized_short_draft_correction_equals_the_estimator(
+    rows: list[tuple[float, float, float, tuple[float, ...]]],
+) -> None:
+    for d, t, a, pos in rows:
+        ref = alpha_trials(WindowCounts(drafts=d, draft_tokens=t, accepted=a,
+                                        accepted_per_position=pos, k=len(pos)))  # fmt: skip
+        assert ref is not None
+        r, r_min, r_max = _trials_short(
+            np.asarray([d]), np.asarray([t]), np.asarray([a]), np.asarray(pos)[:, None]
+        )
+        for got, want in zip((r[0], r_min[0], r_max[0]), ref[1:], strict=True):
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9 * d)
