@@ -132,7 +132,7 @@ def test_free_draft_ceiling(alpha: float, ceiling: float) -> None:
 
 
 def test_design_heterogeneity_example() -> None:
-    """DESIGN.md: a 50/50 mix of 0.9 and 0.5 gives E(4) = 3.016; one fitted alpha picks
+    """docs/design.md: a 50/50 mix of 0.9 and 0.5 gives E(4) = 3.016; one fitted alpha picks
     k = 6 where the true best at c = 0.05 is 11."""
     mix = mixture_survival([0.5, 0.5], [0.9, 0.5], 16)
     e4 = expected_tokens_from_survival(mix, 4)

@@ -9,16 +9,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from specwise.errors import ConfigError
+
+if TYPE_CHECKING:
+    from specwise.config import SpecwiseConfig
 
 __all__ = [
     "CLASS_LABEL",
     "ClassConfig",
     "Matcher",
     "WorkloadClass",
+    "default_selector",
     "parse_selector",
+    "resolve_classes",
 ]
 
 #: The label naming a workload class in every grouped record.
@@ -157,9 +162,31 @@ class ClassConfig:
         return tuple(sorted(names))
 
     def classify(self, labels: Mapping[str, str]) -> dict[str, str]:
-        """The class labels of one series (see the class docstring)."""
+        """The class labels of one raw series (see the class docstring).
+
+        Only for a source's raw labels: records a source already classified (the Prometheus
+        source's per-class rows, ``classified=True``) keep their labels as they are.
+        """
         for c in self.classes:
             if c.matches(labels):
                 return {CLASS_LABEL: c.name}
         values = {g: labels.get(g, "") for g in self.group_by}
         return {CLASS_LABEL: "/".join(values.values()), **values}
+
+
+def default_selector(name: str) -> str:
+    """The selector of a declared class without ``match``: its served model name."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{{model_name="{escaped}"}}'
+
+
+def resolve_classes(config: SpecwiseConfig) -> ClassConfig:
+    """The one resolver of ``[[classes]]`` and ``[source] group_by``, used by every command
+    (``run``, ``recommend``, ``report``, ``rules``): declared classes in order (first match
+    wins), a class without ``match`` matching its ``model_name``; other series grouped by
+    ``group_by``."""
+    classes = tuple(
+        WorkloadClass(c.name, parse_selector(c.match or default_selector(c.name)))
+        for c in config.classes
+    )
+    return ClassConfig(classes=classes, group_by=tuple(config.source.group_by))

@@ -197,6 +197,7 @@ def _series_delta(snaps: list[Snapshot]) -> CounterDelta:
         itl_seconds_count=_opt_increase([s.itl_seconds_count for s in snaps], forced),
         running_requests=last.running_requests,
         notes=tuple(dict.fromkeys(notes)),
+        classified=last.classified,
     )
     if not math.isnan(delta.draft_tokens):
         check_delta(delta)
@@ -236,6 +237,7 @@ def since_start(snapshot: Snapshot) -> CounterDelta:
         k=snapshot.k,
         generation=snapshot.generation,
         notes=(*snapshot.notes, "counts since the server started"),
+        classified=snapshot.classified,
     )
 
 
@@ -264,11 +266,12 @@ def sum_by_class(deltas: Iterable[CounterDelta], classes: ClassConfig) -> list[C
 
     Numerators and denominators are summed separately (never ratios averaged). A class that
     mixes series with and without a drafts counter gets ``drafts=None`` and a note; V0 series
-    without usable counters are left out with a note.
+    without usable counters are left out with a note. Deltas already classified (the
+    Prometheus source's per-class rows) keep their class labels: one classification only.
     """
     groups: dict[tuple[tuple[str, str], ...], _Acc] = {}
     for d in deltas:
-        cl = classes.classify(d.labels)
+        cl = dict(d.labels) if d.classified else classes.classify(d.labels)
         groups.setdefault(labels_key(cl), _Acc(cl, [])).deltas.append(d)
     out: list[CounterDelta] = []
     for _, acc in sorted(groups.items()):
@@ -335,6 +338,7 @@ def sum_by_class(deltas: Iterable[CounterDelta], classes: ClassConfig) -> list[C
                 running_requests=_sum_opt(d.running_requests for d in usable),
                 partial=any(d.partial for d in usable),
                 notes=tuple(dict.fromkeys(notes)),
+                classified=True,
             )
         )
     return out

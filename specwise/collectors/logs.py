@@ -1,7 +1,7 @@
 """vLLM log lines -> a time series of Snapshots.
 
 Reads every ``SpecDecoding metrics:`` format from 0.8.4 to today and the V0
-``Speculative metrics:`` line (VLLM_METRICS.md section 9), anchored on the message, not the
+``Speculative metrics:`` line (docs/vllm-metrics.md#log-lines), anchored on the message, not the
 prefix (container tools prepend their own). V1 lines hold per-interval counts: Snapshots are
 cumulative sums of the intervals. V1 lines carry no drafts count: it is recovered as the
 integer D that reproduces the printed per-position rates (``%.3f``) and mean acceptance length

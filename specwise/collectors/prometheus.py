@@ -9,11 +9,16 @@ points-per-series limit on step-aligned boundaries.
 
 ``PrometheusSource`` asks the server to aggregate: one ``sum by (<class labels>)
 (increase(...[W]))`` per counter (per-position also ``by position``), matching both metric
-spellings, so the number of queries per tick does not depend on the number of engines.
+spellings, so the number of queries per tick does not depend on the number of engines. The
+rows it returns are already classified (``classified=True``): ``sum_by_class`` keeps them.
+One more query counts the positions each engine exports (its k) per class: a class whose
+engines run different k (a rollout) is re-read per series for that window and keeps the k
+that carries the most drafts, as the direct scrape does, with a note.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -25,8 +30,8 @@ from typing import Any
 import numpy as np
 import requests
 
-from specwise.collectors.classes import ClassConfig, Matcher
-from specwise.collectors.deltas import check_delta
+from specwise.collectors.classes import CLASS_LABEL, ClassConfig, Matcher
+from specwise.collectors.deltas import check_delta, sum_by_class
 from specwise.collectors.matrix import ColumnResult, ColumnSeries, parse_matrix_columns
 from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
 from specwise.errors import ParseError, SourceError
@@ -60,6 +65,8 @@ _CONTEXT_COUNTERS: dict[str, str] = {
 }
 #: V0 exports draft/accepted token counters too, but broken ones, and without ``engine``.
 _V1_ONLY = Matcher("engine", "!=", "")
+#: The label ``count_values`` gives each engine's k (its number of exported positions).
+_K_LABEL = "specwise_k"
 
 
 class QueryError(SourceError):
@@ -426,6 +433,7 @@ class _ClassAcc:
     labels: dict[str, str]
     values: dict[str, float] = field(default_factory=dict)
     per_pos: dict[int, float] = field(default_factory=dict)
+    engine_ks: set[int] = field(default_factory=set)
     rows: int = 0
 
 
@@ -437,8 +445,12 @@ class PrometheusSource:
     class (seeded with ``initial_window_s`` on the first call; a call less than
     ``min_window_s`` after the last one returns the previous totals unchanged, because
     increase() needs two samples in its window). Totals inherit Prometheus' extrapolation,
-    so they are not integers. ``latest(now)`` reads the raw counters summed per class
-    (exact, but not restart-safe).
+    so they are not integers. Each total carries only what the latest window showed: its k
+    is that window's k, and a class absent from the latest answer is dropped (the controller
+    then sees no data for it and it ages into stale), never carried forward. A total that
+    starts afresh (first sight, a class back after an absence, a new k) gets a new
+    ``process_start_time`` (the start of its first window), which readers take as a restart.
+    ``latest(now)`` reads the raw counters summed per class (exact, but not restart-safe).
     """
 
     def __init__(
@@ -474,6 +486,12 @@ class PrometheusSource:
             by = self._by("position") if fld == "accepted_per_position" else self._by()
             sel = metric_selector(name, matchers)
             out[fld] = f"sum by ({by}) (increase({sel}[{window}]))"
+        # how many engines of each class export how many positions (their k) in the window
+        sel = metric_selector(COUNTER_METRICS["accepted_per_position"], (*self.selector, _V1_ONLY))
+        out["engine_k"] = (
+            f'count_values by ({self._by()}) ("{_K_LABEL}", '
+            f"count without (position) (increase({sel}[{window}])))"
+        )
         if self.context:
             for fld, name in _CONTEXT_COUNTERS.items():
                 sel = metric_selector(name, self.selector)
@@ -499,6 +517,13 @@ class PrometheusSource:
             self.warnings.extend(res.warnings)
             self.partial = self.partial or res.partial
             for s in res.series:
+                if fld == "engine_k":
+                    raw = s.labels.get(_K_LABEL, "")
+                    labels = {n: v for n, v in s.labels.items() if n != _K_LABEL}
+                    cl = self.classes.classify(labels)
+                    if raw.isdigit():
+                        accs.setdefault(labels_key(cl), _ClassAcc(cl)).engine_ks.add(int(raw))
+                    continue
                 cl = self.classes.classify(s.labels)
                 acc = accs.setdefault(labels_key(cl), _ClassAcc(cl))
                 v = s.value
@@ -519,6 +544,65 @@ class PrometheusSource:
         self.warnings = []
         self.partial = False
         return {f: self.client.query(q, time=now) for f, q in queries.items()}
+
+    def _class_matchers(self, labels: Mapping[str, str]) -> tuple[Matcher, ...]:
+        """Matchers narrowing a per-series query to one class's candidate series."""
+        if set(labels) == {CLASS_LABEL}:
+            for c in self.classes.classes:
+                if c.name == labels[CLASS_LABEL]:
+                    return c.matchers
+        return tuple(Matcher(g, "=", labels.get(g, "")) for g in self.classes.group_by)
+
+    def _per_series(
+        self, acc: _ClassAcc, now: float, window_s: float
+    ) -> tuple[CounterDelta | None, list[str]]:
+        """A mixed-k class re-read per series and summed as the scrape path does (the k with
+        the most drafts kept, the other series left out of this window, with a note)."""
+        window = _duration(window_s)
+        matchers = (*self.selector, _V1_ONLY, *self._class_matchers(acc.labels))
+        rows: dict[tuple[tuple[str, str], ...], dict[str, float]] = defaultdict(dict)
+        pos: dict[tuple[tuple[str, str], ...], dict[int, float]] = defaultdict(dict)
+        ids: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        warnings: list[str] = []
+        for fld, name in COUNTER_METRICS.items():
+            q = f"increase({metric_selector(name, matchers)}[{window}])"
+            res = self.client.query(q, time=now)
+            warnings.extend(res.warnings)
+            for s in res.series:
+                if math.isnan(s.value) or labels_key(self.classes.classify(s.labels)) != (
+                    labels_key(acc.labels)
+                ):
+                    continue
+                ident = {n: v for n, v in s.labels.items() if n not in ("position", "__name__")}
+                key = labels_key(ident)
+                ids[key] = ident
+                if fld == "accepted_per_position":
+                    p = s.labels.get("position", "")
+                    if p.isdigit():
+                        pos[key][int(p)] = s.value
+                else:
+                    rows[key][fld] = s.value
+        series = []
+        for key, vals in sorted(rows.items()):
+            if "draft_tokens" not in vals:
+                continue
+            pp = pos.get(key, {})
+            k = max(pp) + 1 if pp else None
+            series.append(
+                CounterDelta(
+                    labels=ids[key],
+                    start=now - window_s,
+                    end=now,
+                    drafts=vals.get("drafts"),
+                    draft_tokens=vals["draft_tokens"],
+                    accepted=vals.get("accepted", 0.0),
+                    accepted_per_position=tuple(pp.get(i, 0.0) for i in range(k or 0)),
+                    k=k,
+                    generation="v1" if "drafts" in vals else "v1-0.8.4",
+                )
+            )
+        summed = sum_by_class(series, self.classes)
+        return (summed[0] if summed else None), warnings
 
     def increase(self, now: float, window_s: float) -> list[CounterDelta]:
         """Per-class deltas over ``[now - window_s, now]``, aggregated by the server."""
@@ -552,7 +636,25 @@ class PrometheusSource:
                 running_requests=acc.values.get("running_requests"),
                 partial=self.partial,
                 notes=notes,
+                classified=True,
             )
+            if len(acc.engine_ks) > 1:
+                mixed, warned = self._per_series(acc, now, window_s)
+                if mixed is not None:
+                    extra = tuple(f"server warning: {w}" for w in dict.fromkeys(warned))
+                    delta = dataclasses.replace(
+                        mixed,
+                        labels=acc.labels,
+                        start=now - window_s,
+                        end=now,
+                        generation_tokens=delta.generation_tokens,
+                        itl_seconds_sum=delta.itl_seconds_sum,
+                        itl_seconds_count=delta.itl_seconds_count,
+                        running_requests=delta.running_requests,
+                        partial=self.partial,
+                        notes=tuple(dict.fromkeys((*notes, *extra, *mixed.notes))),
+                        classified=True,
+                    )
             check_delta(delta, rel_tolerance=0.01)
             out.append(delta)
         return out
@@ -579,23 +681,22 @@ class PrometheusSource:
                     k=k,
                     generation="v1" if drafts is not None else "v1-0.8.4",
                     source=self.client.base_url,
+                    classified=True,
                 )
             )
         return snaps
 
     def collect(self, now: float) -> list[Snapshot]:
-        """Running per-class cumulative totals built from successive increases."""
+        """Running per-class cumulative totals built from successive increases (see the
+        class docstring: the latest window decides k and which classes are present)."""
         if self._last is not None and now - self._last < self.min_window_s:
             return list(self._totals)
         window = self.initial_window_s if self._last is None else now - self._last
         deltas = self.increase(now, window)
         previous = {s.key: s for s in self._totals}
-        totals: list[Snapshot] = []
-        for d in deltas:
-            key = labels_key(d.labels)
-            p = previous.pop(key, None)
-            totals.append(_add(p, d, now, self.client.base_url))
-        totals.extend(Snapshot(**{**_fields(p), "timestamp": now}) for p in previous.values())
+        totals = [
+            _add(previous.get(labels_key(d.labels)), d, now, self.client.base_url) for d in deltas
+        ]
         self._totals = sorted(totals, key=lambda s: s.key)
         self._last = now
         return list(self._totals)
@@ -608,11 +709,8 @@ class PrometheusSource:
         return {
             f: self.client.query_range(q, start=start, end=end, step=step)
             for f, q in self.queries(_duration(window_s)).items()
+            if f != "engine_k"
         }
-
-
-def _fields(s: Snapshot) -> dict[str, Any]:
-    return {f: getattr(s, f) for f in Snapshot.__dataclass_fields__}
 
 
 def _opt_add(a: float | None, b: float | None) -> float | None:
@@ -624,7 +722,9 @@ def _opt_add(a: float | None, b: float | None) -> float | None:
 
 
 def _add(prev: Snapshot | None, d: CounterDelta, now: float, source: str) -> Snapshot:
-    if prev is None:
+    """``prev`` (the running total) plus one window; a new total when there is none or the
+    window's k differs from it (positions of another k are not the same counters)."""
+    if prev is None or prev.k != d.k:
         return Snapshot(
             labels=dict(d.labels),
             timestamp=now,
@@ -639,27 +739,28 @@ def _add(prev: Snapshot | None, d: CounterDelta, now: float, source: str) -> Sna
             generation_tokens=d.generation_tokens,
             itl_seconds_sum=d.itl_seconds_sum,
             itl_seconds_count=d.itl_seconds_count,
+            # the total starts here: a reader holding an older total takes it as a restart
+            process_start_time=d.start,
             notes=d.notes,
+            classified=True,
         )
-    k = max(prev.k or 0, d.k or 0) or None
-    per_pos = tuple(
-        (prev.accepted_per_position[i] if i < len(prev.accepted_per_position) else 0.0)
-        + (d.accepted_per_position[i] if i < len(d.accepted_per_position) else 0.0)
-        for i in range(k or 0)
-    )
     return Snapshot(
         labels=dict(d.labels),
         timestamp=now,
         drafts=_opt_add(prev.drafts, d.drafts),
         draft_tokens=prev.draft_tokens + d.draft_tokens,
         accepted=prev.accepted + d.accepted,
-        accepted_per_position=per_pos,
-        k=k,
+        accepted_per_position=tuple(
+            a + b for a, b in zip(prev.accepted_per_position, d.accepted_per_position, strict=True)
+        ),
+        k=d.k,
         generation=d.generation,
         source=source,
         running_requests=d.running_requests,
         generation_tokens=_opt_add(prev.generation_tokens, d.generation_tokens),
         itl_seconds_sum=_opt_add(prev.itl_seconds_sum, d.itl_seconds_sum),
         itl_seconds_count=_opt_add(prev.itl_seconds_count, d.itl_seconds_count),
+        process_start_time=prev.process_start_time,
         notes=d.notes,
+        classified=True,
     )

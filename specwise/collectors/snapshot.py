@@ -19,7 +19,7 @@ __all__ = [
     "labels_key",
 ]
 
-#: Which vLLM metrics generation a series came from (VLLM_METRICS.md sections 1 and 6):
+#: Which vLLM metrics generation a series came from (docs/vllm-metrics.md#which-vllm-is-this):
 #: ``v1`` (0.8.5+: drafts and per-position counters), ``v1-0.8.4`` (draft and accepted token
 #: counters only), ``v0`` (lifetime gauges; its counters are broken and never used).
 Generation = Literal["v1", "v1-0.8.4", "v0"]
@@ -58,6 +58,9 @@ class Snapshot:
     v0_acceptance_rate: float | None = None
     v0_efficiency: float | None = None
     notes: tuple[str, ...] = ()
+    #: True when ``labels`` already are class labels (the Prometheus source classifies
+    #: server-side): ``sum_by_class`` keeps them instead of classifying them again.
+    classified: bool = False
 
     @property
     def key(self) -> tuple[tuple[str, str], ...]:
@@ -96,6 +99,8 @@ class CounterDelta:
     running_requests: float | None = None
     partial: bool = False
     notes: tuple[str, ...] = field(default=())
+    #: True when ``labels`` already are class labels (see ``Snapshot.classified``).
+    classified: bool = False
 
     @property
     def mean_acceptance_length(self) -> float | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import requests
 
-from specwise.collectors.classes import ClassConfig
+from specwise.collectors.classes import ClassConfig, resolve_classes
 from specwise.collectors.prometheus import PrometheusClient
 from specwise.config import load_config, parse_duration
 from specwise.errors import ReportError
@@ -100,12 +100,7 @@ def export_command(
     rng = parse_range(window, now=time.time())
     st = auto_step(rng) if step == "auto" else _seconds(step, "--step")
     rw = None if rate_window == "auto" else _seconds(rate_window, "--rate-window")
-    classes = ClassConfig()
-    if config_path is not None:
-        cfg = load_config(config_path)
-        classes = ClassConfig.from_mapping(
-            {c.name: c.match for c in cfg.classes if c.match}, group_by=cfg.source.group_by
-        )
+    classes = resolve_classes(load_config(config_path)) if config_path else ClassConfig()
 
     def progress(done: int, total: int, what: str) -> None:
         if total > 1:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import requests
 
-from specwise.collectors.classes import ClassConfig
+from specwise.collectors.classes import ClassConfig, resolve_classes
 from specwise.collectors.deltas import (
     latest_per_series,
     since_start,
@@ -27,8 +27,10 @@ from specwise.commands.options import estimation_options, json_option
 from specwise.config import load_config, parse_duration
 from specwise.errors import SourceError
 from specwise.estimation.estimator import Estimate, EstimatorConfig, estimate_delta
+from specwise.estimation.settings import estimator_config
 from specwise.output import format_table, to_json
 from specwise.policies import PolicyConfig, Recommendation, drafter_cost, recommend
+from specwise.policies.settings import policy_config
 
 __all__ = ["ClassAnswer", "recommend_command", "recommend_deltas", "since_start"]
 
@@ -213,42 +215,12 @@ def recommend_command(
     if before is not None and after is None:
         raise click.UsageError("--before needs --after (the capture at the window's end)")
     cfg = load_config(config_path) if config_path is not None else None
-    classes = ClassConfig()
-    est_cfg = EstimatorConfig()
-    if cfg is not None:
-        classes = ClassConfig.from_mapping(
-            {c.name: c.match for c in cfg.classes if c.match}, group_by=cfg.source.group_by
-        )
-        est_cfg = EstimatorConfig(
-            window_seconds=cfg.estimator.window,
-            mode=cfg.estimator.mode,
-            half_life_seconds=cfg.estimator.half_life,
-            min_drafts=cfg.estimator.min_drafts,
-        )
-    if min_drafts is not None:
-        est_cfg = EstimatorConfig(
-            window_seconds=est_cfg.window_seconds,
-            mode=est_cfg.mode,
-            half_life_seconds=est_cfg.half_life_seconds,
-            min_drafts=min_drafts,
-        )
+    classes = resolve_classes(cfg) if cfg is not None else ClassConfig()
+    est_cfg = estimator_config(cfg, min_drafts=min_drafts)
     default_cost = drafter_cost(cost) if cost is not None else None
 
     def policy_for(name: str) -> PolicyConfig:
-        settings = cfg.class_settings(name) if cfg is not None else None
-        c = default_cost
-        if c is None:
-            c = settings.cost if settings is not None else 0.05
-        slope = verify_slope
-        if slope is None and cfg is not None and cfg.policy.verify_slope > 0:
-            slope = cfg.policy.verify_slope
-        return PolicyConfig(
-            cost=c,
-            k_max=k_max if k_max is not None else (cfg.policy.k_max if cfg else 8),
-            verify_cost=slope,
-            plateau=cfg.policy.tolerance if cfg else 0.01,
-            off=cfg.policy.off_mode if cfg else "auto",
-        )
+        return policy_config(cfg, name, cost=default_cost, k_max=k_max, verify_slope=verify_slope)
 
     def current_k_for(name: str) -> int | None:
         settings = cfg.class_settings(name) if cfg is not None else None

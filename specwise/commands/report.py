@@ -9,15 +9,17 @@ from pathlib import Path
 import click
 import requests
 
-from specwise.collectors.classes import ClassConfig
+from specwise.collectors.classes import ClassConfig, resolve_classes
 from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.snapshot import CounterDelta
 from specwise.commands.options import estimation_options, json_option
 from specwise.config import SpecwiseConfig, load_config, parse_duration
 from specwise.errors import ReportError
 from specwise.estimation.estimator import EstimatorConfig
+from specwise.estimation.settings import estimator_config
 from specwise.output import to_json
 from specwise.policies import PolicyConfig, drafter_cost
+from specwise.policies.settings import policy_config
 from specwise.reporting.report import (
     AlphaSeries,
     TimeRange,
@@ -232,16 +234,8 @@ def _with_cost(info: WindowInfo, costs: Sequence[str]) -> WindowInfo:
 def _classes_and_estimator(
     cfg: SpecwiseConfig | None, min_drafts: float | None
 ) -> tuple[ClassConfig, EstimatorConfig]:
-    classes = ClassConfig()
-    est = EstimatorConfig()
-    if cfg is not None:
-        classes = ClassConfig.from_mapping(
-            {c.name: c.match for c in cfg.classes if c.match}, group_by=cfg.source.group_by
-        )
-        est = EstimatorConfig(min_drafts=cfg.estimator.min_drafts)
-    if min_drafts is not None:
-        est = EstimatorConfig(min_drafts=min_drafts)
-    return classes, est
+    classes = resolve_classes(cfg) if cfg is not None else ClassConfig()
+    return classes, estimator_config(cfg, min_drafts=min_drafts)
 
 
 def _policy_for(
@@ -253,19 +247,12 @@ def _policy_for(
     verify_slope: float | None,
 ) -> Callable[[str], PolicyConfig]:
     def policy_for(name: str) -> PolicyConfig:
-        settings = cfg.class_settings(name) if cfg is not None else None
-        c = per_class.get(name, default_cost)
-        if c is None:
-            c = settings.cost if settings is not None else 0.05
-        slope = verify_slope
-        if slope is None and cfg is not None and cfg.policy.verify_slope > 0:
-            slope = cfg.policy.verify_slope
-        return PolicyConfig(
-            cost=c,
-            k_max=k_max if k_max is not None else (cfg.policy.k_max if cfg else 8),
-            verify_cost=slope,
-            plateau=cfg.policy.tolerance if cfg else 0.01,
-            off=cfg.policy.off_mode if cfg else "auto",
+        return policy_config(
+            cfg,
+            name,
+            cost=per_class.get(name, default_cost),
+            k_max=k_max,
+            verify_slope=verify_slope,
         )
 
     return policy_for

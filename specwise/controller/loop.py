@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from specwise.collectors.classes import CLASS_LABEL, ClassConfig
+from specwise.collectors.classes import CLASS_LABEL, ClassConfig, resolve_classes
 from specwise.collectors.deltas import sum_by_class, window_deltas
 from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
 from specwise.config import SpecwiseConfig
@@ -37,9 +37,11 @@ from specwise.controller.state import (
 )
 from specwise.errors import ActuatorError, DataError, ParseError, SourceError, SpecwiseError
 from specwise.estimation.drift import DriftConfig, DriftDetector
-from specwise.estimation.estimator import Estimate, EstimatorConfig
+from specwise.estimation.estimator import Estimate
 from specwise.estimation.rolling import RollingEstimator
+from specwise.estimation.settings import estimator_config
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
+from specwise.policies.settings import policy_config
 from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
 
 __all__ = ["Controller", "class_config_from"]
@@ -49,14 +51,8 @@ AlertSink = Callable[[ControllerState, float], None]
 
 
 def class_config_from(config: SpecwiseConfig) -> ClassConfig:
-    """Workload classes from config; a class without ``match`` matches its model_name."""
-    from specwise.collectors.classes import WorkloadClass, parse_selector
-
-    classes = tuple(
-        WorkloadClass(c.name, parse_selector(c.match or f'{{model_name="{c.name}"}}'))
-        for c in config.classes
-    )
-    return ClassConfig(classes=classes, group_by=config.source.group_by)
+    """Workload classes from config (``resolve_classes``, the resolver every command uses)."""
+    return resolve_classes(config)
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -121,13 +117,7 @@ class Controller:
         self.alert_sink = alert_sink
         est = config.estimator
         self.estimator = RollingEstimator(
-            EstimatorConfig(
-                window_seconds=est.window,
-                mode=est.mode,
-                half_life_seconds=est.half_life,
-                min_drafts=est.min_drafts,
-            ),
-            k={c.name: c.k for c in config.classes if c.k is not None},
+            estimator_config(config), k={c.name: c.k for c in config.classes if c.k is not None}
         )
         self.drift = DriftDetector(DriftConfig(window_seconds=est.window))
         pol = config.policy
@@ -241,16 +231,7 @@ class Controller:
     def _policy(self, name: str) -> PolicyConfig:
         cfg = self._policies.get(name)
         if cfg is None:
-            settings = self.config.class_settings(name)
-            pol = self.config.policy
-            cfg = PolicyConfig(
-                cost=settings.cost if settings else 0.05,
-                k_max=pol.k_max,
-                verify_cost=pol.verify_slope or None,
-                plateau=pol.tolerance,
-                off=pol.off_mode,
-            )
-            self._policies[name] = cfg
+            cfg = self._policies[name] = policy_config(self.config, name)
         return cfg
 
     def _speculative_config(self, name: str, rec: Recommendation) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """Rolling per-class estimate of the acceptance rate alpha, with its uncertainty.
 
 Pure given its inputs: deltas come in, ``now`` is passed by the caller, no I/O, no clock.
-The maths (DESIGN.md, VLLM_METRICS.md 2.1 and 4):
+The maths (docs/design.md#estimating-alpha, docs/vllm-metrics.md#what-each-count-means):
 
 - each draft is a run of Bernoulli trials that stops at the first rejection or at its end;
   with D drafts, A accepted tokens and P_i drafts whose prefix reached position i

@@ -1,6 +1,6 @@
 """Drafter cost presets: c = drafter step time / target step time, by speculative method.
 
-Ballparks (DESIGN.md, the seed lab): n-gram and suffix lookup cost about nothing, EAGLE-style
+Ballparks (docs/design.md): n-gram and suffix lookup cost about nothing, EAGLE-style
 heads and MTP layers about 0.05 of a target step, a separate small draft model 0.2-0.5
 (0.3 here). Measure your own when you can and pass it instead.
 """

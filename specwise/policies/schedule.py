@@ -1,6 +1,6 @@
 """vLLM's ``num_speculative_tokens_per_batch_size``: build, check and render a schedule.
 
-A schedule is a list of ``[start_bs, end_bs, k]`` (VLLM_METRICS.md section 11): ranges
+A schedule is a list of ``[start_bs, end_bs, k]`` (docs/vllm-metrics.md#setting-k): ranges
 inclusive and positive, start <= end, non-overlapping, the first starting at 1, k >= 0
 (0 = no drafts at those batch sizes) and k <= ``num_speculative_tokens``; the tail past the
 last range reuses the last k. It needs vLLM with dynamic speculative decoding (PR #32374),

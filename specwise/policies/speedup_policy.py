@@ -8,7 +8,7 @@ alpha, the posterior mean speedup is the speedup of the posterior mean curve, pr
 ``plateau`` of the highest expected speedup; k = 0 wins when no k >= 1 is expected to beat
 plain decoding, so a recommended k never has a predicted speedup below 1.
 
-"Off" has two forms with different costs (DESIGN.md): a ``num_speculative_tokens_per_batch_size``
+Two forms of "off" cost differently (docs/design.md): a ``num_speculative_tokens_per_batch_size``
 entry with k = 0 keeps the speculative config in place (no restart, but measured 6-22%
 slower than an engine started without it, vLLM #49548), or a restart without
 ``--speculative-config`` (minutes of lost capacity, and no more acceptance data to

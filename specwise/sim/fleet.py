@@ -434,7 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             self._send(503, b"engine restarting\n", "text/plain")
             return
-        # vLLM's /metrics route never negotiates: classic text, colons kept (VLLM_METRICS 5)
+        # vLLM's /metrics route never negotiates: classic text, colons kept (docs/vllm-metrics.md)
         self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:

@@ -55,3 +55,20 @@ def test_first_match_wins_and_default_groups_by_model() -> None:
 def test_config_errors(build: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         build()  # type: ignore[operator]
+
+
+def test_classified_deltas_keep_their_class_in_sum_by_class() -> None:
+    """The Prometheus source's rows are already per class: summing them again must not
+    classify ``{class="code"}`` against the matchers (it matches none: class "")."""
+    from specwise.collectors.deltas import sum_by_class
+    from specwise.collectors.snapshot import CounterDelta
+
+    classes = ClassConfig.from_mapping({"code": '{model_name="code"}'})
+    pre = CounterDelta({"class": "code"}, 0.0, 60.0, 10.0, 30.0, 20.0, (9.0, 7.0, 4.0), 3,
+                       classified=True)  # fmt: skip
+    raw = CounterDelta({"model_name": "code", "engine": "0"}, 0.0, 60.0, 10.0, 30.0, 20.0)
+    (a,) = sum_by_class([pre], classes)
+    (b,) = sum_by_class([raw], classes)
+    assert dict(a.labels) == dict(b.labels) == {"class": "code"}
+    assert a.classified
+    assert a.accepted_per_position == (9.0, 7.0, 4.0)

@@ -149,7 +149,7 @@ def test_server_side_increase_equals_client_deltas(
     m = next(d for d in deltas if d.labels["class"] == "m")
     assert m.drafts == 10 * N_STEPS + 5 * (RESTART_AT - 1) + 5 * (N_STEPS - RESTART_AT)
     assert m.k == 4
-    assert client.requests_sent == 4
+    assert client.requests_sent == 5  # 4 counters and the positions (k) per engine
 
 
 @pytest.mark.parametrize("backend", ["prometheus", "victoria-metrics"])
@@ -250,7 +250,7 @@ def test_live_prometheus_scraping_exporter(
     # queries per tick: constant, whatever the number of engines
     before = client.requests_sent
     src.increase(time.time(), 60)
-    assert client.requests_sent - before == len(src.queries("1m")) == 8
+    assert client.requests_sent - before == len(src.queries("1m")) == 9
 
 
 def ok_body(result: list[object], **extra: object) -> bytes:
@@ -360,8 +360,8 @@ def test_collect_accumulates_increases(
     second = src.collect(1100.0)
     assert second[0].draft_tokens == 80
     assert second[0].timestamp == 1100.0
-    assert src.client.requests_sent - sent == 4
-    bodies = [b.decode() for b in fault_server.bodies[-4:]]
+    assert src.client.requests_sent - sent == 5
+    bodies = [b.decode() for b in fault_server.bodies[-5:]]
     assert all("100000ms" in b for b in bodies)
 
 

@@ -78,7 +78,7 @@ def test_losing_regime_recommends_zero_and_names_the_off() -> None:
 
 
 def test_seed_lab_numbers() -> None:
-    """EAGLE-like alpha 0.7, c 0.05: k = 5 gives about 2.3x (the seed lab)."""
+    """EAGLE-like alpha 0.7, c 0.05: k = 5 gives about 2.3x (docs/design.md)."""
     rec = recommend(est(0.7, k=5, drafts=50_000), config=PolicyConfig(cost=0.05), current_k=5)
     assert rec.predicted_speedup_current == pytest.approx(speedup(0.7, 5, 0.05), rel=2e-3)
     assert rec.speedups[5] == pytest.approx(2.3, abs=0.1)
@@ -113,7 +113,7 @@ def test_uncertainty_lowers_confidence() -> None:
 
 
 def test_misfit_prices_from_the_measured_curve_with_a_conservative_tail() -> None:
-    """A 50/50 mix of alpha 0.9 and 0.5 (DESIGN.md): priced from the measured survival up to
+    """A 50/50 mix of alpha 0.9 and 0.5 (docs/design.md): priced from the measured survival up to
     the deployed k, beyond it with a geometric tail at the last conditional acceptance, which
     under-prices a mix: it goes past the deployed k but not past the true best (11)."""
     d, k = 20_000.0, 4

@@ -121,7 +121,7 @@ def test_log_window_and_single_capture(tmp_path: Path, capsys: pytest.CaptureFix
     assert status == 0, err
     data = json.loads(stdout)
     (c,) = data["classes"]
-    # The log's intervals add up to the final counters (VLLM_METRICS.md section 9).
+    # The log's intervals add up to the final counters (docs/vllm-metrics.md#log-lines).
     assert c["before"]["accepted"] == c["after"]["accepted"] == 8255
     assert data["before"]["alpha_over_time"]["tiny-llama"]["times"]
     assert abs(c["alpha_change"]["delta"]) < 1e-9

@@ -54,7 +54,7 @@ def test_served_page_is_vllm_v1_format() -> None:
     assert s[("vllm:spec_decode_num_draft_tokens_total", "")] == 4 * drafts
     assert sum(per_pos) == accepted
     assert per_pos == sorted(per_pos, reverse=True)
-    # the maximum-likelihood alpha (DESIGN.md) recovers the truth from the counters
+    # the maximum-likelihood alpha (docs/design.md) recovers the truth from the counters
     mle = accepted / (accepted + drafts - per_pos[-1])
     assert mle == pytest.approx(0.8, abs=0.01)
     assert s[("vllm:generation_tokens_total", "")] == drafts + accepted
