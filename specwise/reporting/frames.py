@@ -20,6 +20,8 @@ is sorted by class, then time. A *counters* frame holds what the counters gained
 ``itl_seconds_sum``      inter-token latency sum and count (vLLM's histogram)
 ``itl_seconds_count``
 ``running_requests``     requests running at ``time`` (a gauge, not an increase)
+``mixed_k``              Prometheus only: engines of the class export different k at that step
+                         (a rollout); its positions then pool two k, bracketed as short drafts
 =======================  ==========================================================================
 
 :func:`with_estimates` adds ``alpha`` (the positions MLE, corrected for short drafts as the
@@ -37,8 +39,9 @@ Handled here, once, for every consumer:
 - series that come and go: a class has a row wherever any of its series had a sample; the
   sums are over the series present at that step, and a column no series exported is NaN;
 - k changes inside a range: ``k`` is per row (1 + the highest position reported at that
-  step), never one value for the whole range; rows whose rate window straddles a change mix
-  two k, which shows as short drafts and is bracketed like them.
+  step), never one value for the whole range; rows whose rate window straddles a change, or
+  whose engines run different k (``mixed_k``, a rollout), pool two k, which shows as short
+  drafts and is bracketed like them.
 
 Sources: a Prometheus range (:func:`prometheus_counters`, fetched in step-aligned chunks under
 the 11,000 points limit and parsed column by column, never point by point), a set of
@@ -130,6 +133,8 @@ _CONTEXT_METRICS: dict[str, str] = {
 }
 #: V0 exports draft/accepted token counters too, but broken ones, and without ``engine``.
 _V1_ONLY = Matcher("engine", "!=", "")
+#: The label ``count_values`` gives each engine's k (its number of exported positions).
+_K_LABEL = "specwise_k"
 #: Progress callback: (chunks done, chunks in all, a one-line description).
 Progress = Callable[[int, int, str], None]
 
@@ -201,6 +206,12 @@ def range_queries(
         by_f = f"{by}, position" if fld == "accepted_per_position" else by
         sel = metric_selector(name, (*selector, _V1_ONLY))
         out[fld] = f"sum by ({by_f}) (increase({sel}[{window}]))"
+    # how many engines of each class export how many positions (their k) at each step
+    sel = metric_selector(COUNTER_METRICS["accepted_per_position"], (*selector, _V1_ONLY))
+    out["engine_k"] = (
+        f'count_values by ({by}) ("{_K_LABEL}", '
+        f"count without (position) (increase({sel}[{window}])))"
+    )
     if context:
         for fld, name in _CONTEXT_METRICS.items():
             sel = metric_selector(name, selector)
@@ -250,12 +261,16 @@ def prometheus_counters(
             warnings.extend(res.warnings)
             for s in res.series:
                 col = fld
+                labels = s.labels
                 if fld == "accepted_per_position":
-                    pos = s.labels.get("position", "")
+                    pos = labels.get("position", "")
                     if not pos.isdigit():
                         continue
                     col = f"accepted_pos_{int(pos)}"
-                name = class_name(classes.classify(s.labels))
+                elif fld == "engine_k":
+                    col = f"_k{labels.get(_K_LABEL, '')}"
+                    labels = {n: v for n, v in labels.items() if n != _K_LABEL}
+                name = class_name(classes.classify(labels))
                 idx = np.rint((s.times - c0) / step).astype(np.intp)
                 ok = (idx >= 0) & (idx < size) & np.isfinite(s.values)
                 acc = sums.setdefault(name, {}).setdefault(col, np.zeros(size))
@@ -269,10 +284,15 @@ def prometheus_counters(
                 continue
             sel = np.flatnonzero(rows)
             data: dict[str, object] = {"time": grid[sel], "class": name, "interval_s": rw}
+            ks = np.zeros(len(sel), dtype=int)
             for col, arr in cols.items():
+                if col.startswith("_k"):  # one engine-k value seen at these steps
+                    ks += seen[name][col][sel]
+                    continue
                 v = arr[sel]
                 v[~seen[name][col][sel]] = np.nan
                 data[col] = v
+            data["mixed_k"] = ks > 1
             parts.append(pd.DataFrame(data))
         if progress is not None:
             progress(n, len(chunks), f"{_iso(c0)}..{_iso(c1)}")

@@ -90,6 +90,9 @@ ENGINES = [
     Engine("gap", "0", 60, (Segment(T0, T0 + 8 * HOUR, 3, 0.6),
                             Segment(T0 + 10 * HOUR, END + 1, 3, 0.6))),
     Engine("early", "0", 60, (Segment(T0, T0 + 6 * HOUR, 2, 0.8),)),
+    Engine("roll", "0", 60, (Segment(T0, END + 1, 3, 0.6),)),
+    Engine("roll", "1", 60, (Segment(T0, T0 + 12 * HOUR, 3, 0.6),
+                             Segment(T0 + 12 * HOUR, END + 1, 5, 0.6))),
 ]  # fmt: skip
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[float, float]]]
@@ -175,12 +178,12 @@ def secs(frame: pd.DataFrame) -> np.ndarray:
 
 
 def test_frame_shape_and_types(day: pd.DataFrame) -> None:
-    assert set(day["class"]) == {"code", "chat", "gap", "early"}
+    assert set(day["class"]) == {"code", "chat", "gap", "early", "roll"}
     assert str(day["time"].dtype) == "datetime64[ns, UTC]"
     assert str(day["k"].dtype) == "Int64"
     for col in ("drafts", "draft_tokens", "accepted", "alpha", "alpha_low", "alpha_high"):
         assert day[col].dtype == np.float64, col
-    assert position_columns(day) == [f"accepted_pos_{i}" for i in range(4)]
+    assert position_columns(day) == [f"accepted_pos_{i}" for i in range(5)]
     assert not day.duplicated(["class", "time"]).any()  # one row per class x step
     code = rows(day, "code")
     assert len(code) == round((END - T0 - STEP) / STEP) + 1  # every step, none twice
@@ -189,11 +192,12 @@ def test_frame_shape_and_types(day: pd.DataFrame) -> None:
     assert code["generation_tokens"].notna().all()
     assert rows(day, "chat")["generation_tokens"].isna().all()
     assert day.attrs["rate_window"] == STEP
-    assert day.attrs["requests"] == 8  # one chunk, eight queries
+    assert day.attrs["requests"] == 9  # one chunk, nine queries
 
 
 @pytest.mark.parametrize(
-    ("cls", "rel"), [("code", 1e-9), ("chat", 1e-9), ("gap", 0.005), ("early", 0.005)]
+    ("cls", "rel"),
+    [("code", 1e-9), ("chat", 1e-9), ("roll", 1e-9), ("gap", 0.005), ("early", 0.005)],
 )
 def test_increases_sum_to_the_true_counts(day: pd.DataFrame, cls: str, rel: float) -> None:
     """Windows tile the range, so the rows add up to the true gains: exactly through the
@@ -241,6 +245,20 @@ def test_k_change_inside_the_range(day: pd.DataFrame) -> None:
     assert set(surv["position"]) == {1, 2}
 
 
+def test_rollout_engines_at_two_k_are_flagged(day: pd.DataFrame) -> None:
+    roll = rows(day, "roll")
+    t = secs(roll)
+    before, after = roll[t < T0 + 12 * HOUR], roll[t >= T0 + 12 * HOUR + STEP]
+    assert not before["mixed_k"].any()
+    assert (before["k"] == 3).all()
+    assert after["mixed_k"].all()  # one engine at k = 3, one at k = 5
+    assert (after["k"] == 5).all()
+    assert not rows(day, "chat")["mixed_k"].any()  # one engine changing k is not a rollout
+    # pooled positions of two k look like short drafts: the bracket covers the truth
+    covered = (after["alpha_low"] <= 0.6) & (after["alpha_high"] >= 0.6)
+    assert covered.mean() > 0.9
+
+
 def test_series_gone_and_back_leave_a_gap(day: pd.DataFrame) -> None:
     gap = rows(day, "gap")
     t = secs(gap)
@@ -261,7 +279,7 @@ def test_class_in_one_window_only(client: PrometheusClient) -> None:
 def test_alpha_and_interval_per_row(day: pd.DataFrame) -> None:
     """Each row's alpha and interval are the estimator's on that row's counts, and the
     95% intervals cover the true alpha about as often as they should."""
-    truth = {"code": 0.7, "chat": 0.5, "gap": 0.6, "early": 0.8}
+    truth = {"code": 0.7, "chat": 0.5, "gap": 0.6, "early": 0.8, "roll": 0.6}
     ok = day[day["alpha"].notna()]
     cover = ((ok["alpha_low"] <= ok["class"].map(truth))
              & (ok["class"].map(truth) <= ok["alpha_high"]))  # fmt: skip
@@ -305,7 +323,7 @@ def test_chunked_fetch_equals_one_request(client: PrometheusClient, day: pd.Data
     )  # fmt: skip
     assert len(calls) == math.ceil(len(rows(day, "code")) / 50)
     assert calls[-1][0] == calls[-1][1]
-    assert chunked.attrs["requests"] == 8 * len(calls)
+    assert chunked.attrs["requests"] == 9 * len(calls)
     pd.testing.assert_frame_equal(with_estimates(chunked), day)
 
 
@@ -324,7 +342,7 @@ def test_column_parse_equals_point_parse(client: PrometheusClient) -> None:
 def test_load_prometheus_for_a_notebook(prom: servers.ManagedProcess) -> None:
     df = load_prometheus(prom.base_url, f"{T0 + HOUR:.0f}..{T0 + 3 * HOUR:.0f}", step="5m")
     wide = df.pivot(index="time", columns="class", values="alpha")
-    assert list(wide.columns) == ["chat", "code", "early", "gap"]
+    assert list(wide.columns) == ["chat", "code", "early", "gap", "roll"]
     assert abs(float(wide["code"].median()) - 0.7) < 0.03
     import matplotlib
 
@@ -332,7 +350,7 @@ def test_load_prometheus_for_a_notebook(prom: servers.ManagedProcess) -> None:
     import matplotlib.pyplot as plt
 
     ax = wide.plot(ylabel="alpha")  # the README's third line
-    assert len(ax.get_lines()) == 4
+    assert len(ax.get_lines()) == 5
     plt.close("all")
 
 
@@ -414,7 +432,7 @@ def test_export_csv(prom: servers.ManagedProcess, tmp_path: Path,
     _, err = capsys.readouterr()
     assert status == 0, err
     back = pd.read_csv(out, parse_dates=["time"])
-    assert set(back["class"]) == {"code", "chat", "gap", "early"}
+    assert set(back["class"]) == {"code", "chat", "gap", "early", "roll"}
     assert len(back[back["class"] == "code"]) == 6 * 12 + 1
     assert str(back["time"].dtype).startswith("datetime64")
     assert back["time"].dt.tz is not None
@@ -437,7 +455,7 @@ def test_export_with_config_classes_and_an_empty_range(
             "--out", str(out)]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     back = pd.read_csv(out)
-    assert set(back["class"]) == {"fastlane", "chat", "gap"}
+    assert set(back["class"]) == {"fastlane", "chat", "gap", "roll"}
     fast = back[back["class"] == "fastlane"]
     assert (fast["drafts"] == 5 * (80 + 40 + 60)).all()  # code's two engines and early's
     assert main([*argv, "--force", "--range", "-3650d..-3649d"]) == 0
