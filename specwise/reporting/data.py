@@ -166,12 +166,14 @@ def report_frames(
     report: Report, *, series: Mapping[str, pd.DataFrame] | None = None
 ) -> dict[str, pd.DataFrame]:
     """The report's numbers as frames, by file stem: ``classes``, ``survival``,
-    ``series-before``, ``series-after``. ``series`` (by window label) gives the per-step
-    frames the report was built from; without them the AlphaSeries are tabulated."""
+    ``series-before``, ``series-after``: each window's per-step frame (``series``, by window
+    label, else ``WindowInfo.frame``), or its AlphaSeries tabulated when it has none."""
     out = {"classes": _classes_frame(report), "survival": _survival_frame(report)}
     for label, info in (("before", report.before), ("after", report.after)):
         given = (series or {}).get(label)
-        out[f"series-{label}"] = given if given is not None else _series_frame(info)
+        if given is None:
+            given = info.frame if info.frame is not None else _series_frame(info)
+        out[f"series-{label}"] = given
     return out
 
 

@@ -10,6 +10,7 @@ tests/fixtures/vllm/.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -538,3 +539,43 @@ def test_vectorized_short_draft_correction_equals_the_estimator(
         )
         for got, want in zip((r[0], r_min[0], r_max[0]), ref[1:], strict=True):
             assert got == pytest.approx(want, rel=1e-9, abs=1e-9 * d)
+
+
+# -- specwise report writes its frames -------------------------------------------------------
+
+
+def test_report_writes_the_frames_it_used(
+    prom: servers.ManagedProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r"
+    before = f"{T0 + HOUR:.0f}..{T0 + 11 * HOUR:.0f}"
+    after = f"{T0 + 13 * HOUR:.0f}..{T0 + 23 * HOUR:.0f}"
+    argv = ["report", "--prometheus", prom.base_url, "--before", before, "--after", after,
+            "--step", "5m", "--cost", "ngram", "--out", str(out), "--json"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    data = json.loads((out / "report.json").read_text())
+    series = pd.read_csv(out / "data" / "series-after.csv", parse_dates=["time"])
+    # the per-step frame itself: counters, k per row, alpha with its interval
+    assert {"drafts", "accepted_pos_1", "k", "alpha_low", "alpha_high", "mixed_k"} <= set(
+        series.columns
+    )
+    chat = series[series["class"] == "chat"]
+    assert set(chat["k"]) == {2}  # chat's k changed to 2 at 12 h, before the after window
+    # report.json's alpha over time is this frame's alpha, step for step
+    code = series[series["class"] == "code"].set_index("time")["alpha"]
+    js = data["after"]["alpha_over_time"]["code"]
+    by_time = dict(zip(js["times"], js["alphas"], strict=True))
+    for t, alpha in code.items():
+        assert by_time[t.timestamp()] == pytest.approx(alpha, rel=1e-12)
+    classes = pd.read_csv(out / "data" / "classes.csv")
+    row = classes[(classes["class"] == "code") & (classes["window"] == "after")].iloc[0]
+    (code_json,) = [c for c in data["classes"] if c["class"] == "code"]
+    assert row["alpha"] == pytest.approx(code_json["after"]["alpha"], rel=1e-12)
+    assert not classes[(classes["class"] == "early") & (classes["window"] == "after")].iloc[0][
+        "present"
+    ]
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for name in ("classes", "survival", "series-before", "series-after"):
+        assert f"(data/{name}.csv)" in md
+        assert f'href="data/{name}.csv"' in html

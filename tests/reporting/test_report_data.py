@@ -3,11 +3,13 @@ data/*.csv are the report's own, and read back with their types."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from specwise.cli import main
 from specwise.collectors.classes import ClassConfig
 from specwise.policies import PolicyConfig
 from specwise.reporting.data import report_frames, write_report_data
@@ -87,3 +89,22 @@ def test_write_report_data_round_trips(report: Report, tmp_path: Path) -> None:
     assert back["alpha"].tolist() == pytest.approx(frame["alpha"].tolist(), rel=1e-15)
     assert back["start"].dt.tz is not None
     assert not list(tmp_path.glob("data/.*"))  # no temporary file left
+
+
+def test_report_from_a_log_and_captures_writes_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r"
+    argv = ["report", "--before", str(FIX / "server-ngram.log"),
+            "--after", str(FIX / "metrics-ngram-2-after-40req.txt"),
+            "--after", str(FIX / "metrics-ngram-5-final.txt"),
+            "--cost", "ngram", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "data/*.csv" in stdout
+    data = json.loads((out / "report.json").read_text())
+    series = pd.read_csv(out / "data" / "series-before.csv", parse_dates=["time"])
+    js = data["before"]["alpha_over_time"]["tiny-llama"]
+    assert series["alpha"].tolist() == pytest.approx(js["alphas"], rel=1e-12)
+    assert [t.timestamp() for t in series["time"]] == js["times"]
+    assert (out / "data" / "series-after.csv").read_text().startswith("time,class")
