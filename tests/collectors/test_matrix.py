@@ -85,9 +85,15 @@ def same(a: list[float], b: np.ndarray) -> bool:
     partial=st.booleans(),
     layout=st.sampled_from(["compact", "spaced", "indented", "utf8"]),
     piece=st.sampled_from([1 << 18, 24]),
+    small=st.sampled_from([0, 1 << 13]),  # pandas' parser for every batch, or numpy's
 )
 def test_column_parse_equals_point_parse(
-    result: list[dict[str, Any]], warnings: list[str], partial: bool, layout: str, piece: int
+    result: list[dict[str, Any]],
+    warnings: list[str],
+    partial: bool,
+    layout: str,
+    piece: int,
+    small: int,
 ) -> None:
     extra: dict[str, Any] = {"warnings": warnings} if warnings else {}
     if partial:
@@ -99,8 +105,9 @@ def test_column_parse_equals_point_parse(
         "indented": json.dumps(doc, indent=2),
         "utf8": json.dumps(doc, separators=(",", ":"), ensure_ascii=False),
     }[layout]
-    old, general = matrix._PIECE, matrix._columns_general
+    old, old_small, general = matrix._PIECE, matrix._SMALL, matrix._columns_general
     matrix._PIECE = piece  # small pieces: a values array split across many parser calls
+    matrix._SMALL = small
     if layout != "indented":  # Prometheus' own layouts never fall back to json.loads
 
         def no_fallback(body: bytes) -> matrix.ColumnResult:
@@ -110,7 +117,7 @@ def test_column_parse_equals_point_parse(
     try:
         cols = parse_matrix_columns(text.encode())
     finally:
-        matrix._PIECE, matrix._columns_general = old, general
+        matrix._PIECE, matrix._SMALL, matrix._columns_general = old, old_small, general
     ref = reference(json.loads(text))
     assert len(cols.series) == len(ref)
     for (labels, times, vals), c in zip(ref, cols.series, strict=True):
