@@ -241,8 +241,8 @@ def prometheus_counters(
     Fetched one step-aligned chunk of at most ``max_points`` points at a time (``progress``
     is called after each), each answer parsed column by column; memory follows the frame.
     ``context`` adds the load and latency families (generation tokens, inter-token latency,
-    running requests). ``frame.attrs`` holds ``step``, ``rate_window``, ``requests`` and the
-    server's ``warnings``.
+    running requests). ``frame.attrs`` holds ``step``, ``rate_window``, ``requests``, the
+    server's ``warnings`` and ``partial`` (some stores did not answer: counts may be low).
     """
     classes = classes or ClassConfig()
     rw = rate_window if rate_window is not None else max(step, 300.0)
@@ -250,6 +250,7 @@ def prometheus_counters(
     chunks = aligned_chunks(start, end, step, max_points=max_points)
     parts: list[pd.DataFrame] = []
     warnings: list[str] = []
+    partial = False
     sent = client.requests_sent
     for n, (c0, c1) in enumerate(chunks, 1):
         size = round((c1 - c0) / step) + 1
@@ -259,6 +260,7 @@ def prometheus_counters(
         for fld, q in queries.items():
             res = client.query_range_columns(q, start=c0, end=c1, step=step, max_points=max_points)
             warnings.extend(res.warnings)
+            partial = partial or res.partial
             for s in res.series:
                 col = fld
                 labels = s.labels
@@ -269,15 +271,14 @@ def prometheus_counters(
                     col = f"accepted_pos_{int(pos)}"
                 elif fld == "engine_k":
                     col = f"_k{labels.get(_K_LABEL, '')}"
-                    labels = {n: v for n, v in labels.items() if n != _K_LABEL}
+                    labels = {key: v for key, v in labels.items() if key != _K_LABEL}
                 name = class_name(classes.classify(labels))
                 idx = np.rint((s.times - c0) / step).astype(np.intp)
                 ok = (idx >= 0) & (idx < size) & np.isfinite(s.values)
                 acc = sums.setdefault(name, {}).setdefault(col, np.zeros(size))
                 acc += np.bincount(idx[ok], weights=s.values[ok], minlength=size)
-                seen.setdefault(name, {}).setdefault(col, np.zeros(size, dtype=bool))[idx[ok]] = (
-                    True
-                )
+                mark = seen.setdefault(name, {}).setdefault(col, np.zeros(size, dtype=bool))
+                mark[idx[ok]] = True
         for name, cols in sums.items():
             rows = seen[name].get("draft_tokens")
             if rows is None or not rows.any():
@@ -303,6 +304,7 @@ def prometheus_counters(
         rate_window=rw,
         requests=client.requests_sent - sent,
         warnings=list(dict.fromkeys(warnings)),
+        partial=partial,
     )
     return frame
 
