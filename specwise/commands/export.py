@@ -122,6 +122,8 @@ def export_command(
         )
     for w in frame.attrs.get("warnings", []):
         click.echo(f"Note: server warning: {w}", err=True)
+    if frame.attrs.get("partial"):
+        click.echo("Note: partial response: some stores did not answer (counts low)", err=True)
     n_classes = frame["class"].nunique()
     click.echo(
         f"Wrote {len(frame):,} rows ({n_classes} class{'es' if n_classes != 1 else ''}, "
