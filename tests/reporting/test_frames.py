@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from specwise.cli import main
 from specwise.collectors.deltas import window_deltas
 from specwise.collectors.logs import parse_log_lines
-from specwise.collectors.prometheus import PrometheusClient
+from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.scrape import FileSource
 from specwise.collectors.snapshot import Snapshot
 from specwise.errors import DataError
@@ -48,6 +48,7 @@ from specwise.reporting.frames import (
     survival_frame,
     with_estimates,
 )
+from specwise.reporting.report import TimeRange, alpha_over_time
 
 try:
     from tests import servers
@@ -579,3 +580,16 @@ def test_report_writes_the_frames_it_used(
     for name in ("classes", "survival", "series-before", "series-after"):
         assert f"(data/{name}.csv)" in md
         assert f'href="data/{name}.csv"' in html
+
+
+def test_report_alpha_over_time_through_a_k_change(client: PrometheusClient) -> None:
+    """chat goes from k = 4 to k = 2 at 12 h, inside the window: the report's alpha over time
+    keeps the true 0.5 on both sides (one k for the whole chunk, as before the frames,
+    priced the k = 2 steps with two empty positions: about 0.75)."""
+    window = TimeRange(T0 + 6 * HOUR, T0 + 23 * HOUR)
+    chat = alpha_over_time(PrometheusSource(client), window, step=STEP)["chat"]
+    times, alphas = np.asarray(chat.times), np.asarray(chat.alphas)
+    change = T0 + 12 * HOUR
+    for part in (alphas[times < change], alphas[times >= change + STEP]):
+        assert len(part) > 50
+        assert abs(float(np.nanmedian(part)) - 0.5) < 0.03
