@@ -99,7 +99,7 @@ started) or two captures (window start and end) per window.
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("specwise-report"),
     show_default=True,
-    help="Report folder to write (report.md, report.html, report.json, PNGs).",
+    help="Report folder to write (report.md, report.html, report.json, PNGs, data/*.csv).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing report folder (default: refuse).")
 @click.option(
