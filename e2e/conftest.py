@@ -260,3 +260,14 @@ def report(name: str, **values: Any) -> None:
     with (CACHE / "results.jsonl").open("a") as fh:
         fh.write(json.dumps({"scenario": name, "at": time.time(), **values}) + "\n")
     print(name, json.dumps(values))
+
+
+def wait_for_actuation(actuator: object, timeout: float) -> None:
+    """The command actuator restarts vLLM off the tick: wait (bounded) until its run ends;
+    the controller records the outcome on its next tick."""
+    running = getattr(actuator, "running", None)
+    assert callable(running), f"{actuator!r} is not the command actuator"
+    deadline = time.monotonic() + timeout
+    while running():
+        assert time.monotonic() < deadline, f"the actuator command ran past {timeout:g} s"
+        time.sleep(0.5)

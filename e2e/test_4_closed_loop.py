@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import CLASS_MATCH, RESTART, VLLMServer, report
+from conftest import CLASS_MATCH, RESTART, VLLMServer, report, wait_for_actuation
 
 from specwise.collectors.deltas import window_deltas
 from specwise.collectors.scrape import ScrapeSource
@@ -83,11 +83,15 @@ def test_controller_restarts_vllm_once_and_holds(vllm: VLLMServer, tmp_path: Pat
         probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
         before_restart = probe.collect(time.time())
         assert [s.k for s in before_restart] == [3]
-        # tick 1: alpha near 1 at k = 3 -> k = 5; the actuator restarts vLLM (blocks until
-        # /health answers)
+        # tick 1: alpha near 1 at k = 3 -> k = 5; the actuator starts the restart in the
+        # background (the script returns once /health answers); the next tick records it
         started = time.time()
         state = controller.step(time.time())
+        (tiny,) = state.classes
+        assert tiny.actuation.startswith("started"), (tiny.actuation, tiny.actuation_error)
+        wait_for_actuation(controller.actuator, config.actuator.timeout + 30)
         restart_seconds = time.time() - started
+        state = controller.step(time.time())
         (tiny,) = state.classes
         assert tiny.recommended_k == 5, tiny.reason
         assert tiny.changes == 1, (tiny.actuation, tiny.actuation_error)

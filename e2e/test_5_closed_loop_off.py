@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import VLLMServer, report
+from conftest import VLLMServer, report, wait_for_actuation
 from test_4_closed_loop import DWELL, write_config
 
 from specwise.collectors.scrape import ScrapeSource
@@ -36,7 +36,11 @@ def test_controller_turns_a_losing_drafter_off_and_holds(vllm: VLLMServer, tmp_p
         probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
         started = time.time()
         state = controller.step(time.time())
+        (tiny,) = state.classes
+        assert tiny.actuation.startswith("started"), (tiny.actuation, tiny.actuation_error)
+        wait_for_actuation(controller.actuator, config.actuator.timeout + 30)
         restart_seconds = time.time() - started
+        state = controller.step(time.time())  # records the restart's outcome
         (tiny,) = state.classes
         assert tiny.recommended_k == 0, tiny.reason
         assert tiny.changes == 1, (tiny.actuation, tiny.actuation_error)

@@ -58,6 +58,11 @@ cli.add_command(rules_command)
 cli.add_command(export_command)
 
 
+def _one_line(message: str) -> str:
+    """Control characters a value smuggled into a message, escaped: an error is one line."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 ok, 1 error) instead of raising."""
     try:
@@ -67,13 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             standalone_mode=False,
         )
     except SpecwiseError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {_one_line(str(exc))}", err=True)
         return 1
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 1
     except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
+        click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
         return 1
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
@@ -81,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file the user named could not be read or written
+        where = f" {exc.filename}" if exc.filename is not None else ""
+        click.echo(
+            f"Error: cannot use{where} ({exc.strerror or exc}); check the path and its permissions",
+            err=True,
+        )
+        return 1
     return status if isinstance(status, int) else 0
 
 

@@ -6,6 +6,7 @@ min_gain``), the value and the fix. ``config/specwise.example.toml`` is the anno
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from specwise.collectors.classes import ClassConfig, parse_selector
 from specwise.errors import ConfigError
+from specwise.model import MAX_K
 from specwise.policies.presets import DRAFTER_COSTS
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "parse_listen",
 ]
 
 
@@ -65,6 +69,21 @@ def parse_duration(value: object, *, field: str) -> float:
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"{field} = {value!r} must be a positive duration", field=field)
     return seconds
+
+
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>\d{1,5})")
+
+
+def parse_listen(value: str, *, field: str = "[controller] listen") -> tuple[str, int]:
+    """'127.0.0.1:9464', 'localhost:9464' or '[::1]:9464' -> (host, port); port 0 = any free."""
+    m = _LISTEN.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m is None or int(m.group("port")) > 65535:
+        raise ConfigError(
+            f"{field} = {value!r} must be host:port with a port in 0..65535, e.g. "
+            "127.0.0.1:9464 or [::1]:9464 (IPv6 in brackets)",
+            field=field,
+        )
+    return m.group("v6") or m.group("host"), int(m.group("port"))
 
 
 def format_duration(seconds: float) -> str:
@@ -122,6 +141,27 @@ class ActuatorSettings:
     argv: tuple[str, ...] = ()
     min_interval: float = 600.0
     timeout: float = 300.0
+    file_mode: int = 0o644
+
+
+def _file_mode(a: _Section) -> int:
+    """``[actuator] file_mode``: a quoted octal mode such as "0644"; never world-writable."""
+    raw = a.data.get("file_mode", "0644")
+    text = raw.removeprefix("0o") if isinstance(raw, str) else ""
+    if not text or any(ch not in "01234567" for ch in text) or int(text, 8) > 0o777:
+        raise ConfigError(
+            f"{a.where('file_mode')} = {raw!r} is not an octal file mode; write it quoted, "
+            'such as file_mode = "0644"',
+            field=a.where("file_mode"),
+        )
+    mode = int(text, 8)
+    if mode & 0o002:
+        raise ConfigError(
+            f"{a.where('file_mode')} = {raw!r} lets every user rewrite the config a deploy "
+            'tool will apply; drop the world-write bit, such as file_mode = "0644"',
+            field=a.where("file_mode"),
+        )
+    return mode
 
 
 @dataclass(frozen=True)
@@ -182,6 +222,8 @@ class SpecwiseConfig:
     actuator: ActuatorSettings = field(default_factory=ActuatorSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     classes: tuple[ClassSettings, ...] = ()
+    #: The file it was loaded from ("" when built in code): errors found later name it.
+    path: str = ""
 
     def class_settings(self, name: str) -> ClassSettings | None:
         for c in self.classes:
@@ -195,19 +237,27 @@ def _did_you_mean(word: str, allowed: set[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def _shown_key(key: str) -> str:
+    """A key as written in TOML: bare when it can be, else quoted with escapes (one line)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else repr(key)
+
+
 class _Section:
     """Reads one TOML table, naming ``[section] key`` in every error, and rejects unknown keys."""
 
-    def __init__(self, name: str, data: object, allowed: set[str]) -> None:
+    def __init__(self, name: str, data: object, allowed: set[str], *, label: str = "") -> None:
+        #: How a user finds the table in the file: "[policy]", "[[classes]] #2".
+        self.label = label or f"[{name}]"
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"[{name}] must be a table of settings, not {data!r}", field=name)
+            raise ConfigError(f"{self.label} must be a table of settings, not {data!r}", field=name)
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(
-                f"{'the config file' if name == 'top level' else f'[{name}]'} has unknown "
-                f"{'section' if name == 'top level' else 'setting'}(s) {', '.join(unknown)}"
+                f"{'the config file' if name == 'top level' else self.label} has unknown "
+                f"{'section' if name == 'top level' else 'setting'}(s) "
+                f"{', '.join(_shown_key(k) for k in unknown)}"
                 f"{_did_you_mean(unknown[0], allowed)}; known: "
                 f"{', '.join(sorted(allowed))}",
                 field=f"{name}.{unknown[0]}",
@@ -216,7 +266,7 @@ class _Section:
         self.data: dict[str, Any] = data
 
     def where(self, key: str) -> str:
-        return f"[{self.name}] {key}"
+        return f"{self.label} {key}"
 
     def has(self, key: str) -> bool:
         return key in self.data
@@ -289,6 +339,15 @@ class _Section:
         return value
 
 
+def _group_by(s: _Section) -> tuple[str, ...]:
+    labels = s.strings("group_by", ("model_name",))
+    try:
+        ClassConfig(group_by=labels)
+    except ConfigError as exc:
+        raise ConfigError(f"{s.where('group_by')}: {exc}", field=s.where("group_by")) from exc
+    return labels
+
+
 def _classes(raw: object) -> tuple[ClassSettings, ...]:
     if raw is None:
         return ()
@@ -299,34 +358,45 @@ def _classes(raw: object) -> tuple[ClassSettings, ...]:
     out: list[ClassSettings] = []
     allowed = {"name", "match", "cost", "drafter", "k", "speculative_config"}
     for i, item in enumerate(raw):
-        s = _Section(f"classes.{i}", item, allowed)
+        # Numbered as a user counts the blocks in the file: the first [[classes]] is #1.
+        given = item.get("name") if isinstance(item, dict) else None
+        label = f"[[classes]] #{i + 1}" + (f" ({given!r})" if isinstance(given, str) else "")
+        s = _Section(f"classes.{i}", item, allowed, label=label)
         name = s.string("name")
         if not name:
             raise ConfigError(
-                f'[[classes]] entry {i + 1} has no name; add name = "code"', field=s.where("name")
+                f'[[classes]] #{i + 1} has no name; add name = "code" to it',
+                field=s.where("name"),
             )
         if s.has("cost") and s.has("drafter"):
             raise ConfigError(
-                f"class {name!r} sets both cost and drafter; keep one (drafter picks a "
-                "preset cost)",
+                f"{s.label} sets both cost and drafter; keep one (drafter picks a preset cost)",
                 field=s.where("cost"),
             )
         drafter = s.string("drafter", choices=tuple(DRAFTER_COSTS)) if s.has("drafter") else ""
         cost = DRAFTER_COSTS[drafter] if drafter else s.number("cost", 0.05, low=0.0, high=10.0)
-        k = s.integer("k", 0, low=0, high=64) if s.has("k") else None
+        k = s.integer("k", 0, low=0, high=MAX_K) if s.has("k") else None
         spec = s.data.get("speculative_config", {})
         if not isinstance(spec, dict):
             raise ConfigError(
-                f"class {name!r}: speculative_config must be a table such as "
+                f"{s.label} speculative_config must be a table such as "
                 '{ method = "eagle", model = "..." }',
                 field=s.where("speculative_config"),
             )
-        out.append(ClassSettings(name, s.string("match"), cost, k, dict(spec)))
+        match = s.string("match")
+        if match:
+            try:
+                parse_selector(match)
+            except ConfigError as exc:
+                raise ConfigError(f"{s.where('match')}: {exc}", field=s.where("match")) from exc
+        out.append(ClassSettings(name, match, cost, k, dict(spec)))
     names = [c.name for c in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(
-            f"class {dupes[0]!r} is defined twice; give each class one [[classes]] entry",
+            f"class {dupes[0]!r} is defined twice (as [[classes]] #"
+            f"{' and #'.join(str(i + 1) for i, n in enumerate(names) if n == dupes[0])}); "
+            "give each class one [[classes]] entry",
             field="classes",
         )
     return tuple(out)
@@ -411,11 +481,7 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         {"interval", "listen", "stale_after", "state_file"},
     )
     listen = c.string("listen", "127.0.0.1:9464")
-    if not re.fullmatch(r"[^\s:]+:\d{1,5}", listen):
-        raise ConfigError(
-            f"[controller] listen = {listen!r} must be host:port, e.g. 127.0.0.1:9464",
-            field="[controller] listen",
-        )
+    parse_listen(listen)
     controller = ControllerSettings(
         interval=c.duration("interval", 30.0),
         listen=listen,
@@ -449,7 +515,7 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         url=s.string("url"),
         timeout=s.duration("timeout", 5.0),
         window=s.duration("window", 600.0),
-        group_by=s.strings("group_by", ("model_name",)),
+        group_by=_group_by(s),
         bearer_token_file=s.string("bearer_token_file"),
         basic_auth_user=s.string("basic_auth_user"),
         basic_auth_password_file=s.string("basic_auth_password_file"),
@@ -497,7 +563,7 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         },
     )
     policy = PolicySettings(
-        k_max=p.integer("k_max", 8, low=1, high=64),
+        k_max=p.integer("k_max", 8, low=1, high=MAX_K),
         min_gain=p.number("min_gain", 0.05, low=0.0, high=10.0),
         min_dwell=p.duration("min_dwell", 1800.0),
         max_changes_per_hour=p.integer("max_changes_per_hour", 2, low=1, high=3600),
@@ -506,7 +572,9 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         verify_slope=p.number("verify_slope", 0.0, low=0.0, high=10.0),
     )
     a = _Section(
-        "actuator", top.data.get("actuator"), {"kind", "dir", "argv", "min_interval", "timeout"}
+        "actuator",
+        top.data.get("actuator"),
+        {"kind", "dir", "argv", "min_interval", "timeout", "file_mode"},
     )
     actuator = ActuatorSettings(
         kind=a.string("kind", "dry-run", choices=("dry-run", "file", "command")),  # type: ignore[arg-type]
@@ -514,6 +582,7 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         argv=a.strings("argv"),
         min_interval=a.duration("min_interval", 600.0),
         timeout=a.duration("timeout", 300.0),
+        file_mode=_file_mode(a),
     )
     if actuator.kind == "file" and not actuator.dir:
         raise ConfigError(
@@ -540,6 +609,12 @@ def load_config(path: Path) -> SpecwiseConfig:
         raise ConfigError(
             f"Cannot read config file {str(path)!r} ({exc.strerror}); check the path", field="path"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start}); save it as UTF-8 TOML",
+            field="path",
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -548,6 +623,6 @@ def load_config(path: Path) -> SpecwiseConfig:
             field="path",
         ) from exc
     try:
-        return parse_config(data)
+        return dataclasses.replace(parse_config(data), path=str(path))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}", field=exc.field) from exc

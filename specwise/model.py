@@ -44,6 +44,11 @@ VerifyCost = float | Sequence[float] | Mapping[int, float] | Callable[[int], flo
 
 _TIE = 1e-12
 
+#: The largest k (num_speculative_tokens) specwise prices or accepts anywhere: vLLM's V1
+#: rejection sampler asserts at most ``MAX_SPEC_LEN`` = 128 draft tokens per request
+#: (vllm/v1/sample/rejection_sampler.py; 32 in older releases), so no engine runs more.
+MAX_K = 128
+
 
 def _check_alpha(alpha: float, name: str = "alpha") -> float:
     a = float(alpha)
@@ -64,6 +69,18 @@ def _check_k(k: int, name: str = "k") -> int:
             value=k,
         )
     return k
+
+
+def _check_k_max(k_max: int) -> int:
+    """A search bound: a whole number in 0..MAX_K (a larger one would only burn time)."""
+    if _check_k(k_max, "k_max") > MAX_K:
+        raise ModelInputError(
+            f"k_max = {k_max} is above {MAX_K}, the most draft tokens vLLM verifies per step; "
+            "pass a smaller bound, e.g. 8",
+            field="k_max",
+            value=k_max,
+        )
+    return k_max
 
 
 def _check_cost(c: float) -> float:
@@ -176,7 +193,7 @@ def optimal_k(alpha: float, c: float, k_max: int = 16, *, verify_cost: VerifyCos
     _check_alpha(alpha)
     _check_cost(c)
     best_k, best_s = 0, 1.0
-    for k in range(1, _check_k(k_max, "k_max") + 1):
+    for k in range(1, _check_k_max(k_max) + 1):
         s = speedup(alpha, k, c, verify_cost=verify_cost)
         if s > best_s * (1.0 + _TIE):
             best_k, best_s = k, s
@@ -297,7 +314,7 @@ def optimal_k_from_survival(
 ) -> int:
     """argmax over 0..k_max (default: the curve's length) of :func:`speedup_from_survival`."""
     values = _check_survival(survival)
-    top = len(values) if k_max is None else min(_check_k(k_max, "k_max"), len(values))
+    top = len(values) if k_max is None else min(_check_k_max(k_max), len(values))
     best_k, best_s = 0, 1.0
     for k in range(1, top + 1):
         s = speedup_from_survival(values, k, c, verify_cost=verify_cost)

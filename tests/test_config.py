@@ -11,6 +11,7 @@ from specwise.config import (
     load_config,
     parse_config,
     parse_duration,
+    parse_listen,
 )
 from specwise.errors import ConfigError
 from specwise.policies.presets import DRAFTER_COSTS
@@ -75,7 +76,7 @@ def test_class_presets_and_example_file() -> None:
         ({**MINIMAL, "actuator": {"kind": "file"}}, r"\[actuator\] dir is empty"),
         ({**MINIMAL, "actuator": {"kind": "command"}}, r"\[actuator\] argv is empty"),
         ({**MINIMAL, "controller": {"listen": "9464"}}, r"listen = '9464' must be host:port"),
-        ({**MINIMAL, "classes": [{"cost": 0.1}]}, r"entry 1 has no name"),
+        ({**MINIMAL, "classes": [{"cost": 0.1}]}, r"\[\[classes\]\] #1 has no name"),
         (
             {**MINIMAL, "classes": [{"name": "a", "cost": 0.1, "drafter": "eagle"}]},
             r"both cost and drafter",
@@ -86,6 +87,30 @@ def test_class_presets_and_example_file() -> None:
             r"drafter = 'magic' is unknown",
         ),
         ({"source": {"urls": ["ftp://x"]}}, r"must start with http:// or https://"),
+        ({**MINIMAL, "policy": {"k_max": 129}}, r"\[policy\] k_max = 129 .* between 1 and 128"),
+        (
+            {**MINIMAL, "classes": [{"name": "a"}, {"name": "b", "k": 1000}]},
+            r"\[\[classes\]\] #2 \('b'\) k = 1000 .* between 0 and 128",
+        ),
+        (
+            {**MINIMAL, "classes": [{"name": "a"}, {"name": "b", "cost": -1}]},
+            r"^\[\[classes\]\] #2 \('b'\) cost = -1 is out of range",
+        ),
+        (
+            {**MINIMAL, "classes": [{"name": "a", "match": '{model_name="a"'}]},
+            r"^\[\[classes\]\] #1 \('a'\) match: Class selector .* cannot be read",
+        ),
+        (
+            {**MINIMAL, "classes": [{"name": "a", "match": '{model_name=~"("}'}]},
+            r"^\[\[classes\]\] #1 \('a'\) match: ",
+        ),
+        (
+            {"source": {**MINIMAL["source"], "group_by": ["class"]}},
+            r"^\[source\] group_by: group_by label 'class' is not usable",
+        ),
+        ({**MINIMAL, "classes": [{"name": "a"}, {"name": "a"}]}, r"\[\[classes\]\] #1 and #2"),
+        ({**MINIMAL, "controller": {"listen": "[::1]:99999"}}, r"port in 0..65535"),
+        ({**MINIMAL, "controller": {"listen": "::1:9464"}}, r"IPv6 in brackets"),
     ],
 )
 def test_bad_values_name_field_and_fix(data: dict[str, object], needle: str) -> None:
@@ -115,3 +140,49 @@ def test_unknown_section_is_named_as_a_section() -> None:
         ConfigError, match=r"has unknown section\(s\) polcy \(did you mean policy\?\)"
     ):
         parse_config({**MINIMAL, "polcy": {"k_max": 4}})
+
+
+def test_class_errors_never_number_from_zero() -> None:
+    """Users count [[classes]] blocks from 1; '[classes.0]' named a table nobody wrote."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, "classes": [{"name": "a", "cots": 1}]})
+    assert "classes.0" not in str(info.value)
+    assert str(info.value).startswith("[[classes]] #1 ('a') has unknown setting(s) cots")
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [
+        ("127.0.0.1:9464", "127.0.0.1", 9464),
+        ("localhost:0", "localhost", 0),
+        ("[::1]:9464", "::1", 9464),
+        ("[::]:9464", "::", 9464),
+    ],
+)
+def test_listen_accepts_ipv4_names_and_bracketed_ipv6(listen: str, host: str, port: int) -> None:
+    cfg = parse_config({**MINIMAL, "controller": {"listen": listen}})
+    assert parse_listen(cfg.controller.listen) == (host, port)
+
+
+def test_config_that_is_not_utf8_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('[source]\nurls = ["http://127.0.0.1:1/metrics"] # caf\xe9\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml' is not UTF-8 text \(byte 0xe9"):
+        load_config(bad)
+
+
+def test_selector_errors_name_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "sel.toml"
+    path.write_text(
+        '[source]\nurls = ["http://127.0.0.1:1/metrics"]\n'
+        '[[classes]]\nname = "code"\nmatch = "{model_name=code}"\n'
+    )
+    with pytest.raises(ConfigError, match=r"sel.toml: \[\[classes\]\] #1 \('code'\) match"):
+        load_config(path)
+
+
+def test_loaded_config_remembers_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text('[source]\nurls = ["http://127.0.0.1:1/metrics"]\n')
+    assert load_config(path).path == str(path)
+    assert parse_config(MINIMAL).path == ""

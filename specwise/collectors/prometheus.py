@@ -34,6 +34,12 @@ from specwise.collectors.classes import CLASS_LABEL, ClassConfig, Matcher
 from specwise.collectors.deltas import check_delta, sum_by_class
 from specwise.collectors.matrix import ColumnResult, ColumnSeries, parse_matrix_columns
 from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
+from specwise.collectors.urls import (
+    basic_auth_from,
+    check_bearer_token,
+    check_http_url,
+    check_timeout,
+)
 from specwise.errors import ParseError, SourceError
 
 __all__ = [
@@ -168,16 +174,16 @@ class PrometheusClient:
         headers: Mapping[str, str] | None = None,
         extra_params: Mapping[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_http_url(base_url, what="Prometheus URL").rstrip("/")
         self.session = session
-        self.timeout = timeout
-        self.basic_auth = basic_auth
+        self.timeout = check_timeout(timeout)
+        self.basic_auth = basic_auth_from(basic_auth)
         self.verify = verify
         self.cert = cert
         self.extra_params = dict(extra_params or {})
         self.headers: dict[str, str] = dict(headers or {})
         if bearer_token:
-            self.headers["Authorization"] = f"Bearer {bearer_token}"
+            self.headers["Authorization"] = f"Bearer {check_bearer_token(bearer_token)}"
         if tenant:
             self.headers["X-Scope-OrgID"] = tenant
         #: HTTP requests sent so far (one per query, one per range chunk).

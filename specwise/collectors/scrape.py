@@ -17,9 +17,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+from requests.auth import HTTPBasicAuth
 
 from specwise.collectors.exposition import parse_exposition
 from specwise.collectors.snapshot import Snapshot
+from specwise.collectors.urls import (
+    basic_auth_from,
+    check_bearer_token,
+    check_http_url,
+    check_timeout,
+)
 from specwise.errors import ParseError, SourceError
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "FileSource",
     "ScrapeResult",
     "ScrapeSource",
+    "decode_page",
     "instance_label",
 ]
 
@@ -62,6 +70,8 @@ def _fetch(
     timeout: float,
     verify: bool | str,
     headers: dict[str, str],
+    cert: str | tuple[str, str] | None = None,
+    auth: HTTPBasicAuth | None = None,
 ) -> str:
     try:
         resp = session.get(
@@ -69,6 +79,8 @@ def _fetch(
             headers={"Accept": ACCEPT_HEADER, **headers},
             timeout=timeout,
             verify=verify,
+            cert=cert,
+            auth=auth,
             stream=True,
         )
     except requests.exceptions.Timeout as exc:
@@ -93,11 +105,15 @@ def _fetch(
         if resp.status_code != 200:
             snippet = resp.text[:120].strip().replace("\n", " ") if resp.content else ""
             retryable = resp.status_code in (429, 502, 503, 504)
-            fix = (
-                "the server is restarting or overloaded; it is tried again on the next scrape."
-                if retryable
-                else "check that the URL is vLLM's /metrics endpoint."
-            )
+            if retryable:
+                fix = "the server is restarting or overloaded; the next scrape tries again."
+            elif resp.status_code in (401, 403):
+                fix = (
+                    "the server wants credentials (vLLM --api-key): set [source] "
+                    "bearer_token_file to a file holding that key."
+                )
+            else:
+                fix = "check that the URL is vLLM's /metrics endpoint."
             raise SourceError(
                 f"{url} answered HTTP {resp.status_code} ({snippet or 'empty body'}); {fix}",
                 url=url,
@@ -127,7 +143,29 @@ def _fetch(
                 f"The body from {url} was cut off ({exc.__class__.__name__}); scrape it again.",
                 url=url,
             ) from exc
+    # A server's body that is not a page is reported by the parser ("holds no sample").
     return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def decode_page(body: bytes, where: str) -> str:
+    """A saved metrics page as text; a ParseError when it is binary (NUL bytes, not UTF-8),
+    instead of a "truncated" warning quoting its raw bytes."""
+    head = body[:65536]
+    if b"\x00" in head:
+        raise ParseError(
+            f"{where} is binary data, not a Prometheus text page; give vLLM's /metrics URL or "
+            "a capture saved with curl -s URL/metrics > FILE.",
+            url=where,
+        )
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"{where} is not UTF-8 text (byte {body[exc.start]:#04x} at offset {exc.start}), so "
+            "not a Prometheus text page; give vLLM's /metrics URL or a capture saved with "
+            "curl -s URL/metrics > FILE.",
+            url=where,
+        ) from exc
 
 
 class ScrapeSource:
@@ -142,16 +180,25 @@ class ScrapeSource:
         max_workers: int = 16,
         verify: bool | str = True,
         headers: dict[str, str] | None = None,
+        cert: str | tuple[str, str] | None = None,
+        bearer_token: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not urls:
             raise SourceError("No /metrics URL given; pass at least one target URL.")
         self.urls = list(urls)
         self.session = session
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.max_workers = max(1, min(max_workers, len(self.urls)))
+        for url in self.urls:
+            check_http_url(url, what="/metrics URL")
         self.verify = verify
+        self.cert = cert
         self.headers = dict(headers or {})
+        if bearer_token:  # vLLM --api-key protects /metrics on some setups
+            self.headers["Authorization"] = f"Bearer {check_bearer_token(bearer_token)}"
+        self.auth = basic_auth_from(basic_auth)
         self.clock = clock
         #: Errors of the last ``collect`` (one per failing target).
         self.errors: list[SourceError] = []
@@ -160,7 +207,13 @@ class ScrapeSource:
         started = self.clock()
         try:
             text = _fetch(
-                self.session, url, timeout=self.timeout, verify=self.verify, headers=self.headers
+                self.session,
+                url,
+                timeout=self.timeout,
+                verify=self.verify,
+                headers=self.headers,
+                cert=self.cert,
+                auth=self.auth,
             )
             snaps = parse_exposition(
                 text,
@@ -209,12 +262,13 @@ class FileSource:
 
     def read_text(self) -> str:
         try:
-            return self.path.read_text(encoding="utf-8", errors="replace")
+            body = self.path.read_bytes()
         except OSError as exc:
             raise SourceError(
                 f"Cannot read metrics file {self.path} ({exc.strerror or exc}); check the path.",
                 url=str(self.path),
             ) from exc
+        return decode_page(body, f"metrics file {self.path}")
 
     def collect(self, now: float) -> list[Snapshot]:
         return parse_exposition(

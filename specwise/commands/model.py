@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from specwise.commands.options import json_option
+from specwise.commands.options import check_k_max, json_option
 from specwise.model import (
+    MAX_K,
     VerifyCost,
     expected_tokens_per_verify,
     optimal_k,
@@ -100,7 +101,8 @@ Examples:
     type=int,
     default=16,
     show_default=True,
-    help="Largest k to consider.",
+    callback=check_k_max,
+    help=f"Largest k to consider, 1..{MAX_K} (vLLM verifies at most {MAX_K} draft tokens).",
 )
 @click.option(
     "--verify-slope",
@@ -130,8 +132,6 @@ def model_command(
     The model: E = 1 + a + ... + a^k tokens per verify; speedup = E / (k*c + v(k)); k = 0
     is plain decoding (speedup 1). The optimal k is marked; k = 0 means turn speculation off.
     """
-    if k_max < 0:
-        raise click.BadParameter(f"--k-max {k_max} must be >= 0", param_hint="--k-max")
     verify_cost: VerifyCost = verify_slope
     best = optimal_k(alpha, cost, k_max, verify_cost=verify_cost)
     rows = model_rows(alpha, cost, k_max, verify_cost)

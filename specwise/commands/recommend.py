@@ -236,8 +236,10 @@ def recommend_command(
             if interval is None:
                 deltas = [since_start(s) for s in first]
             else:
-                if interval <= 0:
-                    raise click.BadParameter(f"{interval:g} must be > 0", param_hint="--interval")
+                if not 0 < interval <= 86400:  # also NaN; time.sleep rejects NaN and 1e300
+                    raise click.BadParameter(
+                        f"{interval:g} must be between 0 and 86400 seconds", param_hint="--interval"
+                    )
                 time.sleep(interval)
                 now = time.time()
                 deltas = window_deltas(first, source.collect(now))

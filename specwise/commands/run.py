@@ -13,7 +13,7 @@ import requests
 
 from specwise.commands.options import json_option
 from specwise.commands.status import format_status
-from specwise.config import load_config
+from specwise.config import load_config, parse_listen
 from specwise.controller.state import ControllerState
 from specwise.controller.wiring import build_controller, start_exporter
 from specwise.errors import SourceError
@@ -77,7 +77,10 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
     with requests.Session() as session:
         controller = build_controller(config, session=session)
         if once:
-            state = controller.step()
+            try:
+                state = controller.step()
+            finally:
+                controller.close()  # a command run it started ends (bounded) before we exit
             click.echo(to_json(state.to_json()) if as_json else format_status(state))
             answered = [s for s in state.sources if s.up]
             if not answered:  # a smoke check must fail loudly when nothing could be read
@@ -88,8 +91,8 @@ def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json:
                     else "no source is configured; list vLLM /metrics URLs in [source] urls"
                 )
             return
-        host, port = config.controller.listen.rsplit(":", 1)
-        server = start_exporter(controller, host, int(port))
+        host, port = parse_listen(config.controller.listen)
+        server = start_exporter(controller, host, port)
         click.echo(
             f"specwise controller: {server.url}/metrics  {server.url}/recommendations", err=True
         )

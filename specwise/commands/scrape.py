@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from specwise.commands.options import json_option
 from specwise.errors import SourceError, SpecwiseError
 from specwise.output import format_table, to_json
 
-__all__ = ["scrape_command", "snapshot_row"]
+__all__ = ["counter_problem", "scrape_command", "snapshot_row"]
 
 
 def snapshot_row(s: Snapshot) -> dict[str, Any]:
@@ -41,6 +42,37 @@ def _num(value: float | None) -> object:
     if value is not None and value == value and float(value).is_integer():
         return int(value)
     return value
+
+
+def counter_problem(s: Snapshot) -> str:
+    """Why the counters of one series cannot be vLLM's ("" when they can): NaN or infinite,
+    negative, accepted above draft tokens, per-position counts rising, position 0 above
+    drafts. ``recommend`` and the controller reject the same pages."""
+    values: list[tuple[str, float | None]] = [
+        ("drafts", s.drafts),
+        ("draft tokens", s.draft_tokens),
+        ("accepted tokens", s.accepted),
+        *((f"accepted at position {i}", v) for i, v in enumerate(s.accepted_per_position)),
+    ]
+    for name, value in values:
+        if value is None:
+            continue
+        if math.isnan(value):
+            if s.generation == "v0" and name in ("draft tokens", "accepted tokens"):
+                continue  # V0's token counters are not read (exposition notes say so)
+            return f"{name} is NaN"
+        if math.isinf(value) or value < 0:
+            return f"{name} is {value:g}"
+    if s.accepted > s.draft_tokens:
+        return f"accepted tokens {s.accepted:g} exceed draft tokens {s.draft_tokens:g}"
+    pos = s.accepted_per_position
+    for i in range(1, len(pos)):
+        if pos[i] > pos[i - 1]:
+            before = pos[i - 1]
+            return f"accepted at position {i} ({pos[i]:g}) exceeds position {i - 1} ({before:g})"
+    if pos and s.drafts is not None and pos[0] > s.drafts:
+        return f"accepted at position 0 ({pos[0]:g}) exceeds the drafts ({s.drafts:g})"
+    return ""
 
 
 def _read_target(
@@ -90,8 +122,8 @@ def scrape_command(targets: tuple[str, ...], timeout: float, as_json: bool) -> N
 
     URLs are scraped concurrently; a failing target is reported and the others still print.
     """
-    if timeout <= 0:
-        raise click.BadParameter(f"--timeout {timeout:g} must be > 0", param_hint="--timeout")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise click.UsageError(f"--timeout {timeout:g} must be a finite number of seconds > 0")
     now = time.time()
     snapshots: list[Snapshot] = []
     failures: list[str] = []
@@ -119,7 +151,16 @@ def scrape_command(targets: tuple[str, ...], timeout: float, as_json: bool) -> N
                     f"{target} has no vLLM spec-decode metrics: speculative decoding is off "
                     "there (start vLLM with --speculative-config) or its metrics are disabled."
                 )
-            snapshots.extend(found)
+            for snap in found:
+                problem = counter_problem(snap)
+                if problem:
+                    labels = ",".join(f"{k}={v}" for k, v in sorted(snap.labels.items()))
+                    failures.append(
+                        f"{target} ({labels}): {problem}, which vLLM cannot produce; these "
+                        "counters are left out (recommend rejects them too), check the page."
+                    )
+                else:
+                    snapshots.append(snap)
     if as_json:
         click.echo(to_json([snapshot_row(s) for s in snapshots]))
     elif snapshots:
@@ -144,9 +185,11 @@ def scrape_command(targets: tuple[str, ...], timeout: float, as_json: bool) -> N
         )  # fmt: skip
         for note in dict.fromkeys(n for s in snapshots for n in s.notes):
             click.echo(f"Note: {note}")
+    if not snapshots and len(failures) == 1:
+        raise SourceError(failures[0])  # one target, one reason: one Error line
     for failure in failures:
         click.echo(f"Warning: {failure}", err=True)
     if not snapshots:
         raise SourceError(
-            f"No spec-decode counters from {len(targets)} target(s); see the warnings above."
+            f"No valid spec-decode counters from {len(targets)} target(s); see the warnings above."
         )

@@ -15,6 +15,7 @@ from specwise.controller.actuators import (
     CommandActuator,
     DryRunActuator,
     FileActuator,
+    PollingActuator,
 )
 from specwise.controller.exporter import ExporterServer, controller_registry
 from specwise.controller.loop import Controller
@@ -30,6 +31,7 @@ __all__ = [
     "DryRunActuator",
     "ExporterServer",
     "FileActuator",
+    "PollingActuator",
     "SourceStatus",
     "controller_registry",
 ]

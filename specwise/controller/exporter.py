@@ -7,7 +7,9 @@ binds 127.0.0.1 by default.
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from specwise.controller.state import ControllerState
+from specwise.errors import ConfigError
 
 __all__ = [
     "METRIC_NAMES",
@@ -211,17 +214,40 @@ class _SilentHandler(WSGIRequestHandler):
         return
 
 
+class _ThreadingWSGIServer6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 class ExporterServer:
-    """Serves the app on host:port (port 0 picks a free one) in a daemon thread."""
+    """Serves the app on host:port (port 0 picks a free one) in a daemon thread.
+
+    ``host`` may be an IPv6 address (``::1``, without brackets). A port already in use or an
+    address the machine does not have raises a ``ConfigError`` naming it.
+    """
 
     def __init__(self, app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1", port: int = 0):
-        self.httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        server_class = _ThreadingWSGIServer6 if ":" in host else ThreadingWSGIServer
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.httpd = make_server(host, port, app, server_class, handler_class=_SilentHandler)
+        except OSError as exc:
+            fix = (
+                "another process holds that port: stop it or set [controller] listen to a free port"
+                if exc.errno == errno.EADDRINUSE
+                else "set [controller] listen to an address of this machine, e.g. 127.0.0.1:9464"
+            )
+            raise ConfigError(
+                f"Cannot listen on {shown} ({exc.strerror or exc}); {fix}",
+                field="[controller] listen",
+            ) from exc
         self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        shown = f"[{text}]" if ":" in text else text
+        return f"http://{shown}:{port}"
 
     def start(self) -> ExporterServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

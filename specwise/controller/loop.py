@@ -24,6 +24,7 @@ from specwise.config import SpecwiseConfig
 from specwise.controller.actuators import (
     ActuationResult,
     Actuator,
+    PollingActuator,
     speculative_config_for,
     write_atomically,
 )
@@ -63,6 +64,14 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, SourceError) and exc.status_code is not None:
         return "http"
     return "unreachable"
+
+
+def _outcome(result: ActuationResult) -> str:
+    """What an actuation did, with the command's exit status and last line when it ran one."""
+    if result.exit_status is None:
+        return result.detail
+    line = result.last_line
+    return f"{result.detail} (exit {result.exit_status}){': ' + line if line else ''}"
 
 
 def _held_because(rec: Recommendation) -> str:
@@ -135,6 +144,8 @@ class Controller:
         self._observed_k: dict[str, int] = {}
         self._drifting: dict[str, bool] = {}
         self._actuation: dict[str, tuple[str, str]] = {}
+        # class -> (gate state before, gate state after) of a run the actuator has in flight
+        self._in_flight: dict[str, tuple[HysteresisState, HysteresisState]] = {}
         self._changes: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._started = clock()
@@ -259,21 +270,53 @@ class Controller:
             self._actuation[name] = ("", str(exc))
             log.error("actuator failed for class %s: %s", name, exc)
             return
-        if not result.applied and self.actuator.kind != "dry-run":
-            self.gate.states[name] = before  # rate-limited: try again later
+        if result.pending:
+            # started in the background: the change counts for dwell and budget from now;
+            # its outcome arrives through poll() on a later tick (_actuations_finished)
+            self._in_flight[name] = (before, self.gate.states.get(name, HysteresisState()))
             self._actuation[name] = (result.detail, "")
+            log.info(
+                "class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason
+            )
+            self._persist()
+            return
+        if not result.applied and self.actuator.kind != "dry-run":
+            self.gate.states[name] = before  # rate-limited or in flight: try again later
+            # keep the last failure visible while the retry waits
+            self._actuation[name] = (result.detail, self._actuation.get(name, ("", ""))[1])
+            log.info("class %s: k = %d not applied: %s", name, rec.recommended_k, result.detail)
             return
         if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
             after = self.gate.states.get(name, HysteresisState())
             self.gate.states[name] = dataclasses.replace(after, current_k=before.current_k)
         self._changes[name] += 1
-        detail = result.detail
-        if result.exit_status is not None:
-            last_line = result.output.strip().splitlines()[-1:] or [""]
-            detail += f" (exit {result.exit_status}){': ' + last_line[0] if last_line[0] else ''}"
-        self._actuation[name] = (detail, "")
+        self._actuation[name] = (_outcome(result), "")
         log.info("class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason)
         self._persist()
+
+    def _actuations_finished(self, results: Sequence[ActuationResult]) -> None:
+        """Record background runs that finished: a success is a change; a failure restores
+        the gate state from before the run (unless something moved it since) for a retry."""
+        for result in results:
+            name = result.class_name
+            before, started = self._in_flight.pop(name, (None, None))
+            if result.applied:
+                self._changes[name] += 1
+                self._actuation[name] = (_outcome(result), "")
+                log.info("class %s: k = %d applied: %s", name, result.k, _outcome(result))
+                continue
+            if before is not None and self.gate.states.get(name) == started:
+                self.gate.states[name] = before  # not applied: retry on a later tick
+            self._actuation[name] = ("", result.error or result.detail)
+            log.error("actuator failed for class %s: %s", name, result.error or result.detail)
+        if results:
+            self._persist()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop: wait up to ``timeout`` s (None: the actuator's own bound) for runs in
+        flight, kill what is left, record the outcomes. Safe to call more than once."""
+        if isinstance(self.actuator, PollingActuator):
+            self._actuations_finished(self.actuator.close(timeout))
 
     def _persist(self) -> None:
         if self.state_path is None:
@@ -382,6 +425,8 @@ class Controller:
     def step(self, now: float | None = None) -> ControllerState:
         """One tick; never raises for a source, data or actuator failure."""
         t = self.clock() if now is None else now
+        if isinstance(self.actuator, PollingActuator):
+            self._actuations_finished(self.actuator.poll(t))
         snapshots = self._collect(t)
         for delta in sum_by_class(self._deltas(snapshots, t), self.classes):
             name = delta.labels.get(CLASS_LABEL, "")
@@ -437,3 +482,4 @@ class Controller:
                 if on_tick is not None:
                     on_tick(state)
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        self.close()

@@ -27,6 +27,7 @@ import numpy as np
 from specwise.errors import ConfigError
 from specwise.estimation.estimator import Estimate
 from specwise.model import (
+    MAX_K,
     VerifyCost,
     expected_tokens_from_survival,
     speedup_from_survival,
@@ -80,9 +81,14 @@ class PolicyConfig:
                 f"draft cost = {self.cost!r} must be a finite number >= 0, e.g. 0.05",
                 field="cost",
             )
-        if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or self.k_max < 1:
+        if (
+            isinstance(self.k_max, bool)
+            or not isinstance(self.k_max, int)
+            or not 1 <= self.k_max <= MAX_K
+        ):
             raise ConfigError(
-                f"k_max = {self.k_max!r} must be a whole number >= 1, e.g. 8", field="k_max"
+                f"k_max = {self.k_max!r} must be a whole number in 1..{MAX_K}, e.g. 8",
+                field="k_max",
             )
         if not (0 <= self.plateau < 1):
             raise ConfigError(

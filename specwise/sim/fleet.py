@@ -322,16 +322,20 @@ class FileWatcher:
     """Applies the file actuator's output to a fleet: the closed loop without a deploy tool.
 
     ``poll()`` applies every ``*.json`` in ``directory`` that changed since the last poll
-    and returns the (class, k) pairs applied; unreadable files are skipped until they change.
+    and returns the (class, k) pairs applied; unreadable files and files naming a class the
+    fleet does not serve are skipped until they change, each with a line in ``skipped``.
     """
 
     def __init__(self, fleet: SimFleet, directory: Path) -> None:
         self.fleet = fleet
         self.directory = directory
         self._seen: dict[Path, float] = {}
+        #: Why files were skipped by the last ``poll()`` (one sentence each).
+        self.skipped: list[str] = []
 
     def poll(self) -> list[tuple[str, int]]:
         applied: list[tuple[str, int]] = []
+        self.skipped = []
         if not self.directory.is_dir():
             return applied
         for path in sorted(self.directory.glob("*.json")):
@@ -345,9 +349,20 @@ class FileWatcher:
             try:
                 k = self.fleet.apply_file(path)
                 data = json.loads(path.read_text())
-            except (OSError, ValueError, TypeError, AttributeError, ConfigError):
+            except (OSError, ValueError, TypeError, AttributeError, ConfigError) as exc:
+                self.skipped.append(
+                    f"{path} is not a file actuator output ({exc.__class__.__name__}); it is "
+                    "skipped until it changes"
+                )
                 continue
-            if k is not None:
+            if k is None:
+                names = ", ".join(sorted({e.spec.name for e in self.fleet.engines}))
+                self.skipped.append(
+                    f"{path} is for class {data.get('class')!r}, which this fleet does not "
+                    f"serve (its classes: {names}); name one of them in the controller's "
+                    "[[classes]]"
+                )
+            else:
                 applied.append((str(data["class"]), k))
         return applied
 

@@ -426,43 +426,6 @@ k = 3
     assert json.loads((out / "summarize.json").read_text())["speculative_config"] is None
 
 
-def test_command_actuator_failure_is_reported_and_retried(
-    fleet_server: tuple[Clock, SimFleet, SimServer], tmp_path: Path
-) -> None:
-    """The deploy command fails on its first run (exit 3); the loop goes on, the class is
-    retried after the command's min_interval, not on every tick, and then succeeds."""
-    import sys
-
-    from specwise.controller.actuators import CommandActuator
-
-    clock, _fleet, server = fleet_server
-    calls = tmp_path / "calls.txt"
-    script = (
-        "import sys, pathlib\n"
-        "p = pathlib.Path(sys.argv[1])\n"
-        "old = p.read_text() if p.exists() else ''\n"
-        "p.write_text(old + sys.argv[2] + '\\n')\n"
-        "print('deployed' if old else 'quota exceeded')\n"
-        "sys.exit(0 if old else 3)\n"
-    )
-    actuator = CommandActuator(
-        [sys.executable, "-c", script, str(calls), "{class}", "{k}"], min_interval=120
-    )
-    with requests.Session() as session:
-        controller = controller_for(server, clock, get_scenario("demo"), session, actuator=actuator)
-        run_ticks(controller, clock, 1)
-        first = {c.name: c for c in controller.state().classes}
-        run_ticks(controller, clock, 4)
-        later = {c.name: c for c in controller.state().classes}
-    log = calls.read_text().splitlines()
-    failed = log[0]  # whichever class ran first got the failure
-    assert "exited with status 3: quota exceeded" in first[failed].actuation_error
-    assert log.count(failed) == 2  # failed, rate-limited for 120 s, retried once
-    assert later[failed].actuation.endswith("(exit 0): deployed")
-    assert later[failed].actuation_error == ""
-    assert later[failed].deployed_k == later[failed].recommended_k
-
-
 def test_turning_speculation_off_restarts_once() -> None:
     """After k -> 0 vLLM exports no spec families; the last k seen before the restart must
     not count as deployed, or every min_dwell the controller would apply k = 0 again

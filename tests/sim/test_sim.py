@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from specwise.cli import main
 from specwise.errors import ConfigError
-from specwise.sim.fleet import SimFleet, SimServer
+from specwise.sim.fleet import FileWatcher, SimFleet, SimServer
 from specwise.sim.scenarios import SCENARIOS, ClassScenario, Scenario, const, get_scenario, iid
+
+try:
+    from tests.servers import free_port
+except ImportError:
+    from servers import free_port  # type: ignore[no-redef]
 
 
 class Clock:
@@ -166,3 +176,103 @@ def test_every_scenario_runs_and_stays_consistent(name: str) -> None:
         assert sum(e.per_pos) == e.accepted
         assert e.accepted <= e.draft_tokens == e.k * e.drafts
         assert e.stats.expected_tokens > 0
+
+
+def test_file_watcher_warns_about_a_class_the_fleet_does_not_serve(tmp_path: Path) -> None:
+    fleet = SimFleet(_one_class(0.8, 3), clock=Clock(), restart_delay=0)
+    watcher = FileWatcher(fleet, tmp_path)
+    (tmp_path / "other.json").write_text(
+        json.dumps({"class": "other", "speculative_config": {"num_speculative_tokens": 2}})
+    )
+    (tmp_path / "broken.json").write_text("{not json")
+    (tmp_path / "code.json").write_text(
+        json.dumps({"class": "code", "speculative_config": {"num_speculative_tokens": 5}})
+    )
+    assert watcher.poll() == [("code", 5)]
+    [broken, other] = watcher.skipped
+    assert "broken.json is not a file actuator output" in broken
+    assert "other.json is for class 'other', which this fleet does not serve" in other
+    assert "(its classes: code)" in other
+    assert watcher.poll() == []
+    assert watcher.skipped == []
+
+
+def _free_run(n: int) -> int:
+    """A first port p with p..p+n-1 all free on 127.0.0.1 a moment ago (bounded retries)."""
+    for _ in range(50):
+        first = free_port()
+        if first + n > 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for p in range(first, first + n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", p))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    pytest.fail("no run of free ports found")
+
+
+def test_sim_port_puts_engines_on_consecutive_ports_and_warns_on_foreign_files(
+    tmp_path: Path,
+) -> None:
+    """`specwise sim --port P`: engine i on P + i, so a Prometheus config stays valid across
+    restarts; a --watch file for a class the fleet does not serve is a warning, not silence."""
+    n = len(get_scenario("steady").classes)
+    first = _free_run(n)
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    err_path = tmp_path / "stderr.txt"
+    argv = [sys.executable, "-m", "specwise", "sim", "--scenario", "steady", "--json"]
+    argv += ["--port", str(first), "--watch", str(watch), "--duration", "120"]
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for _ in range(200):  # the JSON target list, then the server keeps running
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.rstrip() == "]":
+                break
+        targets = json.loads("".join(lines))
+        assert [t["url"] for t in targets] == [
+            f"http://127.0.0.1:{first + i}/metrics" for i in range(n)
+        ]
+        for t in targets:
+            assert requests.get(t["url"], timeout=10).status_code == 200
+        (watch / "nope.json").write_text(json.dumps({"class": "nope", "speculative_config": None}))
+        deadline = time.monotonic() + 60
+        while "nope" not in err_path.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, err_path.read_text()
+            time.sleep(0.1)
+        warning = err_path.read_text()
+        assert "Warning: " in warning
+        assert "is for class 'nope', which this fleet does not serve" in warning
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_sim_port_in_use_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["sim", "--scenario", "steady", "--port", str(port), "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("Error: Cannot serve the simulated engines")
+    assert f"127.0.0.1 ports {port}.." in err
+    assert "--port 0 for free ports" in err
+    assert main(["sim", "--port", "65535"]) == 1
+    assert "leaves no room for" in capsys.readouterr().err
