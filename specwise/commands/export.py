@@ -95,6 +95,8 @@ def export_command(
     come and go and k changes are handled per row.
     """
     check_output(out)
+    if not out.parent.is_dir():
+        raise ReportError(f"folder {str(out.parent)!r} of --out does not exist; create it first")
     if out.exists() and not force:
         raise ReportError(f"{out} exists; pass --force to replace it or choose another name")
     rng = parse_range(window, now=time.time())

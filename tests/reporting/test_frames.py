@@ -474,6 +474,7 @@ def test_export_with_config_classes_and_an_empty_range(
         (["--range", "nonsense"], "is not START..END"),
         (["--range", "-1h..now", "--out", "x.xlsx"], "x.xlsx"),
         (["--range", "-1h..now", "--step", "0s"], "step"),
+        (["--range", "-1h..now", "--out", "/nonexistent-h8/x.csv"], "does not exist"),
     ],
 )
 def test_export_bad_input_is_one_error_line(
