@@ -83,6 +83,10 @@ def test_controller_restarts_vllm_once_and_holds(vllm: VLLMServer, tmp_path: Pat
         probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
         before_restart = probe.collect(time.time())
         assert [s.k for s in before_restart] == [3]
+        # a fresh controller takes counters older than its 90 s window as a baseline: its
+        # first decision prices the fresh deltas of the load driven after it
+        controller.step(time.time())
+        vllm.drive(32, seed=301)
         # tick 1: alpha near 1 at k = 3 -> k = 5; the actuator starts the restart in the
         # background (the script returns once /health answers); the next tick records it
         started = time.time()

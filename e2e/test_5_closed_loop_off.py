@@ -34,6 +34,10 @@ def test_controller_turns_a_losing_drafter_off_and_holds(vllm: VLLMServer, tmp_p
     with requests.Session() as session:
         controller = build_controller(config, session=session)
         probe = ScrapeSource([vllm.metrics_url], session=session, timeout=10)
+        # a fresh controller takes counters older than its 90 s window as a baseline: its
+        # first decision prices the fresh deltas of the load driven after it
+        controller.step(time.time())
+        vllm.drive(48, seed=501)
         started = time.time()
         state = controller.step(time.time())
         (tiny,) = state.classes

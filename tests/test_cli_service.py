@@ -25,7 +25,7 @@ def test_demo_runs_the_closed_loop_and_exits_cleanly() -> None:
             "specwise",
             "demo",
             "--duration",
-            "8",
+            "12",  # wall seconds: 3 ticks decide; 12 leave room on a busy machine
             "--speed",
             "150",
             "--refresh",
@@ -76,7 +76,12 @@ def test_run_once_prints_recommendations(
 ) -> None:
     fleet = SimFleet(get_scenario("demo"), clock=time.time, seed=1)
     with SimServer(fleet) as server:
-        time.sleep(0.5)  # let some drafts accumulate
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # let some drafts accumulate (a condition, no sleep)
+            fleet.advance(time.time())
+            if min(fleet.engines_of(c)[0].drafts for c in ("code", "summarize")) >= 50:
+                break
+            time.sleep(0.05)
         config = tmp_path / "c.toml"
         urls = ", ".join(f'"{u}"' for u in server.urls)
         config.write_text(
@@ -106,30 +111,35 @@ def test_run_with_a_bad_config_is_one_error_line(
     assert "[policy] k_max = 0" in err[0]
 
 
-def test_demo_stops_cleanly_on_ctrl_c() -> None:
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """Output goes to a file polled with a deadline: a silent process fails the test instead
+    of blocking it on readline(), and a full pipe can never stall the demo."""
     import signal
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "specwise", "demo", "--duration", "0", "--refresh", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        seen = ""
-        while time.monotonic() < deadline and "--- simulated minute" not in seen:
-            seen += proc.stdout.readline()
-        assert "--- simulated minute" in seen
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+    out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out_path.open("w") as out_f, err_path.open("w") as err_f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "specwise", "demo", "--duration", "0", "--refresh", "1"],
+            stdout=out_f,
+            stderr=err_f,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None:
+                if "--- simulated minute" in out_path.read_text():
+                    break
+                time.sleep(0.05)
+            assert "--- simulated minute" in out_path.read_text(), err_path.read_text()[-2000:]
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    err = err_path.read_text()
     assert proc.returncode == 0, err
-    assert "--- final, after" in rest
+    assert "--- final, after" in out_path.read_text()
     assert "Traceback" not in err
 
 
@@ -148,3 +158,36 @@ def test_run_once_fails_when_no_source_answers(
     assert errors[0].startswith(
         "Error: no source answered (http://127.0.0.1:1/metrics: Cannot reach"
     )
+
+
+def test_run_once_never_actuates_unless_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --once` is a smoke check: with a file actuator configured it proposes and
+    writes nothing; `--once --apply` applies through the configured actuator."""
+    fleet = SimFleet(get_scenario("demo"), clock=time.time, seed=1)
+    out = tmp_path / "configs"
+    with SimServer(fleet) as server:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # let some drafts accumulate
+            fleet.advance(time.time())
+            if fleet.engines_of("summarize")[0].drafts >= 50:
+                break
+            time.sleep(0.05)
+        config = tmp_path / "c.toml"
+        urls = ", ".join(f'"{u}"' for u in server.urls)
+        config.write_text(
+            f'[source]\nurls = [{urls}]\n[estimator]\nmin_drafts = 20\n[actuator]\nkind = "file"\n'
+            f'dir = "{out}"\n[[classes]]\nname = "summarize"\ncost = 0.4\nk = 3\n'
+        )
+        assert main(["run", "--config", str(config), "--once", "--json"]) == 0
+        dry = json.loads(capsys.readouterr().out)
+        assert not out.exists() or not list(out.iterdir())
+        assert dry["actuator"] == "dry-run"
+        summarize = next(c for c in dry["classes"] if c["class"] == "summarize")
+        assert summarize["recommended_k"] == 0
+        assert summarize["deployed_k"] == 3
+        assert main(["run", "--config", str(config), "--once", "--apply", "--json"]) == 0
+        applied = json.loads(capsys.readouterr().out)
+    assert applied["actuator"] == "file"
+    assert json.loads((out / "summarize.json").read_text())["speculative_config"] is None

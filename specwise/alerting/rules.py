@@ -49,6 +49,7 @@ ALERT_NAMES = (
     "SpecwiseDataStale",
     "SpecwiseSourceDown",
     "SpecwiseSourceErrors",
+    "SpecwiseControllerErrors",
     "SpecwiseControllerStalled",
 )
 
@@ -170,16 +171,14 @@ def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple
 
     by = ", ".join(labels)
     drafts = vllm_selector("num_drafts")
+    # classes that specwise itself turned off (k = 0) stop exporting on purpose: the
+    # controller labels specwise_off_by_specwise with these same labels, whatever the
+    # class is called
     absent = (
         f"group by ({by}) (present_over_time({drafts}[{d(s.metrics_absent_lookback)}]))\n"
-        f"unless on ({by}) group by ({by}) ({drafts})"
+        f"unless on ({by}) group by ({by}) ({drafts})\n"
+        f"unless on ({by}) group by ({by}) (specwise_off_by_specwise == 1)"
     )
-    if "model_name" in labels:
-        # classes that specwise itself turned off (k = 0) stop exporting on purpose
-        absent += (
-            '\nunless on (model_name) label_replace(specwise_deployed_k == 0, "model_name", '
-            '"$1", "class", "(.+)")'
-        )
     group_text = "/".join("{{ $labels." + label + " }}" for label in labels)
     return (
         AlertRule(
@@ -265,6 +264,18 @@ def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple
             "specwise_source_errors_total by kind.",
             "int",
             url("SpecwiseSourceErrors"),
+        ),
+        AlertRule(
+            "SpecwiseControllerErrors",
+            f"increase(specwise_controller_errors_total[{d(s.source_errors_window)}]) > 0",
+            s.source_errors_for,
+            "warning",
+            "The specwise controller keeps failing inside its ticks.",
+            f"The controller had {{value}} failures of one kind in the last "
+            f"{d(s.source_errors_window)} (for {d(s.source_errors_for)}); it holds the last k. "
+            "See specwise_controller_errors_total by kind and its log.",
+            "int",
+            url("SpecwiseControllerErrors"),
         ),
         AlertRule(
             "SpecwiseControllerStalled",
@@ -429,6 +440,10 @@ class AlertEvaluator:
             grew = self._error_increase(src.name, float(sum(src.errors.values())), now)
             if grew > 0 and src.up:
                 out.append(("SpecwiseSourceErrors", labels, grew))
+        for kind, total in sorted(state.errors.items()):
+            grew = self._error_increase(f"controller/{kind}", float(total), now)
+            if grew > 0:
+                out.append(("SpecwiseControllerErrors", {"kind": kind}, grew))
         return out
 
     def evaluate(self, state: ControllerState, now: float) -> list[Alert]:

@@ -8,6 +8,17 @@ integer D that reproduces the printed per-position rates (``%.3f``) and mean acc
 (``%.2f``), starting from A / sum(rates). V0 lines are cumulative since the engine started and
 count per-token (not prefix) acceptance: each such Snapshot says so in ``notes``. Log
 timestamps have no year and no time zone: both are parameters.
+
+What the lines determine, and the bound: per line, the per-position counts P_i are integers
+that print as the line's rates (P_i / D within 0.0005 of each ``%.3f`` rate), sum to its
+accepted tokens, and keep the prefix order P_(i+1) <= P_i. When the rates are finer than
+1 / D this leaves one split; with many drafts per line (D > 2000 makes one draft 0.0005)
+several fit, e.g. a line with D = 3000 and A = 5 allows only (5, 0, 0) once the prefix order
+is used, but A = 5 with rates "0.002, 0.001, 0.000" allows (5, 0, 0)... (4, 1, 0). The
+collector returns the split nearest the printed rates and records, per line, each position's
+range over every allowed split (``LogInterval.per_position_range``); so, given each line's
+drafts count, each summed position is within :func:`per_position_slack` of the counters,
+and the totals of accepted tokens, draft tokens and (with the drafts) drafts are exact sums.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ __all__ = [
     "LogSource",
     "log_snapshots",
     "parse_log_lines",
+    "per_position_slack",
     "recover_drafts",
 ]
 
@@ -77,29 +89,120 @@ class LogInterval:
     v0_emitted: int | None = None
     model_name: str | None = None
     notes: tuple[str, ...] = field(default=())
+    per_position_range: tuple[tuple[int, int], ...] = ()
+
+
+def _rate_box(rates: list[float], d: int) -> tuple[list[int], list[int]]:
+    """Integer bounds on P_i that print as rate_i with ``%.3f`` for d drafts."""
+    lo = [max(0, math.ceil((r - 0.0005) * d - 1e-9)) for r in rates]
+    hi = [min(d, math.floor((r + 0.0005) * d + 1e-9)) for r in rates]
+    return lo, hi
+
+
+def _prefix_box(lo: list[int], hi: list[int]) -> tuple[list[int], list[int]] | None:
+    """The box tightened by the prefix order P_(i+1) <= P_i, or None when it is empty."""
+    hi2 = list(hi)
+    for i in range(1, len(hi2)):
+        hi2[i] = min(hi2[i], hi2[i - 1])
+    lo2 = list(lo)
+    for i in range(len(lo2) - 2, -1, -1):
+        lo2[i] = max(lo2[i], lo2[i + 1])
+    if any(a > b for a, b in zip(lo2, hi2, strict=True)):
+        return None
+    return lo2, hi2
+
+
+def _feasible(lo: list[int], hi: list[int], accepted: int) -> tuple[list[int], list[int]] | None:
+    """Tightened box when some non-increasing integer split of ``accepted`` lies in it.
+
+    Every sum between the tightened lower and upper sums is reachable one unit at a time
+    (raise the first position below its upper bound, or lower the last above its lower one),
+    so the sums bound it exactly."""
+    box = _prefix_box(lo, hi)
+    if box is None or not sum(box[0]) <= accepted <= sum(box[1]):
+        return None
+    return box
 
 
 def _split_counts(rates: list[float], d: int, accepted: int) -> list[int] | None:
-    """Integers P_i with round(P_i/d, 3) == rate_i, non-increasing, summing to ``accepted``."""
-    lo = [max(0, math.ceil((r - 0.0005) * d - 1e-9)) for r in rates]
-    hi = [math.floor((r + 0.0005) * d + 1e-9) for r in rates]
-    if any(a > b for a, b in zip(lo, hi, strict=True)):
+    """Integers P_i with round(P_i/d, 3) == rate_i, non-increasing (a draft reaches position
+    i + 1 only through position i), summing to ``accepted``; the split nearest the printed
+    rates, or None when none exists."""
+    box = _feasible(*_rate_box(rates, d), accepted)
+    if box is None:
         return None
-    if not sum(lo) <= accepted <= sum(hi):
-        return None
+    lo, hi = box
     counts = [min(max(round(r * d), a), b) for r, a, b in zip(rates, lo, hi, strict=True)]
+    for i in range(1, len(counts)):
+        counts[i] = min(counts[i], counts[i - 1])  # stays >= lo[i]: lo is non-increasing
     diff = accepted - sum(counts)
-    order = sorted(range(len(rates)), key=lambda i: rates[i] * d - counts[i], reverse=diff > 0)
-    for i in order * (abs(diff) + 1):
-        if diff == 0:
-            break
-        if diff > 0 and counts[i] < hi[i]:
+    k = len(counts)
+    while diff != 0:  # bounded: each pass moves one unit toward the sum (see _feasible)
+        if diff > 0:
+            movable = [
+                i for i in range(k) if counts[i] < hi[i] and (i == 0 or counts[i] < counts[i - 1])
+            ]
+            i = max(movable, key=lambda j: rates[j] * d - counts[j])
             counts[i] += 1
             diff -= 1
-        elif diff < 0 and counts[i] > lo[i]:
+        else:
+            movable = [
+                i
+                for i in range(k)
+                if counts[i] > lo[i] and (i == k - 1 or counts[i] > counts[i + 1])
+            ]
+            i = min(movable, key=lambda j: rates[j] * d - counts[j])
             counts[i] -= 1
             diff += 1
-    return counts if diff == 0 else None
+    return counts
+
+
+def _position_ranges(
+    rates: list[float], d: int, accepted: int, counts: list[int]
+) -> tuple[tuple[int, int], ...]:
+    """(min, max) of each P_i over every split the line allows (``counts`` is one of them):
+    the set is convex in each coordinate, so each end is found by bisection."""
+    lo, hi = _rate_box(rates, d)
+
+    def allows(i: int, v: int) -> bool:
+        lo_i = [max(a, v) if j < i else (v if j == i else a) for j, a in enumerate(lo)]
+        hi_i = [min(b, v) if j > i else (v if j == i else b) for j, b in enumerate(hi)]
+        return _feasible(lo_i, hi_i, accepted) is not None
+
+    out = []
+    for i, c in enumerate(counts):
+        top, bottom = c, c
+        a, b = c, hi[i]  # allows(a) holds; find the largest allowed value in [a, b]
+        while a < b:
+            m = (a + b + 1) // 2
+            a, b = (m, b) if allows(i, m) else (a, m - 1)
+        top = a
+        a, b = lo[i], c  # allows(b) holds; find the smallest allowed value in [a, b]
+        while a < b:
+            m = (a + b) // 2
+            a, b = (a, m) if allows(i, m) else (m + 1, b)
+        bottom = b
+        out.append((bottom, top))
+    return tuple(out)
+
+
+def per_position_slack(intervals: Iterable[LogInterval]) -> tuple[int, ...]:
+    """How far each summed per-position count of V1 ``intervals`` can be from the truth.
+
+    The sum over lines of max - min of :attr:`LogInterval.per_position_range`: the printed
+    rates are rounded (``%.3f``), so a line with many drafts fits several splits of its
+    accepted tokens; the collector returns one, and the true one lies in the same range (given
+    the line's drafts count). 0 everywhere means the lines determine the counts exactly.
+    """
+    slack: list[int] = []
+    for it in intervals:
+        if it.cumulative:
+            continue
+        if len(slack) < len(it.per_position_range):
+            slack.extend([0] * (len(it.per_position_range) - len(slack)))
+        for i, (low, high) in enumerate(it.per_position_range):
+            slack[i] += high - low
+    return tuple(slack)
 
 
 def recover_drafts(
@@ -262,9 +365,11 @@ def _parse_line(
         rec = recover_drafts(accepted, mal, rates, drafted=drafted)
         if rec is not None:
             drafts, counts = rec
+            ranges = _position_ranges(rates, drafts, accepted, counts) if rates else ()
         elif accepted == 0:
             drafts = math.ceil(drafted / k) if k else 0
             counts = [0] * len(rates)
+            ranges = tuple((0, 0) for _ in rates)
             notes.append(_ESTIMATED_NOTE)
         else:
             raise ValueError(
@@ -285,6 +390,7 @@ def _parse_line(
             mean_acceptance_length=mal,
             model_name=model,
             notes=tuple(notes),
+            per_position_range=ranges,
         )
     v0 = _V0.search(line)
     if v0 is None:

@@ -38,7 +38,8 @@ def install_stop_signals(stop: threading.Event) -> None:
     epilog="""\b
 Examples:
   specwise run --config config/specwise.example.toml
-  specwise run --config prod.toml --once --json     # one tick, print, exit
+  specwise run --config prod.toml --once --json     # one tick, print, exit (no change)
+  specwise run --config prod.toml --once --apply    # one tick that may apply a change
   curl -s 127.0.0.1:9464/recommendations | jq .     # while it runs
 """,
 )
@@ -53,6 +54,12 @@ Examples:
     "--once", is_flag=True, default=False, help="Run one tick, print it, exit (default: loop)."
 )
 @click.option(
+    "--apply",
+    is_flag=True,
+    default=False,
+    help="With --once: apply changes through [actuator] (default: --once only proposes).",
+)
+@click.option(
     "--nl",
     is_flag=True,
     default=False,
@@ -62,20 +69,24 @@ Examples:
     "-v", "--verbose", is_flag=True, default=False, help="Log at INFO (default: WARNING)."
 )
 @json_option
-def run_command(config_path: Path, once: bool, nl: bool, verbose: bool, as_json: bool) -> None:
+def run_command(
+    config_path: Path, once: bool, apply: bool, nl: bool, verbose: bool, as_json: bool
+) -> None:
     """Run the controller: collect vLLM's spec-decode counters, estimate alpha per class,
     recommend k (0 included) with hysteresis, export /metrics, /healthz and
     /recommendations, and apply changes through the configured actuator (dry-run by default).
 
-    With --once: one tick, printed; exit status 1 when no source answered (a smoke check).
+    With --once: one tick, printed, that never actuates unless --apply is given; exit
+    status 1 when no source answered (a smoke check for CI or cron).
     """
     logging.basicConfig(
         level=logging.INFO if verbose else (logging.ERROR if once else logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("specwise.changes").setLevel(logging.INFO)  # one line per applied change
     config = load_config(config_path)
     with requests.Session() as session:
-        controller = build_controller(config, session=session)
+        controller = build_controller(config, session=session, dry_run=once and not apply)
         if once:
             try:
                 state = controller.step()

@@ -36,15 +36,23 @@ def speedup_text(c: ClassStatus) -> str:
 def format_status(state: ControllerState, *, width: int | None = None) -> str:
     """One row per class: alpha with interval, k (deployed -> recommended), speedup, why.
 
+    A class discovered from labels but not in ``[[classes]]`` is flagged "(undeclared)": it
+    is observed and reported, never actuated.
+
     The "why" column is cut to fit the terminal (``width`` characters when given).
     """
     if width is None:
         width = max(60, shutil.get_terminal_size((200, 24)).columns - 70)
     rows = []
     for c in state.classes:
-        flag = " (stale)" if c.stale else ""
+        flag = (" (stale)" if c.stale else "") + ("" if c.declared else " (undeclared)")
         why = c.reason if len(c.reason) <= width else c.reason[: width - 3] + "..."
         rows.append([c.name + flag, _alpha(c), k_text(c), speedup_text(c), why])
-    return format_table(
+    table = format_table(
         ["class", "alpha [95% interval]", "k (now -> rec.)", "speedup", "why"], rows
     )
+    applied = sum(c.changes for c in state.classes)
+    proposed = sum(c.proposals for c in state.classes)
+    if not applied and not proposed:
+        return table
+    return f"{table}\nactuator {state.actuator}: {applied} change(s) applied, {proposed} proposed"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
 from specwise.errors import ActuatorError, ConfigError
+from specwise.policies.off import speculative_config_for  # k = 0 lives there
 
 __all__ = [
     "ActuationResult",
@@ -100,15 +101,6 @@ class PollingActuator(Protocol):
     def poll(self, now: float) -> list[ActuationResult]: ...
 
     def close(self, timeout: float | None = None) -> list[ActuationResult]: ...
-
-
-def speculative_config_for(template: Mapping[str, Any], k: int) -> dict[str, Any] | None:
-    """The ``--speculative-config`` JSON for k; None for k = 0 (start without speculation)."""
-    if k == 0:
-        return None
-    config = dict(template)
-    config["num_speculative_tokens"] = k
-    return config
 
 
 def write_atomically(path: Path, text: str, *, mode: int | None = None) -> None:

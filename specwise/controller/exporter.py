@@ -52,10 +52,13 @@ METRIC_NAMES = (
     "specwise_data_age_seconds",
     "specwise_class_last_data_timestamp_seconds",
     "specwise_changes_total",
+    "specwise_proposals_total",
+    "specwise_off_by_specwise",
     "specwise_source_up",
     "specwise_source_last_success_timestamp_seconds",
     "specwise_source_errors_total",
     "specwise_ticks_total",
+    "specwise_controller_errors_total",
     "specwise_last_tick_timestamp_seconds",
 )
 
@@ -109,7 +112,12 @@ class ControllerCollector(Collector):
             "Unix time of the class's last new counters.",
         )
         changes = CounterMetricFamily(
-            "specwise_changes", "k changes applied (or proposed, in dry-run).", labels=cls
+            "specwise_changes", "k changes applied (file written, command run).", labels=cls
+        )
+        proposals = CounterMetricFamily(
+            "specwise_proposals",
+            "k changes proposed by the dry-run actuator (nothing deployed).",
+            labels=cls,
         )
         for c in st.classes:
             v = [c.name]
@@ -143,8 +151,10 @@ class ControllerCollector(Collector):
             if c.last_data_at is not None:
                 last.add_metric(v, c.last_data_at)
             changes.add_metric(v, c.changes)
+            proposals.add_metric(v, c.proposals)
         yield from (alpha, low, high, mal, surv, drafts, deployed, recommended, speed)
-        yield from (paying, fit, drift, stale, age, last, changes)
+        yield from (paying, fit, drift, stale, age, last, changes, proposals)
+        yield _off_by_specwise(st)
 
         up = gauge("specwise_source_up", "1 when the source answered on the last tick.", ["source"])
         ok_at = gauge(
@@ -167,12 +177,37 @@ class ControllerCollector(Collector):
         ticks = CounterMetricFamily("specwise_ticks", "Controller ticks run.")
         ticks.add_metric([], st.ticks)
         yield ticks
+        internal = CounterMetricFamily(
+            "specwise_controller_errors",
+            "The controller's own failures by kind (internal, actuator); k is held.",
+            labels=["kind"],
+        )
+        for kind in ("internal", "actuator"):
+            internal.add_metric([kind], st.errors.get(kind, 0))
+        yield internal
         if st.updated_at is not None:
             tick_at = GaugeMetricFamily(
                 "specwise_last_tick_timestamp_seconds", "Unix time of the last controller tick."
             )
             tick_at.add_metric([], st.updated_at)
             yield tick_at
+
+
+def _off_by_specwise(st: ControllerState) -> GaugeMetricFamily:
+    """1 per series label set (e.g. model_name) of each class specwise itself turned off:
+    SpecDecodeMetricsAbsent joins on those labels, whatever the class is called."""
+    join = sorted({label for c in st.classes for labels in c.series_labels for label in labels})
+    fam = GaugeMetricFamily(
+        "specwise_off_by_specwise",
+        "1 while the class runs k = 0 by specwise's own applied decision; labelled with the "
+        "alert rules' class labels (e.g. model_name) of its vLLM series.",
+        labels=["class", *join],
+    )
+    for c in st.classes:
+        if c.off_by_specwise:
+            for labels in c.series_labels or ({},):
+                fam.add_metric([c.name, *(labels.get(label, "") for label in join)], 1.0)
+    return fam
 
 
 def controller_registry(state: StateFn) -> CollectorRegistry:

@@ -1,9 +1,12 @@
 """The controller: one testable ``step(now)`` and a loop around it.
 
-Each tick: collect -> deltas -> estimate -> recommend -> export -> actuate -> alert.
+Each tick: collect -> deltas -> estimate -> decide (:mod:`specwise.controller.decide`, pure)
+-> actuate -> publish -> alert. This module is the bookkeeping around the decision: deltas,
+the hysteresis states, actuation records (:mod:`specwise.controller.records`), status.
 Nothing a source or an actuator does can stop the loop: a failing source makes its classes
 stale (no actuation on stale data, the last safe k is held), bad counters are skipped with
-a recorded error, a failing actuator is reported and retried on a later tick.
+a recorded error, a failing actuator is reported and retried on a later tick, and any other
+failure is counted and exported while the tick still publishes its state.
 """
 
 from __future__ import annotations
@@ -13,95 +16,50 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from specwise.collectors.classes import CLASS_LABEL, ClassConfig, resolve_classes
 from specwise.collectors.deltas import sum_by_class, window_deltas
-from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource
+from specwise.collectors.snapshot import CounterDelta, Snapshot, SnapshotSource, labels_key
 from specwise.config import SpecwiseConfig
 from specwise.controller.actuators import (
     ActuationResult,
     Actuator,
     PollingActuator,
-    speculative_config_for,
     write_atomically,
 )
+from specwise.controller.decide import Decision, DecisionRules, Evidence, decide
+from specwise.controller.records import ActuationRecords, SeriesLabels
 from specwise.controller.state import (
     ClassStatus,
     ControllerState,
     PersistedClass,
-    SourceStatus,
     load_persisted,
     persisted_json,
 )
-from specwise.errors import ActuatorError, DataError, ParseError, SourceError, SpecwiseError
+from specwise.controller.tracking import SourceTrack
+from specwise.errors import ActuatorError, DataError, SpecwiseError
 from specwise.estimation.drift import DriftConfig, DriftDetector
-from specwise.estimation.estimator import Estimate
 from specwise.estimation.rolling import RollingEstimator
 from specwise.estimation.settings import estimator_config
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
+from specwise.policies.off import deployment_config
 from specwise.policies.settings import policy_config
-from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
+from specwise.policies.speedup_policy import PolicyConfig, Recommendation
 
 __all__ = ["Controller", "class_config_from"]
 
 log = logging.getLogger("specwise.controller")
+#: one line per applied change (file written, command run); ``specwise run`` shows it at INFO
+changes_log = logging.getLogger("specwise.changes")
 AlertSink = Callable[[ControllerState, float], None]
 
 
 def class_config_from(config: SpecwiseConfig) -> ClassConfig:
     """Workload classes from config (``resolve_classes``, the resolver every command uses)."""
     return resolve_classes(config)
-
-
-def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, ParseError):
-        return "parse"
-    if isinstance(exc, DataError):
-        return "data"
-    if isinstance(exc, SourceError) and exc.status_code is not None:
-        return "http"
-    return "unreachable"
-
-
-def _outcome(result: ActuationResult) -> str:
-    """What an actuation did, with the command's exit status and last line when it ran one."""
-    if result.exit_status is None:
-        return result.detail
-    line = result.last_line
-    return f"{result.detail} (exit {result.exit_status}){': ' + line if line else ''}"
-
-
-def _held_because(rec: Recommendation) -> str:
-    """The hysteresis gate's reason for holding k, when it held a different recommendation."""
-    if rec.change_allowed or rec.current_k == rec.recommended_k:
-        return ""
-    _, sep, why = rec.reason.rpartition("; hold ")
-    return f"hold {why}" if sep else ""
-
-
-class _SourceTrack:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.last_attempt: float | None = None
-        self.last_success: float | None = None
-        self.errors: Counter[str] = Counter()
-        self.last_error = ""
-
-    def ok(self, now: float) -> None:
-        self.last_attempt = self.last_success = now
-
-    def fail(self, now: float, exc: BaseException) -> None:
-        self.last_attempt = now
-        self.errors[_error_kind(exc)] += 1
-        self.last_error = str(exc)
-
-    def status(self) -> SourceStatus:
-        return SourceStatus(
-            self.name, self.last_attempt, self.last_success, dict(self.errors), self.last_error
-        )
 
 
 class Controller:
@@ -139,14 +97,25 @@ class Controller:
         )
         self._policies: dict[str, PolicyConfig] = {}
         self._last: dict[tuple[tuple[str, str], ...], Snapshot] = {}
-        self._sources: dict[str, _SourceTrack] = {}
+        self._sources: dict[str, SourceTrack] = {}
         self._seen: dict[str, float] = {}
         self._observed_k: dict[str, int] = {}
+        self._series_now: dict[str, list[tuple[tuple[str, str], ...]]] = {}
+        self._restarted: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._drifting: dict[str, bool] = {}
-        self._actuation: dict[str, tuple[str, str]] = {}
-        # class -> (gate state before, gate state after) of a run the actuator has in flight
-        self._in_flight: dict[str, tuple[HysteresisState, HysteresisState]] = {}
-        self._changes: Counter[str] = Counter()
+        self._records = ActuationRecords()
+        self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
+        self._last_error = ""
+        self._unmatched_warned: set[str] = set()
+        # the alert rules' class labels (e.g. model_name) of each class's series
+        self._series = SeriesLabels(
+            config.alerts.class_labels or config.source.group_by, self.classes
+        )
+        # class -> (gate state before, gate state after, deployed config, recommendation) of a
+        # run the actuator has in flight (a background command)
+        self._in_flight: dict[
+            str, tuple[HysteresisState, HysteresisState, dict[str, Any] | None, Recommendation]
+        ] = {}
         self._lock = threading.Lock()
         self._started = clock()
         self._ticks = 0
@@ -161,6 +130,10 @@ class Controller:
             for name, p in load_persisted(self.state_path).items():
                 last = max(p.change_times) if p.change_times else None
                 self.gate.states[name] = HysteresisState(p.deployed_k, last, p.change_times)
+                if p.off_by_specwise:
+                    self._records.turned_off.add(name)
+                for labels in p.series_labels:
+                    self._series.add(name, labels)
 
     # ----------------------------------------------------------------------------- state
     def state(self) -> ControllerState:
@@ -183,14 +156,21 @@ class Controller:
         return True, f"ok: {len(fresh)}/{len(st.sources)} sources fresh, tick {st.ticks}"
 
     # ----------------------------------------------------------------------------- collect
-    def _track(self, name: str) -> _SourceTrack:
-        return self._sources.setdefault(name, _SourceTrack(name))
+    def _track(self, name: str) -> SourceTrack:
+        return self._sources.setdefault(name, SourceTrack(name))
 
     def _collect(self, now: float) -> list[Snapshot]:
         scrape = getattr(self.source, "scrape", None)
         if callable(scrape):  # direct scrape: one status per target
             snaps: list[Snapshot] = []
-            for result in scrape(now):
+            try:
+                results = list(scrape(now))
+            except Exception as exc:  # one no layer mapped: every target failed this tick
+                for url in self.config.source.urls or ("scrape",):
+                    self._track(url).fail(now, exc)
+                log.warning("scrape failed: %r", exc)
+                return []
+            for result in results:
                 track = self._track(result.target)
                 if result.error is None:
                     track.ok(now)
@@ -203,20 +183,33 @@ class Controller:
         track = self._track(name)
         try:
             got = list(self.source.collect(now))
-        except SpecwiseError as exc:
+        except Exception as exc:  # a SpecwiseError, or one no layer mapped (a source error too)
             track.fail(now, exc)
-            log.warning("source %s: %s", name, exc)
+            log.warning("source %s: %s", name, exc if isinstance(exc, SpecwiseError) else repr(exc))
             return []
         track.ok(now)
         return got
+
+    def _fresh_at_first_sight(self, snap: Snapshot, now: float) -> bool:
+        """Whether a series' first counters are a window's worth of fresh evidence.
+
+        Direct scrape reads counters since the engine started: evidence only when it started
+        within the estimation window; otherwise the first tick is a baseline, so a fresh
+        controller never prices k from an engine's lifetime counters.
+        """
+        if snap.process_start_time is not None:
+            return now - snap.process_start_time <= self.config.estimator.window
+        return not callable(getattr(self.source, "scrape", None))
 
     def _deltas(self, snapshots: Sequence[Snapshot], now: float) -> list[CounterDelta]:
         out: list[CounterDelta] = []
         for snap in snapshots:
             prev = self._last.get(snap.key)
-            if prev is None:
-                # first sight (controller start, new engine): the counters since the
-                # engine started are evidence nobody counted yet
+            if prev is None and not self._fresh_at_first_sight(snap, now):
+                prev = snap  # a baseline: counters older than a window are history, not evidence
+            elif prev is None:
+                # first sight of counters that span at most one window (an engine started
+                # within it, or a windowed source): evidence nobody counted yet
                 prev = dataclasses.replace(
                     snap,
                     timestamp=snap.process_start_time or now - self.config.estimator.window,
@@ -247,67 +240,99 @@ class Controller:
 
     def _speculative_config(self, name: str, rec: Recommendation) -> dict[str, Any] | None:
         settings = self.config.class_settings(name)
-        template: Mapping[str, Any] = settings.speculative_config if settings else {}
-        if rec.recommended_k == 0 and rec.off_mode == "schedule":
-            keep = self._observed_k.get(name) or self.config.policy.k_max
-            spec = speculative_config_for(template, keep) or {}
-            spec["num_speculative_tokens_per_batch_size"] = [[1, 1 << 20, 0]]
-            return spec
-        if rec.schedule is not None and rec.recommended_k > 0:
-            spec = speculative_config_for(template, max(e[2] for e in rec.schedule)) or {}
-            spec["num_speculative_tokens_per_batch_size"] = [list(e) for e in rec.schedule]
-            return spec
-        return speculative_config_for(template, rec.recommended_k)
+        return deployment_config(
+            settings.speculative_config if settings else {},
+            k=rec.recommended_k,
+            off_mode=rec.off_mode,
+            schedule=rec.schedule,
+            keep_k=self._observed_k.get(name) or self.config.policy.k_max,
+        )
 
     def _actuate(self, name: str, rec: Recommendation, before: HysteresisState, now: float) -> None:
+        """The one call into the actuator; what it did is recorded by ``_record``."""
         spec = self._speculative_config(name, rec)
         try:
             result: ActuationResult = self.actuator.apply(
                 name, rec.recommended_k, speculative_config=spec, reason=rec.reason, now=now
             )
-        except ActuatorError as exc:
+        except Exception as exc:  # ActuatorError, or a failure the actuator did not map
             self.gate.states[name] = before  # not applied: retry on a later tick
-            self._actuation[name] = ("", str(exc))
+            self._records.failed(name, str(exc) or type(exc).__name__)
+            if not isinstance(exc, ActuatorError):
+                self._errors["actuator"] += 1
             log.error("actuator failed for class %s: %s", name, exc)
             return
+        self._record(name, rec, spec, before, result)
+
+    def _record(
+        self,
+        name: str,
+        rec: Recommendation,
+        spec: dict[str, Any] | None,
+        before: HysteresisState,
+        result: ActuationResult,
+    ) -> None:
+        """Bookkeeping of one actuation: applied changes and dry-run proposals apart."""
         if result.pending:
             # started in the background: the change counts for dwell and budget from now;
             # its outcome arrives through poll() on a later tick (_actuations_finished)
-            self._in_flight[name] = (before, self.gate.states.get(name, HysteresisState()))
-            self._actuation[name] = (result.detail, "")
+            started = self.gate.states.get(name, HysteresisState())
+            self._in_flight[name] = (before, started, spec, rec)
+            self._records.refused(name, result.detail)
             log.info(
                 "class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason
             )
-            self._persist()
-            return
-        if not result.applied and self.actuator.kind != "dry-run":
+        elif not result.applied and self.actuator.kind != "dry-run":
             self.gate.states[name] = before  # rate-limited or in flight: try again later
             # keep the last failure visible while the retry waits
-            self._actuation[name] = (result.detail, self._actuation.get(name, ("", ""))[1])
+            error = self._records.outcome.get(name, ("", ""))[1]
+            self._records.outcome[name] = (result.detail, error)
             log.info("class %s: k = %d not applied: %s", name, rec.recommended_k, result.detail)
             return
-        if not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
+        elif not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
             after = self.gate.states.get(name, HysteresisState())
-            self.gate.states[name] = dataclasses.replace(after, current_k=before.current_k)
-        self._changes[name] += 1
-        self._actuation[name] = (_outcome(result), "")
-        log.info("class %s: k -> %d (%s): %s", name, rec.recommended_k, result.detail, rec.reason)
+            self.gate.states[name] = dataclasses.replace(
+                after, current_k=before.current_k, proposed=True
+            )
+            self._records.proposed(name, result)
+            log.info("class %s: proposed k -> %d: %s", name, rec.recommended_k, rec.reason)
+        else:
+            self._applied(name, result, spec, rec, before)
         self._persist()
+
+    def _applied(
+        self,
+        name: str,
+        result: ActuationResult,
+        spec: dict[str, Any] | None,
+        rec: Recommendation,
+        before: HysteresisState,
+    ) -> None:
+        detail = self._records.applied(name, result, spec)
+        changes_log.info(
+            "class %s: k = %d applied: %s; was k = %s: %s",
+            name,
+            result.k,
+            detail,
+            "?" if before.current_k is None else before.current_k,
+            rec.reason,
+        )
 
     def _actuations_finished(self, results: Sequence[ActuationResult]) -> None:
         """Record background runs that finished: a success is a change; a failure restores
         the gate state from before the run (unless something moved it since) for a retry."""
         for result in results:
             name = result.class_name
-            before, started = self._in_flight.pop(name, (None, None))
+            flight = self._in_flight.pop(name, None)
             if result.applied:
-                self._changes[name] += 1
-                self._actuation[name] = (_outcome(result), "")
-                log.info("class %s: k = %d applied: %s", name, result.k, _outcome(result))
+                if flight is None:
+                    self._records.applied(name, result, None)
+                else:
+                    self._applied(name, result, flight[2], flight[3], flight[0])
                 continue
-            if before is not None and self.gate.states.get(name) == started:
-                self.gate.states[name] = before  # not applied: retry on a later tick
-            self._actuation[name] = ("", result.error or result.detail)
+            if flight is not None and self.gate.states.get(name) == flight[1]:
+                self.gate.states[name] = flight[0]  # not applied: retry on a later tick
+            self._records.failed(name, result.error or result.detail)
             log.error("actuator failed for class %s: %s", name, result.error or result.detail)
         if results:
             self._persist()
@@ -322,7 +347,13 @@ class Controller:
         if self.state_path is None:
             return
         data = {
-            name: PersistedClass(st.current_k, st.changes) for name, st in self.gate.states.items()
+            name: PersistedClass(
+                st.current_k,
+                st.changes,
+                name in self._records.turned_off,
+                self._series.of(name),
+            )
+            for name, st in self.gate.states.items()
         }
         try:
             write_atomically(self.state_path, persisted_json(data))
@@ -335,55 +366,76 @@ class Controller:
         names.update(self.estimator.classes())
         return sorted(names)
 
+    def _evidence(self, name: str, now: float) -> Evidence:
+        return Evidence(
+            name=name,
+            estimate=self.estimator.estimate(name, now=now),
+            now=now,
+            last_seen=self._seen.get(name),
+            observed_k=self._observed_k.get(name),
+            gate_state=self.gate.states.get(name, HysteresisState()),
+            sources_answered=any(s.last_success == now for s in self._sources.values()),
+            declared=self.config.class_settings(name) is not None,
+            drifting=self._drifting.get(name, False),
+            schedule_off=name in self._records.schedule_off,
+            restarted_at=tuple(
+                self._restarted.get((name, key), float("-inf"))
+                for key in self._series_now.get(name, ())
+            ),
+        )
+
+    def _rules(self, name: str) -> DecisionRules:
+        return DecisionRules(
+            policy=self._policy(name),
+            hysteresis=self.gate.config,
+            stale_after=self.config.controller.stale_after,
+        )
+
     def _decide(self, name: str, now: float) -> ClassStatus:
-        estimate: Estimate = self.estimator.estimate(name, now=now)
-        seen = self._seen.get(name)
-        stale = seen is None or now - seen > self.config.controller.stale_after
-        gate_state = self.gate.states.get(name, HysteresisState())
-        # the counters show the deployed k only while they arrive: after a restart without
-        # speculation the spec families vanish and the last k seen is history, not the truth
-        observed = self._observed_k.get(name) if seen == now else None
-        if (
-            observed is not None
-            and not stale
-            and observed != gate_state.current_k
-            and (
-                gate_state.last_change is None
-                or now - gate_state.last_change > self.config.policy.min_dwell
+        ev = self._evidence(name, now)
+        decision = decide(ev, self._rules(name))
+        self.gate.states[name] = decision.after
+        if decision.act:
+            self._actuate(name, decision.recommendation, decision.before, now)
+        status = self._status(ev, decision)
+        unmatched = self._unmatched(name, ev)
+        if unmatched:
+            status = dataclasses.replace(
+                status, reason=f"{unmatched}; {status.reason}", notes=(unmatched, *status.notes)
             )
-        ):
-            # someone else changed k, or our change took effect: the counters are the truth
-            gate_state = dataclasses.replace(gate_state, current_k=observed)
-            self.gate.states[name] = gate_state
-        deployed = gate_state.current_k if gate_state.current_k is not None else observed
-        if stale and deployed == 0 and any(s.last_success == now for s in self._sources.values()):
-            stale = False  # off on purpose: the sources answer, they just carry no spec counters
-        rec = recommend(estimate, config=self._policy(name), current_k=deployed)
-        before = self.gate.states.get(name, HysteresisState())
-        rec = self.gate(rec, now=now)
-        hold = ""
-        if rec.change_allowed and stale:
-            self.gate.states[name] = before
-            hold = "data is stale: holding the last safe k until the source answers"
-            rec = dataclasses.replace(rec, change_allowed=False, reason=f"{rec.reason}; {hold}")
-        if rec.change_allowed:
-            self._actuate(name, rec, before, now)
-        after = self.gate.states.get(name, HysteresisState())
-        actuation, actuation_error = self._actuation.get(name, ("", ""))
+        return status
+
+    def _unmatched(self, name: str, ev: Evidence) -> str:
+        """A warning for a declared class whose ``match`` matched no series yet, while the
+        sources answer (an engine known to run k = 0 exports no spec counters: no warning)."""
         settings = self.config.class_settings(name)
-        reason = rec.reason
-        if deployed == 0 and estimate.ok and rec.recommended_k == 0:
-            reason = f"speculation is off (k = 0), as the last evidence says: {reason}"
-        elif deployed == 0 and not estimate.ok:
-            reason = (
-                "speculation is off (k = 0): vLLM exports no acceptance counters, so there is "
-                "nothing to re-check; re-enable on a canary to measure alpha again"
-            )
-        elif stale and seen is not None and not hold:
-            reason = f"stale: no new counters for {now - (seen or now):.0f} s; {reason}"
+        if (
+            settings is None
+            or ev.last_seen is not None
+            or not ev.sources_answered
+            or ev.gate_state.current_k == 0
+        ):
+            return ""
+        selector = settings.match or f'{{model_name="{name}"}}'
+        text = (
+            f"match {selector} matches no series the sources return; check [[classes]] "
+            "match against the engines' labels"
+        )
+        if name not in self._unmatched_warned:
+            self._unmatched_warned.add(name)
+            log.warning("class %s: %s", name, text)
+        return text
+
+    def _status(self, ev: Evidence, decision: Decision) -> ClassStatus:
+        name, estimate, rec = ev.name, ev.estimate, decision.recommendation
+        deployed = decision.deployed
+        after = self.gate.states.get(name, HysteresisState())
+        actuation, actuation_error = self._records.outcome.get(name, ("", ""))
+        settings = self.config.class_settings(name)
         surv = estimate.survival
         return ClassStatus(
             name=name,
+            declared=ev.declared,
             cost=settings.cost if settings else self._policy(name).cost,
             deployed_k=after.current_k if after.current_k is not None else deployed,
             # with no evidence and no known deployed k there is nothing to recommend
@@ -406,14 +458,18 @@ class Controller:
             ),
             fit_ok=estimate.fit_ok if estimate.ok else None,
             drift=self._drifting.get(name, False),
-            stale=stale,
-            last_data_at=seen,
-            data_age=None if seen is None else now - seen,
-            reason=reason,
+            stale=decision.stale,
+            last_data_at=ev.last_seen,
+            data_age=None if ev.last_seen is None else ev.now - ev.last_seen,
+            reason=decision.reason,
             change_allowed=rec.change_allowed,
-            hold_reason=hold or _held_because(rec),
-            last_change_at=after.last_change,
-            changes=self._changes[name],
+            hold_reason=decision.hold,
+            last_change_at=None if after.proposed else after.last_change,
+            changes=self._records.changes[name],
+            proposals=self._records.proposals[name],
+            off_by_specwise=self._records.off_by_specwise(name, after.current_k),
+            series_labels=self._series.of(name),
+            last_proposal_at=self._records.last_proposal.get(name),
             actuation=actuation,
             actuation_error=actuation_error,
             speculative_config=self._speculative_config(name, rec) if rec.recommended_k else None,
@@ -422,17 +478,16 @@ class Controller:
         )
 
     # ----------------------------------------------------------------------------- tick
-    def step(self, now: float | None = None) -> ControllerState:
-        """One tick; never raises for a source, data or actuator failure."""
-        t = self.clock() if now is None else now
-        if isinstance(self.actuator, PollingActuator):
-            self._actuations_finished(self.actuator.poll(t))
-        snapshots = self._collect(t)
-        for delta in sum_by_class(self._deltas(snapshots, t), self.classes):
+    def _ingest(self, snapshots: Sequence[Snapshot], t: float) -> None:
+        raw = self._deltas(snapshots, t)
+        self._series.note(raw, lambda labels: self.classes.classify(labels)[CLASS_LABEL])
+        self._note_restarts(raw, t)
+        for delta in sum_by_class(raw, self.classes):
             name = delta.labels.get(CLASS_LABEL, "")
             self._seen[name] = t
             if delta.k is not None:
                 self._observed_k[name] = delta.k
+            self._records.check_schedule_off(name, delta, min_dwell=self.config.policy.min_dwell)
             if delta.draft_tokens <= 0 and not delta.drafts:
                 continue
             try:
@@ -448,15 +503,60 @@ class Controller:
                 log.warning("class %s: %s", name, exc)
                 continue
             self._drifting[name] = status.drifting
-        statuses = tuple(self._decide(name, t) for name in self._class_names())
+
+    def _note_restarts(self, raw: Sequence[CounterDelta], t: float) -> None:
+        """Which series each class has on this tick, and when each last restarted."""
+        self._series_now = {}
+        for delta in raw:
+            labels = delta.labels
+            name = (
+                labels.get(CLASS_LABEL, "")
+                if delta.classified
+                else self.classes.classify(labels)[CLASS_LABEL]
+            )
+            key = labels_key(labels)
+            self._series_now.setdefault(name, []).append(key)
+            if delta.restarts:
+                self._restarted[(name, key)] = t
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        """A failure no layer mapped (a bug, a library error): counted, exported, logged."""
+        self._errors["internal"] += 1
+        self._last_error = f"{where}: {type(exc).__name__}: {exc}"
+        log.error("%s failed (%s: %s); holding the last k", where, type(exc).__name__, exc)
+        log.debug("traceback of the failure", exc_info=exc)
+
+    def step(self, now: float | None = None) -> ControllerState:
+        """One tick; never raises: any failure is recorded and exported, and k is held."""
+        t = self.clock() if now is None else now
+        try:
+            if isinstance(self.actuator, PollingActuator):
+                self._actuations_finished(self.actuator.poll(t))
+        except Exception as exc:
+            self._internal_error("reading finished actuations", exc)
+        try:
+            self._ingest(self._collect(t), t)
+        except Exception as exc:  # the tick goes on: decisions on what the estimator holds
+            self._internal_error("collecting counters", exc)
+        previous = {c.name: c for c in self.state().classes}
+        statuses: list[ClassStatus] = []
+        for name in self._class_names():
+            try:
+                statuses.append(self._decide(name, t))
+            except Exception as exc:
+                self._internal_error(f"deciding class {name!r}", exc)
+                if name in previous:
+                    statuses.append(previous[name])
         self._ticks += 1
         state = ControllerState(
             started_at=self._started,
             updated_at=t,
             ticks=self._ticks,
-            classes=statuses,
+            classes=tuple(statuses),
             sources=tuple(s.status() for s in self._sources.values()),
             actuator=self.actuator.kind,
+            errors=dict(self._errors),
+            last_error=self._last_error,
         )
         with self._lock:
             self._state = state
@@ -465,6 +565,8 @@ class Controller:
                 self.alert_sink(state, t)
             except SpecwiseError as exc:
                 log.error("alert delivery failed: %s", exc)
+            except Exception as exc:
+                self._internal_error("alert delivery", exc)
         return state
 
     def run(

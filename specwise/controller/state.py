@@ -53,17 +53,27 @@ class ClassStatus:
     change_allowed: bool = False
     hold_reason: str = ""
     last_change_at: float | None = None
-    changes: int = 0
+    changes: int = 0  # applied (file written, command run)
     actuation: str = ""
     actuation_error: str = ""
     speculative_config: Mapping[str, Any] | None = None
     schedule: tuple[tuple[int, int, int], ...] = ()
     notes: tuple[str, ...] = ()
+    #: False for a class discovered from labels, not in ``[[classes]]``: never actuated
+    declared: bool = True
+    #: dry-run proposals (nothing deployed), counted apart from ``changes``
+    proposals: int = 0
+    last_proposal_at: float | None = None
+    #: k = 0 by specwise's own applied decision (its spec-decode counters vanish on purpose)
+    off_by_specwise: bool = False
+    #: the values of the alert rules' class labels (e.g. model_name) of the class's series
+    series_labels: tuple[Mapping[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["class"] = data.pop("name")
         data["survival"] = list(self.survival)
+        data["series_labels"] = [dict(labels) for labels in self.series_labels]
         return data
 
 
@@ -92,6 +102,10 @@ class ControllerState:
     classes: tuple[ClassStatus, ...] = ()
     sources: tuple[SourceStatus, ...] = ()
     actuator: str = "dry-run"
+    #: the controller's own failures by kind ("internal": a tick step failed; "actuator":
+    #: an actuator raised an unmapped error), exported as specwise_controller_errors_total
+    errors: Mapping[str, int] = field(default_factory=dict)
+    last_error: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +113,8 @@ class ControllerState:
             "updated_at": self.updated_at,
             "ticks": self.ticks,
             "actuator": self.actuator,
+            "errors": dict(self.errors),
+            "last_error": self.last_error,
             "classes": [c.to_json() for c in self.classes],
             "sources": [
                 {
@@ -120,6 +136,8 @@ class PersistedClass:
 
     deployed_k: int | None
     change_times: tuple[float, ...] = ()
+    off_by_specwise: bool = False
+    series_labels: tuple[Mapping[str, str], ...] = ()
 
 
 def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
@@ -127,7 +145,12 @@ def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
         {
             "version": 1,
             "classes": {
-                name: {"deployed_k": p.deployed_k, "change_times": list(p.change_times)}
+                name: {
+                    "deployed_k": p.deployed_k,
+                    "change_times": list(p.change_times),
+                    "off_by_specwise": p.off_by_specwise,
+                    "series_labels": [dict(labels) for labels in p.series_labels],
+                }
                 for name, p in sorted(classes.items())
             },
         },
@@ -152,6 +175,11 @@ def load_persisted(path: Path) -> dict[str, PersistedClass]:
             str(name): PersistedClass(
                 None if item["deployed_k"] is None else int(item["deployed_k"]),
                 tuple(float(t) for t in item.get("change_times", ())),
+                bool(item.get("off_by_specwise", False)),
+                tuple(
+                    {str(k): str(v) for k, v in labels.items()}
+                    for labels in item.get("series_labels", ())
+                ),
             )
             for name, item in data["classes"].items()
         }

@@ -175,13 +175,15 @@ def build_controller(
     *,
     session: requests.Session,
     clock: Callable[[], float] = time.time,
+    dry_run: bool = False,
 ) -> Controller:
-    """A Controller with the source, actuator and alert sink the config names."""
+    """A Controller with the source, actuator and alert sink the config names
+    (``dry_run``: the dry-run actuator whatever the config says)."""
     classes = class_config_from(config)
     return Controller(
         config,
         source=build_source(config, session=session, classes=classes),
-        actuator=build_actuator(config),
+        actuator=DryRunActuator() if dry_run else build_actuator(config),
         classes=classes,
         alert_sink=build_alert_sink(config, session=session),
         clock=clock,

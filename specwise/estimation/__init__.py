@@ -3,7 +3,7 @@
 The estimator (positions MLE with a Beta interval), the rolling window it runs over, the
 drift detector that restarts it on a regime change, and the fit check of the i.i.d. model.
 Public names: :class:`Estimate`, :class:`EstimatorConfig`, :class:`WindowCounts`,
-:func:`estimate_delta`, :func:`estimate_counts`, :func:`alpha_trials`,
+:func:`estimate_delta`, :func:`estimate_counts`, :func:`alpha_trials`, :func:`short_draft_alpha`,
 :class:`RollingEstimator`, :class:`DriftConfig`, :class:`DriftDetector`, :class:`FitCheck`,
 :func:`check_iid_fit`, :func:`tail_lengths`.
 """
@@ -18,6 +18,7 @@ from specwise.estimation.estimator import (
     alpha_trials,
     estimate_counts,
     estimate_delta,
+    short_draft_alpha,
 )
 from specwise.estimation.fit import FitCheck, check_iid_fit, tail_lengths
 from specwise.estimation.rolling import RollingEstimator
@@ -34,5 +35,6 @@ __all__ = [
     "check_iid_fit",
     "estimate_counts",
     "estimate_delta",
+    "short_draft_alpha",
     "tail_lengths",
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from scipy import special
 
-__all__ = ["FitCheck", "check_iid_fit", "tail_lengths"]
+__all__ = ["FitCheck", "check_iid_fit", "check_short_fit", "tail_lengths"]
 
 
 @dataclass(frozen=True)
@@ -100,4 +100,44 @@ def check_iid_fit(
         dof=dof,
         max_deviation=dev,
         note="" if ok else "one i.i.d. alpha does not fit the survival curve",
+    )
+
+
+def check_short_fit(
+    accepted_per_position: Sequence[float],
+    drafts: float,
+    alpha: float,
+    *,
+    level: float = 0.01,
+    min_effect: float = 0.01,
+) -> FitCheck:
+    """With short drafts the counters identify alpha and the length counts N_j exactly, so
+    the only checkable consequence of one i.i.d. alpha (with lengths independent of
+    acceptance) is an inequality: a draft that reached position i goes on to pass position
+    i with probability alpha * P(length > i | length >= i) <= alpha. Fails when some
+    conditional acceptance P_i / P_(i-1) (P_(-1) = D) exceeds ``alpha`` by more than
+    ``min_effect`` and significantly (one-sided binomial z, Bonferroni over positions)."""
+    k = len(accepted_per_position)
+    if drafts <= 0 or not 0.0 < alpha < 1.0:
+        return FitCheck.untested("short drafts: alpha at 0 or 1 leaves nothing to test")
+    reached = [drafts, *accepted_per_position]
+    worst_z, worst_dev = 0.0, 0.0
+    for i in range(k):
+        n, x = reached[i], reached[i + 1]
+        if n <= 0:
+            continue
+        dev = x / n - alpha
+        z = (x - alpha * n) / math.sqrt(n * alpha * (1.0 - alpha))
+        if z > worst_z:
+            worst_z, worst_dev = z, dev
+    p = min(1.0, k * float(special.ndtr(-worst_z))) if worst_z > 0 else 1.0
+    ok = not (p < level and worst_dev > min_effect)
+    return FitCheck(
+        ok=ok,
+        tested=True,
+        statistic=worst_z,
+        p_value=p,
+        dof=0,
+        max_deviation=max(worst_dev, 0.0),
+        note="" if ok else "a conditional acceptance exceeds alpha: not one i.i.d. alpha",
     )

@@ -1,4 +1,7 @@
-"""Policies: from an estimate to a k (0 included), a schedule, and when to act on it."""
+"""Policies: from an estimate to a k (0 included), a schedule, and when to act on it.
+
+:mod:`specwise.policies.off` owns what k = 0 means and how it is applied.
+"""
 
 from __future__ import annotations
 

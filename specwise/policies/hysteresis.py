@@ -53,11 +53,14 @@ class HysteresisConfig:
 
 @dataclass(frozen=True)
 class HysteresisState:
-    """Per class: the k in force and when it last changed (times of the last hour's changes)."""
+    """Per class: the k in force and when it last changed (times of the last hour's changes,
+    or of dry-run proposals when ``proposed``: they pace proposals the same way)."""
 
     current_k: int | None = None
     last_change: float | None = None
     changes: tuple[float, ...] = ()
+    #: the last "change" was a dry-run proposal (nothing deployed)
+    proposed: bool = False
 
 
 def gate(
@@ -92,9 +95,11 @@ def gate(
         blocked = "alpha is drifting; the window still mixes the old and new regimes"
     elif state.last_change is not None and now - state.last_change < cfg.min_dwell_seconds:
         wait = cfg.min_dwell_seconds - (now - state.last_change)
-        blocked = f"last change {now - state.last_change:.0f} s ago; dwell {wait:.0f} s more"
+        what = "proposal (dry-run)" if state.proposed else "change"
+        blocked = f"last {what} {now - state.last_change:.0f} s ago; dwell {wait:.0f} s more"
     elif len(recent) >= cfg.max_changes_per_hour:
-        blocked = f"{len(recent)} changes in the last hour (cap {cfg.max_changes_per_hour})"
+        what = "proposals (dry-run)" if state.proposed else "changes"
+        blocked = f"{len(recent)} {what} in the last hour (cap {cfg.max_changes_per_hour})"
     if blocked:
         return with_change_allowed(
             rec,

@@ -8,11 +8,8 @@ alpha, the posterior mean speedup is the speedup of the posterior mean curve, pr
 ``plateau`` of the highest expected speedup; k = 0 wins when no k >= 1 is expected to beat
 plain decoding, so a recommended k never has a predicted speedup below 1.
 
-Two forms of "off" cost differently (docs/design.md): a ``num_speculative_tokens_per_batch_size``
-entry with k = 0 keeps the speculative config in place (no restart, but measured 6-22%
-slower than an engine started without it, vLLM #49548), or a restart without
-``--speculative-config`` (minutes of lost capacity, and no more acceptance data to
-re-check against).
+"Off" has two forms with different costs (docs/design.md); :mod:`specwise.policies.off` owns
+them and which one to recommend.
 """
 
 from __future__ import annotations
@@ -34,6 +31,7 @@ from specwise.model import (
     survival_curve,
     verify_cost_at,
 )
+from specwise.policies.off import OffMode, choose_off
 from specwise.policies.schedule import ScheduleEntry, compress_schedule
 
 __all__ = [
@@ -45,7 +43,6 @@ __all__ = [
     "with_change_allowed",
 ]
 
-OffMode = Literal["schedule", "restart"]
 PricedFrom = Literal["alpha", "survival", "none"]
 
 #: v(k, batch_size) in target decode steps, e.g.
@@ -64,6 +61,8 @@ class PolicyConfig:
     ``schedule_off_overhead`` the slowdown of an engine that keeps the speculative config
     but drafts nothing (vLLM #49548 measured 6-22%). With ``batch_verify_cost`` a
     ``num_speculative_tokens_per_batch_size`` schedule over 1..``max_batch_size`` is emitted.
+    ``max_step`` bounds one change: at most that many positions past the measured ones
+    (the deployed k), since prices beyond them are extrapolated (None: no bound).
     """
 
     cost: float = 0.05
@@ -74,6 +73,7 @@ class PolicyConfig:
     schedule_off_overhead: float = 0.14
     batch_verify_cost: BatchVerifyCost | None = None
     max_batch_size: int = 256
+    max_step: int | None = 2
 
     def __post_init__(self) -> None:
         if not (self.cost >= 0 and math.isfinite(self.cost)):
@@ -108,6 +108,15 @@ class PolicyConfig:
             raise ConfigError(
                 f"max_batch_size = {self.max_batch_size!r} must be >= 1, e.g. 256",
                 field="max_batch_size",
+            )
+        if self.max_step is not None and (
+            isinstance(self.max_step, bool)
+            or not isinstance(self.max_step, int)
+            or self.max_step < 1
+        ):
+            raise ConfigError(
+                f"max_step = {self.max_step!r} must be a whole number >= 1 (e.g. 2) or None",
+                field="max_step",
             )
 
 
@@ -148,16 +157,6 @@ class Recommendation:
         if cur is None or rec is None or cur <= 0:
             return None
         return rec / cur - 1.0
-
-
-_SCHEDULE_OFF = (
-    "a batch-size schedule entry with k = 0 keeps the speculative config: no restart, but "
-    "such an engine ran 6-22% slower than one started without it (vLLM #49548)"
-)
-_RESTART_OFF = (
-    "restart without --speculative-config: minutes of lost capacity, and no acceptance "
-    "counters afterwards (re-check alpha on a canary)"
-)
 
 
 def _choose(speedups: Sequence[float], plateau: float) -> int:
@@ -300,6 +299,24 @@ def recommend(
     notes = list(estimate.notes)
     if note:
         notes.append(note)
+    # One change moves at most max_step positions past the measured ones: beyond them the
+    # price is an extrapolation (a geometric tail overestimates drafters whose acceptance
+    # falls with depth), so the next step waits for the new positions to be measured.
+    measured = len(estimate.survival) or (estimate.k or 0)
+    step_bound = ""
+    limit = top if cfg.max_step is None or measured < 1 else measured + cfg.max_step
+    if chosen > limit:
+        unbounded = chosen
+        chosen = _choose(speedups[: limit + 1], cfg.plateau) or limit
+        step_bound = (
+            f"; k = {unbounded} is priced best, but one change goes at most {cfg.max_step} "
+            f"positions past the {measured} measured (beyond them the price is extrapolated): "
+            f"k = {chosen} now, further once those positions are measured"
+        )
+        notes.append(
+            f"step bound applied: k = {unbounded} capped at k = {chosen} "
+            f"({measured} measured positions + max_step {cfg.max_step})"
+        )
 
     # The current k: priced like the others when in range, else from the point alpha.
     s_cur: float | None = None
@@ -334,22 +351,23 @@ def recommend(
 
     schedule = None
     if cfg.batch_verify_cost is not None:
-        schedule = _schedule(mean_curve, top, cfg)
+        schedule = _schedule(mean_curve, min(top, limit), cfg)
 
     off_mode: OffMode | None = None
     off_cost = ""
     s_rec = speedups[chosen]
     if chosen == 0:
-        drafts_somewhere = schedule is not None and any(e[2] > 0 for e in schedule)
-        if cfg.off == "schedule" or (cfg.off == "auto" and drafts_somewhere):
-            off_mode, off_cost = "schedule", _SCHEDULE_OFF
-            if not drafts_somewhere:
-                s_rec = 1.0 - cfg.schedule_off_overhead
-        else:
-            off_mode, off_cost = "restart", _RESTART_OFF
+        off_mode, off_cost, s_off = choose_off(
+            cfg.off, schedule, overhead=cfg.schedule_off_overhead
+        )
+        s_rec = s_rec if s_off is None else s_off
 
-    confidence = _confidence(samples, chosen, cfg.cost, cfg.verify_cost, cfg.plateau)
+    # within the range this change may reach: a bounded step is judged among its peers
+    confidence = _confidence(
+        samples[:, : max(1, min(top, limit))], chosen, cfg.cost, cfg.verify_cost, cfg.plateau
+    )
     reason = _reason(estimate, cfg, priced_from, speedups, chosen, cur, s_cur, off_mode)
+    reason += step_bound
     if schedule is not None and len(schedule) > 1:
         reason += "; by batch size: " + ", ".join(f"{a}-{b}: k={k}" for a, b, k in schedule)
     e_tokens = expected_tokens_from_survival(mean_curve, chosen) if chosen else 1.0

@@ -14,7 +14,6 @@ from typing import Any
 
 from specwise.config import SpecwiseConfig, parse_config
 from specwise.controller.loop import Controller, class_config_from
-from specwise.model import speedup_from_survival
 from specwise.sim.fleet import SimActuator, SimFleet, SimSource
 from specwise.sim.scenarios import Scenario
 
@@ -124,11 +123,7 @@ def run_oracle(
     while clock.t < end:
         mid = clock.t - T0 + tick / 2
         for spec in scenario.classes:
-            curve = spec.survival(mid, k_max)
-            best = max(
-                range(k_max + 1),
-                key=lambda k: speedup_from_survival(curve[:k], k, spec.cost) if k else 1.0,
-            )
+            best = max(range(k_max + 1), key=lambda k: spec.speedup_at(mid, k))
             fleet.set_k(spec.name, best, clock.t)
         clock.t = min(end, clock.t + tick)
         fleet.advance(clock.t)

@@ -30,7 +30,6 @@ from prometheus_client.registry import Collector
 from specwise.collectors.snapshot import Snapshot
 from specwise.controller.actuators import ActuationResult
 from specwise.errors import ConfigError
-from specwise.model import speedup_from_survival
 from specwise.sim.scenarios import ClassScenario, Scenario
 
 __all__ = [
@@ -163,26 +162,39 @@ class SimEngine:
             self.itl_count += n_steps
             self.itl_sum += n_steps * step
             return
-        survival = self.spec.survival(t_mid, self.k)
-        cycle_cost = self.k * self.spec.cost + 1.0
-        self.stats.expected_tokens += load * speedup_from_survival(survival, self.k, self.spec.cost)
-        n = int(self.rng.poisson(load / cycle_cost))
+        k, cost = self.k, self.spec.cost
+        survival = self.spec.survival(t_mid, k)
+        lengths = self.spec.draft_lengths(k) if self.spec.draft_lengths else [0.0] * k + [1.0]
+        mean_cost = sum(p * (n * cost + 1.0) for n, p in enumerate(lengths))
+        self.stats.expected_tokens += load * self.spec.speedup_at(t_mid, k)
+        n = int(self.rng.poisson(load / mean_cost))
         if n == 0:
             return
-        # P(L = j): accepted prefix of exactly j drafts, from the survival curve
-        s = [1.0, *survival, 0.0]
-        pmf = np.clip([s[j] - s[j + 1] for j in range(self.k + 1)], 0.0, None)
-        hist = self.rng.multinomial(n, pmf / pmf.sum())
-        reached = np.cumsum(hist[::-1])[::-1]  # reached[j] = drafts with L >= j
-        accepted = float(np.dot(np.arange(self.k + 1), hist))
-        self.drafts += n
-        self.draft_tokens += n * self.k
+        if self.spec.draft_lengths is None:  # every step drafts k tokens
+            per_length = np.zeros(k + 1, dtype=np.int64)
+            per_length[k] = n
+        else:
+            per_length = self.rng.multinomial(n, np.asarray(lengths) / sum(lengths))
+        s = [1.0, *survival]
+        reached = np.zeros(k + 1)  # reached[j] = drafts whose accepted prefix is >= j
+        for length, count in enumerate(per_length):
+            if length == 0 or count == 0:
+                continue  # a step that proposed nothing is no draft
+            # P(L = j) for a draft of ``length`` tokens: rejected at j + 1, or all accepted
+            pmf = np.clip([s[j] - s[j + 1] for j in range(length)] + [s[length]], 0.0, None)
+            hist = self.rng.multinomial(int(count), pmf / pmf.sum())
+            reached[: length + 1] += np.cumsum(hist[::-1])[::-1]
+        drafted = int(n - per_length[0])
+        accepted = float(reached[1:].sum())
+        tokens = float(np.dot(np.arange(k + 1), per_length))
+        self.drafts += drafted
+        self.draft_tokens += tokens
         self.accepted += accepted
-        for i in range(self.k):
+        for i in range(k):
             self.per_pos[i] += float(reached[i + 1])
         self.generation_tokens += n + accepted
         self.itl_count += n
-        self.itl_sum += n * cycle_cost * step
+        self.itl_sum += (n + tokens * cost) * step
 
 
 class _EngineCollector(Collector):
@@ -200,6 +212,11 @@ class _EngineCollector(Collector):
         base = ["engine", "model_name"]
         values = ["0", self.model_name]
         created = e.started_at
+        start = GaugeMetricFamily(  # prometheus_client's process collector, as on vLLM's page
+            "process_start_time_seconds", "Start time of the process since unix epoch in seconds."
+        )
+        start.add_metric([], e.started_at)
+        yield start
         running = GaugeMetricFamily(
             "vllm:num_requests_running",
             "Number of requests in model execution batches.",

@@ -240,6 +240,20 @@ def test_source_down_and_errors() -> None:
     }
 
 
+def test_controller_errors_alert_when_they_keep_growing() -> None:
+    """A failure inside the tick (e.g. an actuator raising an unmapped error) is counted in
+    ControllerState.errors; the direct push alerts on it like the rule does."""
+    ev = AlertEvaluator(FAST)
+    fired: list[set[str]] = []
+    for t in range(0, 100, 10):
+        state = ControllerState(
+            0.0, t, t // 10, errors={"actuator": t // 10, "internal": 1}, last_error="boom"
+        )
+        fired.append({f"{a.name} {a.labels['kind']}" for a in ev.evaluate(state, t)})
+    assert fired[0] == set()
+    assert fired[-1] == {"SpecwiseControllerErrors actuator"}  # internal stopped growing
+
+
 # -- the pusher ----------------------------------------------------------------------------
 
 
@@ -310,7 +324,7 @@ def test_pusher_fires_and_resolves_on_a_real_alertmanager(
             "severity": "critical",
         }
         got = webhook_receiver.wait_for(
-            lambda a: a["labels"].get("alertname") == "SpecDecodeNotPayingOff", timeout=10
+            lambda a: a["labels"].get("alertname") == "SpecDecodeNotPayingOff", timeout=60
         )
         assert got is not None
         assert got["status"] == "firing"
@@ -320,6 +334,6 @@ def test_pusher_fires_and_resolves_on_a_real_alertmanager(
         # recovered: the pusher sends endsAt = now and Alertmanager notifies "resolved"
         pusher(_state(clock[0] + 30, _class()), clock[0] + 30)
         assert pusher.firing == {}
-        resolved = webhook_receiver.wait_for(lambda a: a["status"] == "resolved", timeout=10)
+        resolved = webhook_receiver.wait_for(lambda a: a["status"] == "resolved", timeout=60)
         assert resolved is not None
         assert resolved["labels"]["class"] == "summarize"

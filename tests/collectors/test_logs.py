@@ -10,7 +10,13 @@ import pytest
 
 from specwise.collectors.deltas import series_deltas
 from specwise.collectors.exposition import parse_exposition
-from specwise.collectors.logs import LogSource, log_snapshots, parse_log_lines, recover_drafts
+from specwise.collectors.logs import (
+    LogSource,
+    log_snapshots,
+    parse_log_lines,
+    per_position_slack,
+    recover_drafts,
+)
 from specwise.errors import ParseError, SourceError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "vllm"
@@ -138,3 +144,47 @@ def test_drafts_recovered_within_the_drafted_tokens_bound() -> None:
     assert last.accepted == 5
     assert last.drafts == 3019  # vllm:spec_decode_num_drafts_total on the same server
     assert last.draft_tokens <= last.k * last.drafts
+
+
+def _line(drafts: int, per_pos: tuple[int, ...], drafted: int) -> str:
+    """A vLLM 0.32 SpecDecoding line for these true counts, rounded as vLLM prints them."""
+    accepted = sum(per_pos)
+    rates = ", ".join(f"{p / drafts:.3f}" for p in per_pos)
+    return (
+        "(APIServer pid=1) INFO 11-28 16:59:37 [metrics.py:120] SpecDecoding metrics: "
+        f"Mean acceptance length: {1 + accepted / drafts:.2f}, Accepted throughput: 0.10 "
+        f"tokens/s, Drafted throughput: 100.00 tokens/s, Accepted: {accepted} tokens, "
+        f"Drafted: {drafted} tokens, Per-position acceptance rate: {rates}, "
+        f"Avg Draft acceptance rate: {100 * accepted / drafted:.1f}%"
+    )
+
+
+def test_rounded_rates_4_1_0_against_5_0_0_stay_within_the_stated_bound() -> None:
+    # The e2e random drafter (k = 3): 2,670 drafts accepting 4 first tokens print
+    # "0.001, 0.000, 0.000", which (4, 0, 0), (3, 1, 0) and (2, 1, 1) all reproduce; with
+    # a second line (1, 0, 0) the log reads (4, 1, 0) where the counters say (5, 0, 0).
+    lines = [_line(2670, (4, 0, 0), 8010), _line(349, (1, 0, 0), 1047)]
+    first, second = parse_log_lines(lines, year=2026)
+    assert first.drafts == 2670
+    assert first.per_position_range == ((2, 4), (0, 1), (0, 1))
+    assert second.per_position_range == ((1, 1), (0, 0), (0, 0))  # determined exactly
+    [*_, total] = log_snapshots(lines, year=2026)
+    truth = (5, 0, 0)
+    assert total.accepted == 5
+    assert total.drafts == 2670 + 349
+    slack = per_position_slack([first, second])
+    assert slack == (2, 1, 1)
+    for got, true, bound in zip(total.accepted_per_position, truth, slack, strict=True):
+        assert abs(got - true) <= bound
+    pos = total.accepted_per_position
+    assert all(pos[i + 1] <= pos[i] for i in range(len(pos) - 1))
+
+
+def test_recovered_counts_keep_the_prefix_order() -> None:
+    # 1,252 drafts with (3, 2, 0) print "0.002, 0.002, 0.000"; the former split broke the
+    # prefix order with (2, 3, 0): more drafts past position 1 than past position 0. With
+    # the order, the line determines the split exactly.
+    [it] = parse_log_lines([_line(1252, (3, 2, 0), 3756)], year=2026)
+    assert it.accepted_per_position == (3, 2, 0)
+    assert it.per_position_range == ((3, 3), (2, 2), (0, 0))
+    assert per_position_slack([it]) == (0, 0, 0)

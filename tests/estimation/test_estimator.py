@@ -15,6 +15,7 @@ from specwise.estimation.estimator import (
     alpha_trials,
     estimate_counts,
     estimate_delta,
+    short_draft_alpha,
 )
 from specwise.estimation.fit import check_iid_fit, tail_lengths
 from specwise.estimation.rolling import RollingEstimator
@@ -93,22 +94,24 @@ def test_ngram_capture_by_hand() -> None:
     assert [p.value for p in est.conditional] == pytest.approx(
         [2491 / 2946, 2147 / 2491, 1919 / 2147, 1698 / 1919]
     )
-    # Counting every short draft as a rejection gives the textbook MLE A / (A + D - P_3).
+    # Counting every short draft as a rejection gives the textbook MLE A / (A + D - P_3);
+    # short drafts are not rejections: alpha solves sum_j P_(j-1) / alpha^j = T.
     naive = 8255 / (8255 + 2946 - 1698)
-    assert est.alpha_bracket is not None
-    assert est.alpha_bracket[0] == pytest.approx(naive)
-    # 532 missing tokens can make at most 221 + 155.5 stopped drafts "fully accepted short".
-    assert est.alpha_bracket[1] == pytest.approx(8255 / (8255 + 1248 - 376.5))
     assert est.alpha is not None
     assert est.alpha_low is not None
     assert est.alpha_high is not None
-    assert est.alpha_low < naive <= est.alpha <= est.alpha_high
+    root = est.alpha
+    assert sum(p / root ** (j + 1) for j, p in enumerate(NGRAM.accepted_per_position)) == (
+        pytest.approx(11252, rel=1e-12)
+    )
+    assert naive < est.alpha_low < est.alpha < est.alpha_high < 0.9
+    assert est.alpha_bracket is None
     assert est.data_age == 60.0
-    # The n-gram curve is not geometric (conditional acceptance rises): the fit fails.
+    # Conditional acceptance 1919 / 2147 = 0.894 > alpha 0.880: checked, within noise.
     assert est.fit.tested
-    assert not est.fit_ok
+    assert est.fit_ok
     assert any("shortfall" in n for n in est.notes)
-    assert any("measured curve" in n for n in est.notes)
+    assert any("P_(j-1) / alpha^j = T" in n for n in est.notes)
     for p in est.survival:
         assert p.low < p.value < p.high
 
@@ -223,13 +226,15 @@ def test_tail_lengths_takes_missing_tokens_from_the_end() -> None:
     assert tail_lengths(10, 25, 4) == [10, 10, 5, 0, 0]
 
 
-def test_alpha_trials_bracket_orders() -> None:
+def test_alpha_trials_short_drafts_are_effective_trials_of_the_root() -> None:
     c = counts_of(np.array([800, 600, 400]), 1000, 3, draft_tokens=2700)
     trials = alpha_trials(c)
     assert trials is not None
     s, r, r_min, r_max = trials
-    assert s == 1800
-    assert r_min <= r <= r_max == 600
+    assert r_min == r == r_max
+    root = short_draft_alpha((800, 600, 400), 2700)
+    assert s / (s + r) == pytest.approx(root, rel=1e-12)
+    assert 800 / root + 600 / root**2 + 400 / root**3 == pytest.approx(2700, rel=1e-12)
 
 
 # --- fallbacks and evidence -----------------------------------------------------------------

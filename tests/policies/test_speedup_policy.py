@@ -94,8 +94,9 @@ def test_expected_speedup_is_the_posterior_mean() -> None:
 
 def test_plateau_prefers_the_smaller_k() -> None:
     e = est(0.95, k=8)
-    strict = recommend(e, config=PolicyConfig(cost=0.02, k_max=16, plateau=0.0))
-    loose = recommend(e, config=PolicyConfig(cost=0.02, k_max=16, plateau=0.05))
+    unbounded = {"max_step": None}  # the plateau alone, without the one-step bound
+    strict = recommend(e, config=PolicyConfig(cost=0.02, k_max=16, plateau=0.0, **unbounded))
+    loose = recommend(e, config=PolicyConfig(cost=0.02, k_max=16, plateau=0.05, **unbounded))
     assert loose.recommended_k < strict.recommended_k
     best = max(strict.speedups)
     assert loose.speedups[loose.recommended_k] >= 0.95 * best
@@ -212,3 +213,33 @@ def test_no_flapping_on_a_noisy_stationary_stream() -> None:
     print(f"raw recommendation flips: {raw_flips}; changes after hysteresis: {changes}")
     assert raw_flips > 10  # the stream is noisy enough to matter
     assert changes <= 1
+
+
+def test_one_change_goes_at_most_two_positions_past_the_measured_ones() -> None:
+    """Issue 11: from k = 1 the fitted alpha 0.85 prices k = 8 best, but nothing past
+    position 1 was measured; a drafter whose acceptance falls with depth would be
+    overpriced by that tail. The step stops at k = 3 and the reason says why."""
+    e = est(0.85, k=1)
+    rec = recommend(e, config=PolicyConfig(cost=0.02, k_max=8))
+    free = recommend(e, config=PolicyConfig(cost=0.02, k_max=8, max_step=None))
+    assert free.recommended_k == 8  # the former single jump from 1 to k_max
+    assert rec.recommended_k == 3
+    assert "at most 2 positions past the 1 measured" in rec.reason
+    assert "k = 8 is priced best" in rec.reason
+    assert any("step bound applied" in n for n in rec.notes)
+    assert rec.predicted_speedup_recommended == rec.speedups[3]
+    assert rec.confidence > 0.9  # judged among the k this change may reach
+    # once k = 3 is deployed and measured, the next step reaches 5, then 7 or 8
+    assert recommend(est(0.85, k=3), config=PolicyConfig(cost=0.02)).recommended_k == 5
+    assert recommend(est(0.85, k=6), config=PolicyConfig(cost=0.02)).recommended_k == 8
+    # within the bound nothing changes and nothing is said
+    near = recommend(est(0.85, k=7), config=PolicyConfig(cost=0.02, k_max=8))
+    assert near.recommended_k == 8
+    assert "positions past" not in near.reason
+    # going down is never bounded
+    assert recommend(est(0.3, k=8), config=PolicyConfig(cost=0.02)).recommended_k <= 2
+
+
+def test_max_step_must_be_a_positive_whole_number() -> None:
+    with pytest.raises(ConfigError, match="max_step"):
+        PolicyConfig(max_step=0)

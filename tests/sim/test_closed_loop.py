@@ -39,3 +39,15 @@ def test_heterogeneous_acceptance_reaches_the_oracle(name: str) -> None:
     sw = run_specwise(scenario)
     oracle = run_oracle(scenario)
     assert sw.tokens_per_target_time >= 0.95 * oracle.tokens_per_target_time
+
+
+def test_short_draft_ngram_class_reaches_the_oracle() -> None:
+    """The n-gram scenario's drafts are mostly shorter than k; the controller estimates
+    alpha from them (sum_j P_(j-1)/alpha^j = T), follows the drop, and stays near the
+    oracle, which prices the true draft lengths."""
+    scenario = get_scenario("ngram")
+    sw = run_specwise(scenario)
+    oracle = run_oracle(scenario)
+    assert sw.tokens_per_target_time >= 0.95 * oracle.tokens_per_target_time
+    assert sw.tokens_per_target_time > run_fixed(scenario, 1).tokens_per_target_time
+    assert sw.restarts_per_hour <= 1.0

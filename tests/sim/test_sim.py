@@ -15,8 +15,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from specwise.cli import main
 from specwise.errors import ConfigError
+from specwise.estimation.estimator import WindowCounts, estimate_counts
 from specwise.sim.fleet import FileWatcher, SimFleet, SimServer
-from specwise.sim.scenarios import SCENARIOS, ClassScenario, Scenario, const, get_scenario, iid
+from specwise.sim.scenarios import (
+    SCENARIOS,
+    ClassScenario,
+    Scenario,
+    const,
+    get_scenario,
+    iid,
+    ngram_lengths,
+)
 
 try:
     from tests.servers import free_port
@@ -174,8 +183,57 @@ def test_every_scenario_runs_and_stays_consistent(name: str) -> None:
     fleet.advance()
     for e in fleet.engines:
         assert sum(e.per_pos) == e.accepted
-        assert e.accepted <= e.draft_tokens == e.k * e.drafts
+        if e.spec.draft_lengths is None:
+            assert e.accepted <= e.draft_tokens == e.k * e.drafts
+        else:  # n-gram drafts: at least one token each, at most k
+            assert e.drafts <= e.draft_tokens < e.k * e.drafts
+            assert e.accepted <= e.draft_tokens
         assert e.stats.expected_tokens > 0
+
+
+def test_ngram_class_really_proposes_short_drafts() -> None:
+    """An n-gram class drafts fewer than k tokens and skips steps with no match, as vLLM
+    counts them; the estimator still reads the true alpha from its counters, where
+    counting short drafts as rejections would read it far too low."""
+    lengths = ngram_lengths(0.7, 0.65)
+    pmf = lengths(4)
+    assert sum(pmf) == pytest.approx(1.0)
+    assert pmf[0] == pytest.approx(0.3)
+    clock = Clock()
+    fleet = SimFleet(_one_class(0.6, 4, draft_lengths=lengths), clock=clock, seed=5)
+    with SimServer(fleet) as server:
+        clock.t += 1800
+        s = _samples(requests.get(server.urls[0], timeout=5).text)
+    drafts = s[("vllm:spec_decode_num_drafts_total", "")]
+    tokens = s[("vllm:spec_decode_num_draft_tokens_total", "")]
+    accepted = s[("vllm:spec_decode_num_accepted_tokens_total", "")]
+    per_pos = [s[("vllm:spec_decode_num_accepted_tokens_per_pos_total", str(i))] for i in range(4)]
+    steps = s[("vllm:inter_token_latency_seconds_count", "")]
+    assert drafts < 0.8 * steps  # steps without a match propose nothing: no draft
+    expected_mean = sum(n * p for n, p in enumerate(pmf)) / (1.0 - pmf[0])
+    assert tokens / drafts == pytest.approx(expected_mean, rel=0.02)
+    assert tokens < 0.7 * 4 * drafts
+    assert sum(per_pos) == accepted
+    assert per_pos == sorted(per_pos, reverse=True)
+    counts = WindowCounts(
+        drafts=drafts,
+        draft_tokens=tokens,
+        accepted=accepted,
+        accepted_per_position=tuple(per_pos),
+        k=4,
+    )
+    est = estimate_counts("code", counts, now=clock.t)
+    assert est.alpha is not None
+    assert est.alpha_low is not None
+    assert est.alpha_high is not None
+    assert est.alpha_low <= 0.6 <= est.alpha_high
+    assert est.alpha == pytest.approx(0.6, abs=0.01)
+    naive = accepted / (accepted + drafts - per_pos[-1])
+    assert naive < 0.5
+    # the truth the benchmark scores: fewer tokens per cycle than full-length drafts
+    spec = fleet.engines[0].spec
+    full = ClassScenario("full", iid(const(0.6)), 0.05, 4)
+    assert 1.0 < spec.speedup_at(0.0, 4) < full.speedup_at(0.0, 4)
 
 
 def test_file_watcher_warns_about_a_class_the_fleet_does_not_serve(tmp_path: Path) -> None:
