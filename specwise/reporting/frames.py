@@ -21,13 +21,14 @@ is sorted by class, then time. A *counters* frame holds what the counters gained
 ``itl_seconds_count``
 ``running_requests``     requests running at ``time`` (a gauge, not an increase)
 ``mixed_k``              Prometheus only: engines of the class export different k at that step
-                         (a rollout); its positions then pool two k, bracketed as short drafts
+                         (a rollout); its positions then pool two k, read as short drafts
 =======================  ==========================================================================
 
-:func:`with_estimates` adds ``alpha`` (the positions MLE, corrected for short drafts as the
-estimator does), ``alpha_low``/``alpha_high`` (its equal-tailed Beta credible interval, widened
-to cover the short-draft bracket), ``mean_acceptance_length`` (1 + accepted / drafts) and
-``acceptance_rate`` (accepted / draft tokens); :func:`survival_frame` is the long form of the
+:func:`with_estimates` adds ``alpha`` (the positions MLE, or for short drafts the estimator's
+short-draft estimator), ``alpha_low``/``alpha_high`` (its equal-tailed Beta credible interval,
+exactly as :func:`specwise.estimation.estimator.estimate_counts` computes it),
+``mean_acceptance_length`` (1 + accepted / drafts) and ``acceptance_rate`` (accepted / draft
+tokens); :func:`survival_frame` is the long form of the
 per-position survival, one row per class, time and position.
 
 Handled here, once, for every consumer:
@@ -41,7 +42,7 @@ Handled here, once, for every consumer:
 - k changes inside a range: ``k`` is per row (1 + the highest position reported at that
   step), never one value for the whole range; rows whose rate window straddles a change, or
   whose engines run different k (``mixed_k``, a rollout), pool two k, which shows as short
-  drafts and is bracketed like them.
+  drafts and is estimated like them.
 
 Sources: a Prometheus range (:func:`prometheus_counters`, fetched in step-aligned chunks under
 the 11,000 points limit and parsed column by column, never point by point), a set of
@@ -82,6 +83,7 @@ from specwise.collectors.scrape import FileSource
 from specwise.collectors.snapshot import Snapshot
 from specwise.config import format_duration
 from specwise.errors import DataError, ReportError, SourceError
+from specwise.estimation.estimator import WindowCounts, alpha_trials
 
 __all__ = [
     "COUNTER_COLUMNS",
@@ -491,87 +493,44 @@ def log_counters(
 # -- estimates -------------------------------------------------------------------------------
 
 
-def _trials_short(
-    d: np.ndarray, t: np.ndarray, a: np.ndarray, pos: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`specwise.estimation.estimator.alpha_trials` for many rows of one k at once
-    (rows whose drafts averaged fewer than k tokens): (failures, failures_min, failures_max),
-    the same numbers row by row, computed column-wise."""
-    k, n = pos.shape
-    stopped = np.maximum(0.0, d - pos[-1])
-    r_max = np.maximum(0.0, np.minimum(stopped, t - a))
-    missing = np.maximum(0.0, k * d - t)
-    # most fully-accepted short drafts the missing-token budget allows
-    reached = np.vstack([d, pos])
-    budget = missing.copy()
-    f_max = np.zeros(n)
-    for m in range(k - 1, -1, -1):
-        group = np.maximum(0.0, reached[m] - reached[m + 1])
-        take = np.where(budget > 0, np.minimum(group, budget / (k - m)), 0.0)
-        f_max += take
-        budget -= take * (k - m)
-    r_min = np.maximum(0.0, np.minimum(r_max, stopped - f_max))
-    # drafts with at least i tokens (the missing tokens taken from the tail first)
-    lengths = np.repeat(d[None, :], k + 1, axis=0)
-    lengths[k] = 0.0
-    left = missing.copy()
-    for i in range(k - 1, -1, -1):
-        removed = np.where(left > 0, np.minimum(d, left), 0.0)
-        lengths[i] = d - removed
-        left -= removed
-    with np.errstate(invalid="ignore", divide="ignore"):
-        alpha = np.where(a + r_max > 0, a / (a + r_max), 0.0)
-        r = r_max.copy()
-        todo = np.ones(n, dtype=bool)
-        for _ in range(200):
-            powers = alpha[None, :] ** np.arange(k)[:, None]
-            short_full = ((lengths[:k] - lengths[1:]) * powers).sum(axis=0) + (d - lengths[0])
-            r_new = np.minimum(r_max, np.maximum(r_min, stopped - short_full))
-            new = np.where(a + r_new > 0, a / (a + r_new), 0.0)
-            r = np.where(todo, r_new, r)
-            done = np.abs(new - alpha) < 1e-13
-            alpha = np.where(todo, new, alpha)
-            todo &= ~done
-            if not todo.any():
-                break
-    return r, r_min, r_max
-
-
 def _alpha_rows(
     drafts: np.ndarray, tokens: np.ndarray, accepted: np.ndarray, per_pos: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(alpha, failures, failures_min, failures_max) per row for one k (columns of
-    ``per_pos`` = rows, rows of it = positions): the positions MLE, with the estimator's
-    short-draft correction where drafts averaged fewer than k tokens; NaN without drafts."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alpha, successes, failures) per row for one k (columns of ``per_pos`` = rows, rows
+    of it = positions), as the estimator's :func:`alpha_trials` gives them: the positions MLE
+    for full-length drafts (column-wise), its short-draft estimator where drafts averaged
+    fewer than k tokens (row by row); NaN without a verified draft."""
     k = per_pos.shape[0]
     n = drafts.shape[0]
-    alpha = np.full(n, np.nan)
-    r_mid = np.full(n, np.nan)
-    r_lo = np.full(n, np.nan)
-    r_hi = np.full(n, np.nan)
+    alpha, succ, fail = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     stopped = np.maximum(0.0, drafts - per_pos[-1])
     r = np.maximum(0.0, np.minimum(stopped, tokens - accepted))
     with np.errstate(invalid="ignore", divide="ignore"):
         raw = accepted / (accepted + r)
     ok = (drafts >= 1.0) & np.isfinite(raw)
-    alpha[ok], r_mid[ok], r_lo[ok], r_hi[ok] = raw[ok], r[ok], r[ok], r[ok]
-    short = ok & (k * drafts - tokens > 1e-6 * np.maximum(1.0, k * drafts))
-    if short.any():
-        i = np.flatnonzero(short)
-        rs, rs_min, rs_max = _trials_short(drafts[i], tokens[i], accepted[i], per_pos[:, i])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            a_s = np.where(accepted[i] + rs > 0, accepted[i] / (accepted[i] + rs), np.nan)
-        fine = np.isfinite(a_s) & (accepted[i] + rs > 0)
-        j = i[fine]
-        alpha[j], r_mid[j], r_lo[j], r_hi[j] = a_s[fine], rs[fine], rs_min[fine], rs_max[fine]
-    return alpha, r_mid, r_lo, r_hi
+    alpha[ok], succ[ok], fail[ok] = raw[ok], accepted[ok], r[ok]
+    short = ok & (k * drafts - tokens > 1e-9 * np.maximum(1.0, k * drafts))
+    for i in np.flatnonzero(short):
+        trials = alpha_trials(
+            WindowCounts(
+                drafts=float(drafts[i]),
+                draft_tokens=float(tokens[i]),
+                accepted=float(accepted[i]),
+                accepted_per_position=tuple(float(x) for x in per_pos[:, i]),
+                k=k,
+            )
+        )
+        if trials is not None and trials[0] + trials[1] > 0:
+            succ[i], fail[i] = trials[0], trials[1]
+            alpha[i] = trials[0] / (trials[0] + trials[1])
+    return alpha, succ, fail
 
 
 def with_estimates(
     counters: pd.DataFrame, *, level: float = 0.95, prior: tuple[float, float] = (0.5, 0.5)
 ) -> pd.DataFrame:
-    """A copy of a counters frame with ``alpha``, ``alpha_low``, ``alpha_high`` (a ``level``
-    Beta credible interval with ``prior``, widened over the short-draft bracket),
+    """A copy of a counters frame with ``alpha``, ``alpha_low``, ``alpha_high`` (the
+    estimator's: a ``level`` Beta credible interval with ``prior`` on its trials),
     ``mean_acceptance_length`` and ``acceptance_rate`` per row (NaN where a row has no
     verified draft or no per-position counters)."""
     out = counters.copy()
@@ -587,21 +546,12 @@ def with_estimates(
         tail = (1.0 - level) / 2.0
         for kk in np.unique(k[k > 0]):
             rows = np.flatnonzero(k == kk)
-            al, r, r_min, r_max = _alpha_rows(d[rows], t[rows], a[rows], values[rows, :kk].T)
+            al, succ, fail = _alpha_rows(d[rows], t[rows], a[rows], values[rows, :kk].T)
             alpha[rows] = al
             fin = np.isfinite(al)
             sel = rows[fin]
-            s, r, r_min, r_max = a[sel], r[fin], r_min[fin], r_max[fin]
-            lo = special.betaincinv(s + prior[0], r + prior[1], tail)
-            hi = special.betaincinv(s + prior[0], r + prior[1], 1.0 - tail)
-            wide = r_max - r_min > 1e-9
-            lo[wide] = np.minimum(
-                lo[wide], special.betaincinv(s[wide] + prior[0], r_max[wide] + prior[1], tail)
-            )
-            hi[wide] = np.maximum(
-                hi[wide], special.betaincinv(s[wide] + prior[0], r_min[wide] + prior[1], 1 - tail)
-            )
-            low[sel], high[sel] = lo, hi
+            low[sel] = special.betaincinv(succ[fin] + prior[0], fail[fin] + prior[1], tail)
+            high[sel] = special.betaincinv(succ[fin] + prior[0], fail[fin] + prior[1], 1 - tail)
     out["alpha"] = alpha
     out["alpha_low"] = low
     out["alpha_high"] = high
