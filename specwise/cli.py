@@ -14,6 +14,7 @@ import click
 
 from specwise import __version__
 from specwise.commands.demo import demo_command
+from specwise.commands.export import export_command
 from specwise.commands.model import model_command
 from specwise.commands.recommend import recommend_command
 from specwise.commands.report import report_command
@@ -32,6 +33,7 @@ Examples:
   specwise model --alpha 0.2 --cost 0.5       # a losing drafter: recommends k = 0
   specwise recommend --url http://127.0.0.1:8000/metrics --cost eagle
   specwise run --config config/specwise.example.toml
+  specwise export --prometheus http://prom:9090 --range -7d..now --out series.csv
 """
 
 
@@ -53,6 +55,7 @@ cli.add_command(recommend_command)
 cli.add_command(scrape_command)
 cli.add_command(report_command)
 cli.add_command(rules_command)
+cli.add_command(export_command)
 
 
 def _one_line(message: str) -> str:

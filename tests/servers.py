@@ -37,6 +37,7 @@ __all__ = [
     "VLLMExporter",
     "WebhookReceiver",
     "backfill_openmetrics",
+    "backfill_openmetrics_file",
     "free_port",
     "openmetrics_text",
     "require_binary",
@@ -267,10 +268,20 @@ def backfill_openmetrics(
     ``max_block_duration`` (promtool's hidden flag, e.g. ``"24h"``) makes fewer, longer
     blocks: promtool re-parses the input once per block, so days of data backfill faster.
     """
-    promtool = require_binary("promtool")
     workdir.mkdir(parents=True, exist_ok=True)
     src = workdir / "backfill.om"
     src.write_text(text)
+    return backfill_openmetrics_file(
+        src, out_dir, max_block_duration=max_block_duration, timeout=timeout
+    )
+
+
+def backfill_openmetrics_file(
+    src: Path, out_dir: Path, *, max_block_duration: str | None = None, timeout: float = 120.0
+) -> Path:
+    """``backfill_openmetrics`` for input already in a file (written as a stream, never held
+    whole in memory: days of history for benchmarks)."""
+    promtool = require_binary("promtool")
     out_dir.mkdir(parents=True, exist_ok=True)
     flags = [f"--max-block-duration={max_block_duration}"] if max_block_duration else []
     result = subprocess.run(

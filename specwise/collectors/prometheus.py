@@ -21,15 +21,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import requests
 
 from specwise.collectors.classes import CLASS_LABEL, ClassConfig, Matcher
 from specwise.collectors.deltas import check_delta, sum_by_class
+from specwise.collectors.matrix import ColumnResult, ColumnSeries, parse_matrix_columns
 from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
 from specwise.collectors.urls import (
     basic_auth_from,
@@ -146,6 +149,9 @@ def _duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
+_SUCCESS = re.compile(rb'\s*\{\s*"status"\s*:\s*"success"')
+
+
 class PrometheusClient:
     """Minimal Prometheus HTTP API client (``/api/v1/query`` and ``/api/v1/query_range``).
 
@@ -184,6 +190,18 @@ class PrometheusClient:
         self.requests_sent = 0
 
     def _post(self, path: str, params: dict[str, str], query: str) -> dict[str, Any]:
+        return self._envelope(self._send(path, params, query), query, self.base_url + path)
+
+    def _post_raw(self, path: str, params: dict[str, str], query: str) -> bytes:
+        """The body of a successful answer as bytes, not decoded (errors raise as ``_post``)."""
+        resp = self._send(path, params, query)
+        body = resp.content
+        if resp.status_code == 200 and _SUCCESS.match(body):
+            return body
+        self._envelope(resp, query, self.base_url + path)  # raises for every error answer
+        return body
+
+    def _send(self, path: str, params: dict[str, str], query: str) -> requests.Response:
         url = f"{self.base_url}{path}"
         self.requests_sent += 1
         try:
@@ -219,6 +237,9 @@ class PrometheusClient:
                 query=query,
                 retryable=True,
             ) from exc
+        return resp
+
+    def _envelope(self, resp: requests.Response, query: str, url: str) -> dict[str, Any]:
         body: object = None
         if "json" in resp.headers.get("Content-Type", "") or resp.text.lstrip().startswith("{"):
             try:
@@ -356,6 +377,60 @@ class PrometheusClient:
             infos=tuple(dict.fromkeys(infos)),
             partial=partial,
             requests=len(chunks),
+        )
+
+    def query_range_columns(
+        self,
+        expr: str,
+        *,
+        start: float,
+        end: float,
+        step: float,
+        max_points: int = MAX_POINTS,
+    ) -> ColumnResult:
+        """``query_range`` parsed column by column (:func:`parse_matrix_columns`): the same
+        step-aligned chunks, each series' chunks concatenated in time order."""
+        if end < start:
+            raise QueryError(f"Range end {end} is before start {start}; swap them.", query=expr)
+        parts: dict[tuple[tuple[str, str], ...], list[ColumnSeries]] = defaultdict(list)
+        warnings: list[str] = []
+        infos: list[str] = []
+        partial = False
+        chunks = aligned_chunks(start, end, step, max_points=max_points)
+        for c_start, c_end in chunks:
+            params = {
+                "query": expr,
+                "start": _fmt_time(c_start),
+                "end": _fmt_time(c_end),
+                "step": repr(float(step)),
+            }
+            body = self._post_raw("/api/v1/query_range", params, expr)
+            part = parse_matrix_columns(body, url=self.base_url, query=expr)
+            del body
+            warnings.extend(part.warnings)
+            infos.extend(part.infos)
+            partial = partial or part.partial
+            for s in part.series:
+                parts[labels_key(s.labels)].append(s)
+        out = []
+        for key in sorted(parts):
+            group = parts[key]
+            if len(group) == 1:
+                out.append(group[0])
+                continue
+            out.append(
+                ColumnSeries(
+                    group[0].labels,
+                    np.concatenate([g.times for g in group]),
+                    np.concatenate([g.values for g in group]),
+                )
+            )
+        return ColumnResult(
+            tuple(out),
+            tuple(dict.fromkeys(warnings)),
+            tuple(dict.fromkeys(infos)),
+            partial,
+            len(chunks),
         )
 
 

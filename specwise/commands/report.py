@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,13 +25,16 @@ from specwise.reporting.report import (
     AlphaSeries,
     TimeRange,
     WindowInfo,
-    alpha_over_time,
+    alpha_frame,
     auto_step,
     build_report,
+    capped_rate_window,
     file_window,
     parse_range,
     prometheus_window,
-    series_from_snapshots,
+    series_from_frame,
+    snapshots_frame,
+    window_grid,
 )
 
 __all__ = ["parse_costs", "report_command"]
@@ -96,7 +100,7 @@ started) or two captures (window start and end) per window.
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("specwise-report"),
     show_default=True,
-    help="Report folder to write (report.md, report.html, report.json, PNGs).",
+    help="Report folder to write (report.md, report.html, report.json, PNGs, data/*.csv).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing report folder (default: refuse).")
 @click.option(
@@ -216,20 +220,11 @@ def report_command(
             "pass --cost (e.g. --cost ngram) for other drafters",
             err=True,
         )
-    click.echo(f"Report written to {path}/ (report.md, report.html, report.json, PNGs)")
+    click.echo(f"Report written to {path}/ (report.md, report.html, report.json, PNGs, data/*.csv)")
 
 
 def _with_cost(info: WindowInfo, costs: Sequence[str]) -> WindowInfo:
-    return WindowInfo(
-        label=info.label,
-        source=info.source,
-        start=info.start,
-        end=info.end,
-        cost=", ".join(costs),
-        series=info.series,
-        requests=info.requests,
-        notes=info.notes,
-    )
+    return dataclasses.replace(info, cost=", ".join(costs))
 
 
 def _classes_and_estimator(
@@ -287,17 +282,24 @@ def _from_prometheus(
             deltas = prometheus_window(source, rng)
             warnings = tuple(dict.fromkeys(source.warnings))
             st = auto_step(rng) if step == "auto" else parse_duration(step, field="--step")
-            rw = (
+            rw = capped_rate_window(
                 None
                 if rate_window == "auto"
-                else parse_duration(rate_window, field="--rate-window")
+                else parse_duration(rate_window, field="--rate-window"),
+                step=st,
+                window=rng,
             )
-            series = alpha_over_time(
+            frame = alpha_frame(
                 source, rng, step=st, rate_window=rw, progress=_progress(f"{label} window")
             )
+            series = {
+                name: dataclasses.replace(s, rate_window=rw)
+                for name, s in series_from_frame(frame, grid=window_grid(rng, step=st)).items()
+            }
             notes = tuple(f"server warning: {w}" for w in warnings)
             sent = client.requests_sent - sent
-            out.append((deltas, _info(label, url, rng, series, sent, notes)))
+            info = _info(label, url, rng, series, sent, notes)
+            out.append((deltas, dataclasses.replace(info, frame=frame)))
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
@@ -321,9 +323,10 @@ def _from_files(
         if any(".." in v and not Path(v).exists() for v in values):
             raise click.UsageError(f"--{label} START..END needs --prometheus URL")
         deltas, snaps = file_window(paths, now=now)
-        series = series_from_snapshots(snaps, classes=classes) if snaps else {}
+        frame = snapshots_frame(snaps, classes=classes) if snaps else None
+        series = series_from_frame(frame) if frame is not None else {}
         start = min((s.timestamp for s in snaps), default=None)
         end = max((s.timestamp for s in snaps), default=None)
-        info = WindowInfo(label, " + ".join(values), start, end, "", series)
+        info = WindowInfo(label, " + ".join(values), start, end, "", series, frame=frame)
         out.append((deltas, info))
     return out[0][0], out[1][0], out[0][1], out[1][1]

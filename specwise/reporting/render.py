@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator
 from specwise.config import format_duration
 from specwise.errors import ReportError
 from specwise.output import to_json
+from specwise.reporting.data import write_report_data
 from specwise.reporting.plots import draw_alpha_cost_map, k_label
 from specwise.reporting.report import (
     AlphaSeries,
@@ -463,8 +464,11 @@ def _window_text(w: WindowInfo) -> str:
     return f"{span} from {w.source}" + (f", drafter cost {w.cost}" if w.cost else "")
 
 
-def render_markdown(report: Report, pngs: Mapping[str, Sequence[Path]]) -> str:
-    """``report.md``: verdicts first, then per class a table, the change and the plots."""
+def render_markdown(
+    report: Report, pngs: Mapping[str, Sequence[Path]], data_files: Sequence[Path] = ()
+) -> str:
+    """``report.md``: verdicts first, then per class a table, the change and the plots; then
+    links to the ``data_files`` (paths relative to the report folder)."""
     lines = ["# specwise before/after report", ""]
     lines.append(f"- before: {_window_text(report.before)}")
     lines.append(f"- after: {_window_text(report.after)}")
@@ -480,10 +484,19 @@ def render_markdown(report: Report, pngs: Mapping[str, Sequence[Path]]) -> str:
         lines.append("")
         for p in pngs.get(c.name, ()):
             lines.append(f"![{p.stem}]({p.name})")
+    if data_files:
+        lines += ["", "## Data", "", _DATA_TEXT, ""]
+        lines += [f"- [{p.as_posix()}]({p.as_posix()})" for p in data_files]
     notes = [*report.notes, *report.before.notes, *report.after.notes]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in dict.fromkeys(notes)]
     return "\n".join(lines) + "\n"
+
+
+_DATA_TEXT = (
+    "The numbers above as tables (CSV, UTC times): per class and window, per position, and "
+    "each window's per-step series."
+)
 
 
 _CSS = """
@@ -510,8 +523,11 @@ _CAPTIONS = {
 }
 
 
-def render_html(report: Report, pngs: Mapping[str, Sequence[Path]]) -> str:
-    """``report.html``: one file, no external resources (PNGs as data: URIs)."""
+def render_html(
+    report: Report, pngs: Mapping[str, Sequence[Path]], data_files: Sequence[Path] = ()
+) -> str:
+    """``report.html``: one file, no external resources (PNGs as data: URIs); the
+    ``data_files`` are linked relative to the report folder."""
     esc = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -543,6 +559,11 @@ def render_html(report: Report, pngs: Mapping[str, Sequence[Path]]) -> str:
                 f"<figcaption>{esc(caption)}</figcaption></figure>"
             )
         parts.append("</div>")
+    if data_files:
+        parts.append(f"<h2>Data</h2><p>{esc(_DATA_TEXT)}</p><ul>")
+        for p in data_files:
+            parts.append(f'<li><a href="{esc(p.as_posix())}">{esc(p.as_posix())}</a></li>')
+        parts.append("</ul>")
     notes = [*report.notes, *report.before.notes, *report.after.notes]
     if notes:
         parts.append("<h2>Notes</h2><ul>")
@@ -572,9 +593,10 @@ def write_report(report: Report, out: Path, *, force: bool = False) -> Path:
     old: Path | None = None
     try:
         pngs = render_pngs(report, tmp)
+        files = write_report_data(report, tmp)
         (tmp / "report.json").write_text(to_json(report_to_dict(report)) + "\n", "utf-8")
-        (tmp / "report.md").write_text(render_markdown(report, pngs), "utf-8")
-        (tmp / "report.html").write_text(render_html(report, pngs), "utf-8")
+        (tmp / "report.md").write_text(render_markdown(report, pngs, files), "utf-8")
+        (tmp / "report.html").write_text(render_html(report, pngs, files), "utf-8")
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a report is not
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))

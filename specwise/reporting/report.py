@@ -23,6 +23,7 @@ Times (:func:`parse_time`) are RFC 3339 (``2026-05-01T00:00:00Z``), Unix seconds
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from scipy import special
 
-from specwise.collectors.classes import CLASS_LABEL, ClassConfig, Matcher
+from specwise.collectors.classes import CLASS_LABEL, ClassConfig
 from specwise.collectors.deltas import (
     latest_per_series,
     since_start,
@@ -42,26 +44,20 @@ from specwise.collectors.deltas import (
     window_deltas,
 )
 from specwise.collectors.logs import log_snapshots
-from specwise.collectors.prometheus import (
-    COUNTER_METRICS,
-    PrometheusSource,
-    aligned_chunks,
-    metric_selector,
-)
+from specwise.collectors.prometheus import PrometheusSource, aligned_chunks
 from specwise.collectors.scrape import FileSource
 from specwise.collectors.snapshot import CounterDelta, Snapshot
-from specwise.config import format_duration, parse_duration
+from specwise.config import parse_duration
 from specwise.errors import ReportError, SourceError
 from specwise.estimation.estimator import (
     DEFAULT_ESTIMATOR_CONFIG,
     Estimate,
     EstimatorConfig,
-    WindowCounts,
-    alpha_trials,
     estimate_delta,
 )
 from specwise.model import VerifyCost, verify_cost_at
 from specwise.policies import PolicyConfig, Recommendation, recommend
+from specwise.reporting.frames import prometheus_counters, snapshot_counters, with_estimates
 
 __all__ = [
     "AlphaChange",
@@ -75,10 +71,12 @@ __all__ = [
     "WindowClass",
     "WindowInfo",
     "alpha_change",
+    "alpha_frame",
     "alpha_over_time",
     "analyze_window",
     "auto_step",
     "build_report",
+    "capped_rate_window",
     "compare_windows",
     "file_window",
     "latency_change",
@@ -86,8 +84,11 @@ __all__ = [
     "parse_range",
     "parse_time",
     "prometheus_window",
+    "series_from_frame",
     "series_from_snapshots",
+    "snapshots_frame",
     "verdict_line",
+    "window_grid",
 ]
 
 Presence = Literal["both", "before-only", "after-only"]
@@ -578,48 +579,88 @@ def auto_step(window: TimeRange, *, points: int = 1500, minimum: float = 15.0) -
     return float(max(minimum, math.ceil(window.seconds / points)))
 
 
-def _alpha_points(
-    drafts: np.ndarray, tokens: np.ndarray, accepted: np.ndarray, per_pos: np.ndarray
-) -> np.ndarray:
-    """The positions MLE at every point (rows of per_pos = positions); NaN without drafts."""
-    k = per_pos.shape[0]
-    out = np.full(drafts.shape, np.nan)
-    if k == 0:
-        return out
-    stopped = np.maximum(0.0, drafts - per_pos[-1])
-    r = np.maximum(0.0, np.minimum(stopped, tokens - accepted))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        alpha = accepted / (accepted + r)
-    ok = (drafts >= 1.0) & np.isfinite(alpha)
-    out[ok] = alpha[ok]
-    short = ok & (k * drafts - tokens > 1e-6 * np.maximum(1.0, k * drafts))
-    for i in np.flatnonzero(short):  # short drafts: the estimator's correction, per point
-        trials = alpha_trials(
-            WindowCounts(
-                drafts=float(drafts[i]),
-                draft_tokens=float(tokens[i]),
-                accepted=float(accepted[i]),
-                accepted_per_position=tuple(float(x) for x in per_pos[:, i]),
-                k=k,
-            )
+def alpha_frame(
+    source: PrometheusSource,
+    window: TimeRange,
+    *,
+    step: float,
+    rate_window: float | None = None,
+    max_points: int = 11_000,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """The per-class frame (:func:`specwise.reporting.frames.prometheus_counters` with
+    :func:`~specwise.reporting.frames.with_estimates`) of increases over ``rate_window``
+    (default: max(step, 5 min)) every ``step`` seconds over the window, fetched one
+    step-aligned chunk of at most ``max_points`` points at a time (``progress`` after each)."""
+    return with_estimates(
+        prometheus_counters(
+            source.client,
+            window.start,
+            window.end,
+            step=step,
+            classes=source.classes,
+            selector=source.selector,
+            rate_window=rate_window,
+            context=False,
+            max_points=max_points,
+            progress=progress,
         )
-        if trials is not None and trials[0] + trials[1] > 0:
-            out[i] = trials[0] / (trials[0] + trials[1])
+    )
+
+
+def _seconds(frame: pd.DataFrame) -> np.ndarray:
+    return frame["time"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+
+
+def series_from_frame(
+    frame: pd.DataFrame, *, grid: np.ndarray | None = None
+) -> dict[str, AlphaSeries]:
+    """Per-class AlphaSeries from a frame with estimates: classes with per-position counters
+    and drafts. With ``grid`` (Unix seconds, evenly spaced) each class is laid on it, NaN
+    alpha and 0 drafts where it has no row; without, its rows with drafts > 0."""
+    out: dict[str, AlphaSeries] = {}
+    usable = frame[frame["k"].notna() & frame["drafts"].notna()] if len(frame) else frame
+    for name, rows in usable.groupby("class", sort=True):
+        t = _seconds(rows)
+        alphas = rows["alpha"].to_numpy(dtype=float)
+        drafts = rows["drafts"].to_numpy(dtype=float)
+        if grid is None:
+            keep = drafts > 0
+            out[str(name)] = AlphaSeries(
+                str(name),
+                tuple(t[keep].tolist()),
+                tuple(alphas[keep].tolist()),
+                tuple(drafts[keep].tolist()),
+            )
+            continue
+        step = float(grid[1] - grid[0]) if len(grid) > 1 else 1.0
+        idx = np.rint((t - grid[0]) / step).astype(np.intp)
+        ok = (idx >= 0) & (idx < len(grid))
+        a = np.full(len(grid), np.nan)
+        d = np.zeros(len(grid))
+        a[idx[ok]] = alphas[ok]
+        d[idx[ok]] = drafts[ok]
+        out[str(name)] = AlphaSeries(
+            str(name), tuple(grid.tolist()), tuple(a.tolist()), tuple(d.tolist())
+        )
     return out
 
 
-#: V0 exports token counters too, broken and without ``engine`` (as the collector filters).
-_V1_ONLY = Matcher("engine", "!=", "")
+def window_grid(window: TimeRange, *, step: float, max_points: int = 11_000) -> np.ndarray:
+    """The step times of a window as its range queries return them (chunk by chunk)."""
+    return np.concatenate(
+        [
+            c0 + step * np.arange(round((c1 - c0) / step) + 1)
+            for c0, c1 in aligned_chunks(window.start, window.end, step, max_points=max_points)
+        ]
+    )
 
 
-def _range_queries(source: PrometheusSource, window: str) -> dict[str, str]:
-    by = ", ".join(source.classes.by_labels())
-    out = {}
-    for fld, name in COUNTER_METRICS.items():
-        by_f = f"{by}, position" if fld == "accepted_per_position" else by
-        sel = metric_selector(name, (*source.selector, _V1_ONLY))
-        out[fld] = f"sum by ({by_f}) (increase({sel}[{window}]))"
-    return out
+def capped_rate_window(rate_window: float | None, *, step: float, window: TimeRange) -> float:
+    """The rate window behind each alpha-over-time point: ``rate_window`` (default
+    max(step, 5 min)) capped at the window's length, and at least 1 s."""
+    rw = rate_window if rate_window is not None else max(step, 300.0)
+    return max(1.0, min(rw, window.seconds))
 
 
 def alpha_over_time(
@@ -633,97 +674,30 @@ def alpha_over_time(
 ) -> dict[str, AlphaSeries]:
     """Per-class alpha every ``step`` seconds over the window from range queries of per-class
     increases over ``rate_window`` (default: max(step, 5 min)), one step-aligned chunk of at
-    most ``max_points`` points at a time; ``progress`` is called after each chunk.
+    most ``max_points`` points at a time; ``progress`` is called after each chunk. Built on
+    :func:`alpha_frame` (k per step, so a k change inside the window is handled).
 
     The rate window is capped at the window's length: a longer one would reach back before
     the window (a 5 min rate in a 70 s window mostly shows the minutes before it), and with
     the cap the line's last point covers exactly the window the table's alpha comes from."""
-    rw = rate_window if rate_window is not None else max(step, 300.0)
-    rw = max(1.0, min(rw, window.seconds))
-    queries = _range_queries(source, format_duration(rw))
-    chunks = aligned_chunks(window.start, window.end, step, max_points=max_points)
-    times: dict[str, list[np.ndarray]] = {}
-    alphas: dict[str, list[np.ndarray]] = {}
-    drafts_out: dict[str, list[np.ndarray]] = {}
-    for n, (c0, c1) in enumerate(chunks, 1):
-        size = round((c1 - c0) / step) + 1
-        grid = c0 + step * np.arange(size)
-        fields: dict[str, dict[str, np.ndarray]] = {}
-        per_pos: dict[str, dict[int, np.ndarray]] = {}
-        for fld, q in queries.items():
-            res = source.client.query_range(q, start=c0, end=c1, step=step, max_points=max_points)
-            for s in res.series:
-                name = _class_name(source.classes.classify(s.labels))
-                if not s.points:
-                    continue
-                pts = np.asarray(s.points, dtype=float)
-                idx = np.rint((pts[:, 0] - c0) / step).astype(int)
-                keep = (idx >= 0) & (idx < size) & np.isfinite(pts[:, 1])
-                if fld == "accepted_per_position":
-                    pos = s.labels.get("position", "")
-                    if not pos.isdigit():
-                        continue
-                    arr = per_pos.setdefault(name, {}).setdefault(int(pos), np.zeros(size))
-                else:
-                    arr = fields.setdefault(name, {}).setdefault(fld, np.zeros(size))
-                np.add.at(arr, idx[keep], pts[keep, 1])
-        for name, f in fields.items():
-            if "drafts" not in f or name not in per_pos:
-                continue
-            pp = per_pos[name]
-            k = max(pp) + 1
-            stack = np.vstack([pp.get(i, np.zeros(size)) for i in range(k)])
-            a = _alpha_points(
-                f["drafts"],
-                f.get("draft_tokens", np.zeros(size)),
-                f.get("accepted", np.zeros(size)),
-                stack,
-            )
-            times.setdefault(name, []).append(grid)
-            alphas.setdefault(name, []).append(a)
-            drafts_out.setdefault(name, []).append(f["drafts"])
-        if progress is not None:
-            progress(n, len(chunks), f"{_iso(c0)}..{_iso(c1)}")
-    return {
-        name: AlphaSeries(
-            name,
-            tuple(np.concatenate(times[name]).tolist()),
-            tuple(np.concatenate(alphas[name]).tolist()),
-            tuple(np.concatenate(drafts_out[name]).tolist()),
-            rw,
-        )
-        for name in sorted(times)
-    }
+    rw = capped_rate_window(rate_window, step=step, window=window)
+    frame = alpha_frame(
+        source, window, step=step, rate_window=rw, max_points=max_points, progress=progress
+    )
+    series = series_from_frame(frame, grid=window_grid(window, step=step, max_points=max_points))
+    return {name: dataclasses.replace(s, rate_window=rw) for name, s in series.items()}
+
+
+def snapshots_frame(snapshots: Sequence[Snapshot], *, classes: ClassConfig) -> pd.DataFrame:
+    """The per-class frame (with estimates) of the intervals between successive snapshots."""
+    return with_estimates(snapshot_counters(snapshots, classes=classes))
 
 
 def series_from_snapshots(
     snapshots: Sequence[Snapshot], *, classes: ClassConfig
 ) -> dict[str, AlphaSeries]:
     """Alpha per interval between successive snapshots of a log (per class)."""
-    by_time: dict[float, list[Snapshot]] = {}
-    for s in snapshots:
-        by_time.setdefault(s.timestamp, []).append(s)
-    stamps = sorted(by_time)
-    state: dict[tuple[tuple[str, str], ...], Snapshot] = {}
-    out: dict[str, tuple[list[float], list[float], list[float]]] = {}
-    for t in stamps:
-        prev = list(state.values())
-        for s in by_time[t]:
-            state[s.key] = s
-        if not prev:
-            continue
-        for d in sum_by_class(window_deltas(prev, list(state.values())), classes):
-            if not d.accepted_per_position or d.drafts is None or d.drafts <= 0:
-                continue
-            pp = np.asarray(d.accepted_per_position, dtype=float)[:, None]
-            a = _alpha_points(
-                np.asarray([d.drafts]), np.asarray([d.draft_tokens]), np.asarray([d.accepted]), pp
-            )
-            tt, aa, dd = out.setdefault(_class_name(d.labels), ([], [], []))
-            tt.append(t)
-            aa.append(float(a[0]))
-            dd.append(d.drafts)
-    return {n: AlphaSeries(n, tuple(t), tuple(a), tuple(d)) for n, (t, a, d) in sorted(out.items())}
+    return series_from_frame(snapshots_frame(snapshots, classes=classes))
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -741,6 +715,8 @@ class WindowInfo:
     series: Mapping[str, AlphaSeries] = field(default_factory=dict)
     requests: int = 0
     notes: tuple[str, ...] = ()
+    #: The per-step frame the series came from (written to data/series-<label>.csv).
+    frame: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
