@@ -52,7 +52,7 @@ from specwise.reporting.frames import (
     range_queries,
     with_estimates,
 )
-from specwise.reporting.report import TimeRange
+from specwise.reporting.windows import TimeRange
 from tests import servers
 
 STEP = 15.0

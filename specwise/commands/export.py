@@ -18,7 +18,7 @@ from specwise.reporting.frames import (
     with_estimates,
     write_frame,
 )
-from specwise.reporting.report import auto_step, parse_range
+from specwise.reporting.windows import auto_step, parse_range
 
 __all__ = ["export_command"]
 

@@ -21,13 +21,12 @@ from specwise.estimation.settings import estimator_config
 from specwise.output import to_json
 from specwise.policies import PolicyConfig, drafter_cost
 from specwise.policies.settings import policy_config
-from specwise.reporting.report import (
+from specwise.reporting.report import WindowInfo, build_report
+from specwise.reporting.windows import (
     AlphaSeries,
     TimeRange,
-    WindowInfo,
     alpha_frame,
     auto_step,
-    build_report,
     capped_rate_window,
     file_window,
     parse_range,

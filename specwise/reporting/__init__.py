@@ -7,6 +7,7 @@ a report is written.
 
 from __future__ import annotations
 
-from specwise.reporting.report import ClassReport, Report, TimeRange, WindowClass, WindowInfo
+from specwise.reporting.report import ClassReport, Report, WindowClass, WindowInfo
+from specwise.reporting.windows import TimeRange
 
 __all__ = ["ClassReport", "Report", "TimeRange", "WindowClass", "WindowInfo"]

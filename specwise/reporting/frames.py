@@ -334,7 +334,7 @@ def load_prometheus(
     import time as _time
 
     from specwise.config import parse_duration
-    from specwise.reporting.report import auto_step, parse_range
+    from specwise.reporting.windows import auto_step, parse_range
 
     rng = parse_range(window, now=_time.time() if now is None else now)
     if step == "auto":

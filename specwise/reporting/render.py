@@ -37,14 +37,8 @@ from specwise.errors import ReportError
 from specwise.output import to_json
 from specwise.reporting.data import write_report_data
 from specwise.reporting.plots import draw_alpha_cost_map, k_label
-from specwise.reporting.report import (
-    AlphaSeries,
-    ClassReport,
-    Report,
-    WindowClass,
-    WindowInfo,
-    latency_text,
-)
+from specwise.reporting.report import ClassReport, Report, WindowClass, WindowInfo, latency_text
+from specwise.reporting.windows import AlphaSeries
 
 __all__ = [
     "map_figure",

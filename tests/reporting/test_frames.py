@@ -46,7 +46,7 @@ from specwise.reporting.frames import (
     survival_frame,
     with_estimates,
 )
-from specwise.reporting.report import TimeRange, alpha_over_time
+from specwise.reporting.windows import TimeRange, alpha_over_time
 
 try:
     from tests import servers

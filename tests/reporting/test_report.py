@@ -26,11 +26,9 @@ from specwise.reporting.report import (
     WindowInfo,
     alpha_change,
     build_report,
-    file_window,
     latency_text,
-    parse_range,
-    parse_time,
 )
+from specwise.reporting.windows import file_window, parse_range, parse_time
 
 try:
     from tests.servers import require_binary

@@ -13,13 +13,8 @@ from specwise.cli import main
 from specwise.collectors.classes import ClassConfig
 from specwise.policies import PolicyConfig
 from specwise.reporting.data import report_frames, write_report_data
-from specwise.reporting.report import (
-    Report,
-    WindowInfo,
-    build_report,
-    file_window,
-    series_from_snapshots,
-)
+from specwise.reporting.report import Report, WindowInfo, build_report
+from specwise.reporting.windows import file_window, series_from_snapshots
 
 FIX = Path(__file__).parent.parent / "fixtures" / "vllm"
 NOW = 1_800_000_000.0
