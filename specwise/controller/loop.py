@@ -41,7 +41,7 @@ from specwise.controller.state import (
 )
 from specwise.controller.tracking import SourceTrack
 from specwise.errors import ActuatorError, DataError, SpecwiseError
-from specwise.estimation.drift import DriftConfig, DriftDetector
+from specwise.estimation.drift import DriftConfig, DriftDetector, DriftStatus
 from specwise.estimation.rolling import RollingEstimator
 from specwise.estimation.settings import estimator_config
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
@@ -102,7 +102,8 @@ class Controller:
         self._observed_k: dict[str, int] = {}
         self._series_now: dict[str, list[tuple[tuple[str, str], ...]]] = {}
         self._restarted: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self._drifting: dict[str, bool] = {}
+        self._drifting: dict[str, bool] = {}  # the window after a drift alarm (exported)
+        self._drift_suspected: dict[str, bool] = {}  # past the thresholds, not yet an alarm
         self._records = ActuationRecords()
         self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
         self._last_error = ""
@@ -376,7 +377,7 @@ class Controller:
             gate_state=self.gate.states.get(name, HysteresisState()),
             sources_answered=any(s.last_success == now for s in self._sources.values()),
             declared=self.config.class_settings(name) is not None,
-            drifting=self._drifting.get(name, False),
+            drifting=self._drift_suspected.get(name, False),
             schedule_off=name in self._records.schedule_off,
             restarted_at=tuple(
                 self._restarted.get((name, key), float("-inf"))
@@ -504,6 +505,22 @@ class Controller:
                 log.warning("class %s: %s", name, exc)
                 continue
             self._drifting[name] = status.drifting
+            self._drift_suspected[name] = self._suspected(status)
+
+    def _suspected(self, status: DriftStatus) -> bool:
+        """alpha has moved past the drift thresholds but not yet for ``persist_ticks``: the
+        rolling window mixes the old and the new regime. Once the alarm is declared the
+        estimator restarts on the new regime alone, so the gate need not wait any longer."""
+        cfg = self.drift.config
+        ref, rec = status.alpha_reference, status.alpha_recent
+        return (
+            not status.alarm
+            and status.z is not None
+            and ref is not None
+            and rec is not None
+            and abs(status.z) > cfg.z_threshold
+            and abs(rec - ref) > cfg.min_shift
+        )
 
     def _note_restarts(self, raw: Sequence[CounterDelta], t: float) -> None:
         """Which series each class has on this tick, and when each last restarted."""
