@@ -145,6 +145,12 @@ def _fmt_time(t: float) -> str:
     return f"{t:.3f}"
 
 
+def _range_params(expr: str, start: float, end: float, step: float) -> dict[str, str]:
+    """The form of one ``/api/v1/query_range`` request."""
+    step_text = repr(float(step))
+    return {"query": expr, "start": _fmt_time(start), "end": _fmt_time(end), "step": step_text}
+
+
 def _duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
@@ -354,12 +360,7 @@ class PrometheusClient:
         partial = False
         chunks = aligned_chunks(start, end, step, max_points=max_points)
         for c_start, c_end in chunks:
-            params = {
-                "query": expr,
-                "start": _fmt_time(c_start),
-                "end": _fmt_time(c_end),
-                "step": repr(float(step)),
-            }
+            params = _range_params(expr, c_start, c_end, step)
             part = self._parse(self._post("/api/v1/query_range", params, expr), expr)
             warnings.extend(part.warnings)
             infos.extend(part.infos)
@@ -398,12 +399,7 @@ class PrometheusClient:
         partial = False
         chunks = aligned_chunks(start, end, step, max_points=max_points)
         for c_start, c_end in chunks:
-            params = {
-                "query": expr,
-                "start": _fmt_time(c_start),
-                "end": _fmt_time(c_end),
-                "step": repr(float(step)),
-            }
+            params = _range_params(expr, c_start, c_end, step)
             body = self._post_raw("/api/v1/query_range", params, expr)
             part = parse_matrix_columns(body, url=self.base_url, query=expr)
             del body
