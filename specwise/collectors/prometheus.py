@@ -609,7 +609,14 @@ class PrometheusSource:
     def increase(self, now: float, window_s: float) -> list[CounterDelta]:
         """Per-class deltas over ``[now - window_s, now]``, aggregated by the server."""
         window = _duration(window_s)
-        accs = self._fold(self._run(self.queries(window), now))
+        queries = self.queries(window)
+        accs = self._fold(self._run(queries, now))
+        for _ in range(_REREADS):
+            if not any(_torn(acc) for acc in accs.values()):
+                break
+            # a scrape stamped before ``now`` was committed between two of this tick's
+            # queries: each query is consistent, the set is not; read them again
+            accs = self._fold(self._run(queries, now))
         out: list[CounterDelta] = []
         notes = tuple(f"server warning: {w}" for w in dict.fromkeys(self.warnings))
         if self.partial:
@@ -713,6 +720,18 @@ class PrometheusSource:
             for f, q in self.queries(_duration(window_s)).items()
             if f != "engine_k"
         }
+
+
+_REREADS = 3
+
+
+def _torn(acc: _ClassAcc) -> bool:
+    """The per-position counts and accepted tokens of one class disagree: they were read
+    from different scrapes (the estimator would reject the window)."""
+    accepted = acc.values.get("accepted")
+    if not acc.per_pos or accepted is None:
+        return False
+    return abs(math.fsum(acc.per_pos.values()) - accepted) > max(1e-6 * accepted, 0.5 + 1e-9)
 
 
 def _opt_add(a: float | None, b: float | None) -> float | None:

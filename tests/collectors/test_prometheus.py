@@ -22,7 +22,9 @@ from specwise.collectors.prometheus import (
     MAX_POINTS,
     PrometheusClient,
     PrometheusSource,
+    PromSeries,
     QueryError,
+    QueryResult,
     aligned_chunks,
 )
 from specwise.collectors.snapshot import Snapshot, SnapshotSource
@@ -393,3 +395,43 @@ def test_aligned_chunks() -> None:
     assert all((e - s) / 1.0 + 1 <= MAX_POINTS for s, e in chunks)
     assert chunks[-1][1] == 30_007.0
     assert aligned_chunks(7.0, 68.0, 15.0) == [(0.0, 75.0)]
+
+
+class _TornThenWhole:
+    """Fault injection: the first tick's queries straddle a scrape being committed (the
+    per-position increases already include it, accepted does not); the next read agrees."""
+
+    base_url = "http://fault-injection.invalid"
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def query(self, expr: str, *, time: float | None = None) -> QueryResult:
+        if "per_pos" in expr and "count_values" not in expr:
+            self.reads += 1
+            pp = (60.0, 30.0) if self.reads > 1 else (61.0, 31.0)
+            series = tuple(
+                PromSeries({"model_name": "m", "position": str(i)}, ((0.0, v),))
+                for i, v in enumerate(pp)
+            )
+            return QueryResult("vector", series)
+        if "count_values" in expr:
+            return QueryResult("vector", (PromSeries({"model_name": "m", "k": "2"}, ((0, 1),)),))
+        value = {"drafts": 100.0, "draft_tokens": 200.0, "accepted": 90.0}
+        for fld, name in (
+            ("drafts", "num_drafts_total"),
+            ("draft_tokens", "num_draft_tokens_total"),
+            ("accepted", "num_accepted_tokens_total"),
+        ):
+            if name in expr:
+                return QueryResult("vector", (PromSeries({"model_name": "m"}, ((0, value[fld]),)),))
+        return QueryResult("vector", ())
+
+
+def test_a_tick_whose_queries_straddle_a_scrape_is_read_again() -> None:
+    client = _TornThenWhole()
+    source = PrometheusSource(client, classes=ClassConfig())  # type: ignore[arg-type]
+    (d,) = source.increase(1_800_000_000.0, 60.0)
+    assert client.reads == 2
+    assert d.accepted_per_position == (60.0, 30.0)
+    assert sum(d.accepted_per_position) == d.accepted
