@@ -54,6 +54,19 @@ class Snapshot:
     itl_seconds_sum: float | None = None
     itl_seconds_count: float | None = None
     process_start_time: float | None = None
+    #: Load and time families (docs/design.md#the-cost-side), cumulative; None when the
+    #: page lacks them: engine steps and tokens (``vllm:iteration_tokens_total`` _count and
+    #: _sum), per-request decode time and time per output token (_sum, _count).
+    iteration_steps: float | None = None
+    iteration_tokens: float | None = None
+    decode_seconds_sum: float | None = None
+    decode_seconds_count: float | None = None
+    tpot_seconds_sum: float | None = None
+    tpot_seconds_count: float | None = None
+    #: False for an engine running without speculation (its page has no spec-decode
+    #: families): a load-only Snapshot, k = 0, spec counters 0. It feeds the plain-decoding
+    #: step T(0, B), never the acceptance estimator.
+    spec_families: bool = True
     #: V0 only: the lifetime gauges vLLM V0 exports instead of usable counters.
     v0_acceptance_rate: float | None = None
     v0_efficiency: float | None = None
@@ -97,6 +110,17 @@ class CounterDelta:
     itl_seconds_sum: float | None = None
     itl_seconds_count: float | None = None
     running_requests: float | None = None
+    iteration_steps: float | None = None
+    iteration_tokens: float | None = None
+    decode_seconds_sum: float | None = None
+    decode_seconds_count: float | None = None
+    tpot_seconds_sum: float | None = None
+    tpot_seconds_count: float | None = None
+    #: per-engine running-request samples seen inside the window (the batch-size
+    #: distribution), pooled over the class's engines
+    batch_samples: tuple[float, ...] = ()
+    #: False when every series of the delta ran without speculation (see Snapshot)
+    spec_families: bool = True
     partial: bool = False
     notes: tuple[str, ...] = field(default=())
     #: True when ``labels`` already are class labels (see ``Snapshot.classified``).
