@@ -50,6 +50,9 @@ FloatArray = npt.NDArray[np.float64]
 N_SAMPLES = 200
 #: At most this many knee candidates (quantiles of the observed verified tokens).
 MAX_KNEES = 40
+#: Posterior draws are widened by this factor: the knee's grid and the plug-in noise
+#: variance understate the spread (calibrated on simulated windows, tests/estimation).
+DRAW_WIDEN = 1.25
 #: Prior relative noise of one window's T_obs (a pseudo-observation for the noise scale).
 NOISE_PRIOR = 0.02
 NOISE_PRIOR_WEIGHT = 1.0
@@ -328,7 +331,8 @@ def _valid(o: StepObservation) -> bool:
 class _KneeFit:
     knee: float
     theta: FloatArray  # natural units: base, per_token, draft_base, draft_per_seq
-    cov: FloatArray  # natural units, 4x4 (zero rows for parameters fixed at 0)
+    free_theta: FloatArray  # the unconstrained posterior mean (natural units)
+    cov: FloatArray  # the unconstrained posterior covariance (natural units), 4x4
     ssr: float
     score: float  # -2 log marginal likelihood (up to a constant)
 
@@ -347,9 +351,13 @@ def _solve_knee(
     """Penalized WLS in scaled parameters, with parameters 1..3 kept >= 0 (active set)."""
     free = [0, 1, 2, 3]
     theta = np.zeros(4)
-    cov = np.zeros((4, 4))
     a_full = gram / sigma2 + prior_prec
     b_full = xty / sigma2 + prior_mean_term
+    try:
+        cov = np.linalg.inv(a_full)
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(a_full)
+    free_theta = cov @ b_full
     for _ in range(4):
         idx = np.array(free)
         a = a_full[np.ix_(idx, idx)]
@@ -362,12 +370,6 @@ def _solve_knee(
         if not neg:
             theta = np.zeros(4)
             theta[idx] = sol
-            try:
-                inv = np.linalg.inv(a)
-            except np.linalg.LinAlgError:
-                inv = np.linalg.pinv(a)
-            cov = np.zeros((4, 4))
-            cov[np.ix_(idx, idx)] = inv
             break
         worst = min(neg, key=lambda j: sol[free.index(j)])
         free.remove(worst)
@@ -381,7 +383,14 @@ def _solve_knee(
     # back to natural units
     theta_n = theta * scale
     cov_n = cov * np.outer(scale, scale)
-    return _KneeFit(knee=knee, theta=theta_n, cov=cov_n, ssr=ssr, score=score)
+    return _KneeFit(
+        knee=knee,
+        theta=theta_n,
+        free_theta=free_theta * scale,
+        cov=cov_n,
+        ssr=ssr,
+        score=score,
+    )
 
 
 def fit_step_cost(
@@ -425,15 +434,7 @@ def fit_step_cost(
     x3 = k * b * scale[3]
     fixed = np.stack([x0, x2, x3], axis=1)  # n x 3
 
-    uniq = np.unique(tokens)
-    if len(uniq) >= 2:
-        cand = uniq[:-1]  # a knee at the largest token count has nothing above it
-        if len(cand) > MAX_KNEES - 1:
-            qs = np.linspace(0.0, 1.0, MAX_KNEES - 1)
-            cand = np.unique(np.quantile(cand, qs))
-        knees = np.concatenate([cand, [np.inf]])
-    else:
-        knees = np.array([np.inf])
+    knees, knee_mass = _knee_grid(tokens)
     h = np.where(
         np.isfinite(knees)[None, :], np.maximum(0.0, tokens[:, None] - knees[None, :]), 0.0
     )
@@ -535,22 +536,23 @@ def fit_step_cost(
             if math.isfinite(float(knees[best_j + 1]))
             else float(tokens.max())
         )
-        refined = _golden(lambda kn: fit_at(kn, sigma2), lo_k, hi_k, fits[best_j])
-        fits[best_j] = refined
-        scores[best_j] = refined.score
-    best = fits[best_j]
-    post = np.exp(-0.5 * (scores - scores[best_j]))
+        # the point estimate takes the refined knee; the draws keep the grid (a refined
+        # optimum given a whole cell's prior mass would understate the knee's spread)
+        best = _golden(lambda kn: fit_at(kn, sigma2), lo_k, hi_k, fits[best_j])
+    else:
+        best = fits[best_j]
+    post = np.exp(-0.5 * (scores - scores[best_j])) * knee_mass
     post /= post.sum()
 
     cost = _to_cost(best.theta, best.knee, eps)
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(fits), size=N_SAMPLES, p=post)
     samples: list[StepCost] = []
-    z = rng.standard_normal((N_SAMPLES, 4))
-    for i, j in enumerate(picks):
+    for j in np.unique(picks):
         f = fits[int(j)]
-        draw = f.theta + _chol(f.cov) @ z[i]
-        samples.append(_to_cost(draw, f.knee, eps))
+        need = int((picks == j).sum())
+        for draw in _truncated_draws(f, need, rng):
+            samples.append(_to_cost(draw, f.knee, eps))
 
     ks = tuple(sorted({int(x) for x in k}))
     plain = bool(np.any(k == 0))
@@ -565,6 +567,27 @@ def fit_step_cost(
         prior_cost=c,
         notes=notes,
     )
+
+
+def _knee_grid(tokens: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Knee candidates and their prior mass (uniform in log knee): the observed verified
+    token counts (at most MAX_KNEES / 2 quantiles, the largest left out: nothing lies above
+    it) and as many log-spaced points between them, then "never" (inf)."""
+    uniq = np.unique(tokens)
+    if len(uniq) < 2:
+        return np.array([np.inf]), np.array([1.0])
+    cand = uniq[:-1]
+    half = MAX_KNEES // 2
+    if len(cand) > half:
+        cand = np.unique(np.quantile(cand, np.linspace(0.0, 1.0, half)))
+    lo, hi = float(uniq[0]), float(uniq[-1])
+    spaced = np.geomspace(max(lo, 1e-6), hi, half + 1)[:-1]
+    finite = np.unique(np.concatenate([cand, spaced]))
+    logs = np.log(np.maximum(finite, 1e-6))
+    edges = np.concatenate([[logs[0]], (logs[1:] + logs[:-1]) / 2.0, [math.log(hi)]])
+    mass = np.maximum(np.diff(edges), 1e-3 * (math.log(hi) - logs[0] + 1e-9))
+    # "never compute-bound": as much prior mass as a knee anywhere up to twice the largest
+    return np.concatenate([finite, [np.inf]]), np.concatenate([mass, [math.log(2.0)]])
 
 
 def _golden(
@@ -593,6 +616,21 @@ def _golden(
         if cand.score < best.score:
             best = cand
     return best
+
+
+def _truncated_draws(f: _KneeFit, need: int, rng: np.random.Generator) -> FloatArray:
+    """Draws of the parameters from their Gaussian posterior truncated to >= 0 (rejection
+    from the unconstrained one; clipped draws fill up when too few are accepted)."""
+    chol = _chol(f.cov) * DRAW_WIDEN
+    z = rng.standard_normal((8 * need, 4))
+    draws = f.free_theta[None, :] + z @ chol.T
+    ok = (draws[:, 0] > 0) & (draws[:, 1:] >= 0).all(axis=1)
+    kept = draws[ok][:need]
+    if len(kept) < need:
+        rest = np.clip(draws[~ok][: need - len(kept)], 0.0, None)
+        rest[:, 0] = np.where(rest[:, 0] > 0, rest[:, 0], f.theta[0])
+        kept = np.concatenate([kept, rest])
+    return np.asarray(kept, dtype=np.float64)
 
 
 def _chol(cov: FloatArray) -> FloatArray:
@@ -730,6 +768,8 @@ def measured_speedup(
     t0 = _step_times(p, np.zeros_like(bs), bs)  # (1 + S) x n
 
     basis: Literal["baseline", "inferred"] = "inferred"
+    baseline_var = 0.0  # relative variance of the sum of u from the plain windows' noise
+    s_plain = 0.0
     if plain:
         pb = np.array([o.batch for o in plain], dtype=np.float64)
         pt = np.array([o.step_seconds for o in plain], dtype=np.float64)
@@ -737,33 +777,47 @@ def measured_speedup(
         order = np.argsort(pb)
         pb, pt, pr = pb[order], pt[order], pr[order]
         logp = np.log(pb)
-        reach = math.log(BASELINE_FACTOR)
-        lo_i = np.searchsorted(logp, np.log(bs) - reach - 1e-12, side="left")
-        hi_i = np.searchsorted(logp, np.log(bs) + reach + 1e-12, side="right")
+        reach = math.log(BASELINE_FACTOR) + 1e-12
+        lo_i = np.searchsorted(logp, np.log(bs) - reach, side="left")
+        hi_i = np.searchsorted(logp, np.log(bs) + reach, side="right")
         covered = hi_i > lo_i
+        t0p = _step_times(p, np.zeros_like(pb), pb)  # (1 + S) x m
+        s_plain = _rel_noise(pt / t0p[0], pr)
         if float(rs[covered].sum()) >= 0.9 * float(rs.sum()):
             basis = "baseline"
             # level the fit's T0 on the plain windows near each spec window: the
             # R-weighted mean of T_obs / T0_fit over them (prefix sums over sorted B)
-            t0p = _step_times(p, np.zeros_like(pb), pb)  # (1 + S) x m
             num = np.concatenate(
                 [np.zeros((len(costs), 1)), np.cumsum(pr[None, :] * pt[None, :] / t0p, axis=1)],
                 axis=1,
             )
             den = np.concatenate([[0.0], np.cumsum(pr)])
-            wsum = den[hi_i] - den[lo_i]
-            corr = (num[:, hi_i] - num[:, lo_i]) / np.where(wsum > 0, wsum, 1.0)[None, :]
+            wsum = np.where(covered, den[hi_i] - den[lo_i], 1.0)
+            corr = (num[:, hi_i] - num[:, lo_i]) / wsum[None, :]
             corr = np.where(covered[None, :], corr, 1.0)
             t0 = t0 * corr
-    denom = (rs * ts)[None, :] / t0
-    per_draw = gs.sum() / denom.sum(axis=1)
+            # how much each plain window weighs in the sum of u: r_j * sum over the spec
+            # windows that lean on it of u_i / W_i (a range in sorted log B again)
+            u0 = rs * ts / t0[0]
+            lean = np.where(covered, u0 / wsum, 0.0)
+            sorder = np.argsort(bs)
+            logs_sorted = np.log(bs[sorder])
+            cum = np.concatenate([[0.0], np.cumsum(lean[sorder])])
+            a = np.searchsorted(logs_sorted, logp - reach, side="left")
+            b = np.searchsorted(logs_sorted, logp + reach, side="right")
+            cj = pr * (cum[b] - cum[a])
+            baseline_var = s_plain**2 * float((cj * cj).sum()) / float(u0.sum()) ** 2
+    u = (rs * ts)[None, :] / t0
+    per_draw = gs.sum() / u.sum(axis=1)
     value = float(per_draw[0])
     draws = per_draw[1:]
-    rng = np.random.default_rng(12345)
     if len(draws):
-        spread = _sampling_spread(gs, rs, ts, t0[0], value)
-        if basis == "baseline" and plain:
-            spread = math.hypot(spread, _baseline_spread(plain, fit))
+        # the windows' own noise: T_obs around the fitted T(k, B)
+        tk0 = _step_times(_cost_arrays([fit.cost]), ks, bs)[0]
+        s_spec = _rel_noise(ts / tk0, rs) if len(spec) >= 2 else s_plain
+        spec_var = s_spec**2 * float((u[0] ** 2).sum()) / float(u[0].sum()) ** 2
+        spread = DRAW_WIDEN * math.sqrt(spec_var + baseline_var)
+        rng = np.random.default_rng(12345)
         draws = draws * (1.0 + spread * rng.standard_normal(len(draws)))
         lo, hi = np.quantile(draws, [0.05, 0.95])
         low, high = min(float(lo), value), max(float(hi), value)
@@ -796,27 +850,13 @@ def measured_speedup(
     )
 
 
-def _sampling_spread(
-    gs: FloatArray, rs: FloatArray, ts: FloatArray, t0: FloatArray, value: float
-) -> float:
-    """Relative standard error of the pooled ratio from the windows' scatter."""
-    if len(gs) < 2 or value <= 0:
+def _rel_noise(rel: FloatArray, weights: FloatArray) -> float:
+    """The weighted standard deviation of one window's relative step time (0 with fewer
+    than two windows)."""
+    if len(rel) < 2:
         return 0.0
-    u = rs * ts / t0
-    ratios = gs / u
-    wsum = float(u.sum())
-    var = float((u * (ratios - value) ** 2).sum() / wsum)
-    n_eff = wsum**2 / float((u * u).sum())
-    return math.sqrt(var / max(n_eff - 1.0, 1.0)) / value
-
-
-def _baseline_spread(plain: Sequence[StepObservation], fit: StepCostFit) -> float:
-    """Relative standard error of the plain windows' level around the fit."""
-    if len(plain) < 2:
-        return 0.0
-    rel = np.array([o.step_seconds / fit.cost.step_time(0, o.batch) for o in plain])
-    wts = np.array([o.weight for o in plain])
-    m = float((wts * rel).sum() / wts.sum())
-    var = float((wts * (rel - m) ** 2).sum() / wts.sum())
-    n_eff = float(wts.sum() ** 2 / (wts * wts).sum())
-    return math.sqrt(var / max(n_eff - 1.0, 1.0))
+    wsum = float(weights.sum())
+    m = float((weights * rel).sum() / wsum)
+    var = float((weights * (rel - m) ** 2).sum() / wsum)
+    n_eff = wsum**2 / float((weights * weights).sum())
+    return math.sqrt(var * n_eff / max(n_eff - 1.0, 1.0))
