@@ -306,25 +306,65 @@ class MeasuredSpeedup:
 
 
 def _arrays(obs: Sequence[StepObservation]) -> dict[str, FloatArray]:
+    n = len(obs)
     return {
-        "k": np.array([o.k for o in obs], dtype=np.float64),
-        "b": np.array([o.batch for o in obs], dtype=np.float64),
-        "t": np.array([o.step_seconds for o in obs], dtype=np.float64),
-        "r": np.array([o.weight for o in obs], dtype=np.float64),
+        "k": np.fromiter((o.k for o in obs), dtype=np.float64, count=n),
+        "b": np.fromiter((o.batch for o in obs), dtype=np.float64, count=n),
+        "t": np.fromiter((o.step_seconds for o in obs), dtype=np.float64, count=n),
+        "r": np.fromiter((o.weight for o in obs), dtype=np.float64, count=n),
+        "g": np.fromiter(
+            (math.nan if o.tokens_per_step is None else o.tokens_per_step for o in obs),
+            dtype=np.float64,
+            count=n,
+        ),
     }
 
 
+def _valid_mask(a: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
+    k, b, t, r = a["k"], a["b"], a["t"], a["r"]
+    with np.errstate(invalid="ignore"):
+        return np.asarray(
+            (k >= 0)
+            & (k == np.floor(k))
+            & np.isfinite(b)
+            & (b > 0)
+            & np.isfinite(t)
+            & (t > 0)
+            & (t <= MAX_STEP_SECONDS)
+            & np.isfinite(r)
+            & (r > 0),
+            dtype=np.bool_,
+        )
+
+
 def _valid(o: StepObservation) -> bool:
-    return (
-        isinstance(o.k, int)
-        and o.k >= 0
-        and math.isfinite(o.batch)
-        and o.batch > 0
-        and math.isfinite(o.step_seconds)
-        and 0 < o.step_seconds <= MAX_STEP_SECONDS
-        and math.isfinite(o.weight)
-        and o.weight > 0
-    )
+    return bool(_valid_mask(_arrays([o]))[0])
+
+
+#: Windows of one k whose batch sizes lie within this factor pool into one cell.
+CELL_WIDTH = 1.01
+
+
+def _cells(
+    k: FloatArray, b: FloatArray, t: FloatArray, w: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Pool windows of one k and nearly one batch size: weighted mean B and T, summed
+    weight (the weighted least squares over cells equals the one over windows when B is
+    constant within a cell; within-cell scatter stays in the caller's raw y'Wy)."""
+    keys, inv = _cell_keys(k, b)
+    ws = np.asarray(np.bincount(inv, weights=w), dtype=np.float64)
+    bc = np.asarray(np.bincount(inv, weights=w * b), dtype=np.float64) / ws
+    tc = np.asarray(np.bincount(inv, weights=w * t), dtype=np.float64) / ws
+    return keys, bc, tc, ws
+
+
+def _cell_keys(k: FloatArray, b: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """The k of each cell and each window's cell index (one int64 key: k, then log B)."""
+    bins = np.round(np.log(b) / math.log(CELL_WIDTH)).astype(np.int64)
+    key = k.astype(np.int64) * 10_000_000 + (bins + 1_000_000)
+    uniq, inv = np.unique(key, return_inverse=True)
+    ks = np.asarray(uniq // 10_000_000, dtype=np.float64)
+    return ks, np.asarray(inv.reshape(-1), dtype=np.intp)
 
 
 @dataclass
@@ -410,29 +450,34 @@ def fit_step_cost(
     likelihood, and sampled with it for the posterior draws. ``prior_verify_slope`` (the
     seed model's eps) adds a fixed verify cost per draft of eps times the plain step.
     """
-    usable = [o for o in obs if _valid(o)]
-    if not usable:
+    a = _arrays(obs)
+    ok = _valid_mask(a)
+    if not ok.any():
         return None
+    usable = [o for o, good in zip(obs, ok, strict=True) if good]
     c = max(0.0, float(prior_cost)) if math.isfinite(prior_cost) else 0.0
     eps = max(0.0, float(prior_verify_slope)) if math.isfinite(prior_verify_slope) else 0.0
-    a = _arrays(usable)
-    k, b, t, r = a["k"], a["b"], a["t"], a["r"]
+    k_raw, b_raw, t_raw, r = a["k"][ok], a["b"][ok], a["t"][ok], a["r"][ok]
     n = len(usable)
-    tokens = b * (k + 1.0)
 
     # scales for conditioning (natural units -> order 1)
-    base_guess = float(np.median(t / (1.0 + k * (c + eps))))
-    tok_med = float(max(np.median(tokens), 1.0))
-    b_med = float(max(np.median(b), 1.0))
+    base_guess = float(np.median(t_raw / (1.0 + k_raw * (c + eps))))
+    tok_med = float(max(np.median(b_raw * (k_raw + 1.0)), 1.0))
+    b_med = float(max(np.median(b_raw), 1.0))
     scale = np.array([base_guess, base_guess / tok_med, base_guess, base_guess / b_med])
 
     # relative residuals, weights by request-steps (capped so one long window cannot rule)
     r_med = float(np.median(r))
-    w = np.minimum(r, 10.0 * r_med) / r_med / (t * t)
+    w_raw = np.minimum(r, 10.0 * r_med) / r_med / (t_raw * t_raw)
+    yty = float((w_raw * t_raw) @ t_raw)
+    # windows of one k within 1% of one batch size pool into one cell (the same sums up to
+    # that 1%), so a day of windows costs what a few hundred do
+    k, b, t, w = _cells(k_raw, b_raw, t_raw, w_raw)
+    tokens = b * (k + 1.0)
     x0 = (1.0 + k * eps) * scale[0]
     x2 = k * scale[2]
     x3 = k * b * scale[3]
-    fixed = np.stack([x0, x2, x3], axis=1)  # n x 3
+    fixed = np.stack([x0, x2, x3], axis=1)  # cells x 3
 
     knees, knee_mass = _knee_grid(tokens)
     h = np.where(
@@ -446,7 +491,6 @@ def fit_step_cost(
     g_cross = fw.T @ h  # 3 x G
     g_hh = (h * h * w[:, None]).sum(axis=0)  # G
     y_h = (w * t) @ h  # G
-    yty = float((w * t) @ t)
 
     # priors in scaled units (theta_scaled = theta / scale)
     def priors(knee: float) -> tuple[FloatArray, FloatArray, float]:
@@ -556,13 +600,13 @@ def fit_step_cost(
 
     ks = tuple(sorted({int(x) for x in k}))
     plain = bool(np.any(k == 0))
-    notes = _notes(usable, ks, plain, c, b)
+    notes = _notes(usable, ks, plain, c, b_raw)
     return StepCostFit(
         cost=cost,
         samples=tuple(samples),
         n_observations=n,
         ks=ks,
-        batch_range=(float(b.min()), float(b.max())),
+        batch_range=(float(b_raw.min()), float(b_raw.max())),
         plain_observed=plain,
         prior_cost=c,
         notes=notes,
@@ -741,102 +785,58 @@ def measured_speedup(
     an inclusive batch-size range, when given) are priced as tokens delivered over the
     tokens plain decoding would have delivered in the same target time at the same batch
     sizes: sum G / sum (R T_obs / T0(B_obs)). T0 comes from plain windows within a factor
-    1.5 of each window's batch size (the fit's shape, levelled on them: ``basis`` =
+    1.5 of the windows' batch sizes (the fit's shape, levelled on them: ``basis`` =
     "baseline") or from the fit alone ("inferred"). With ``survival`` the fitted model's
     prediction for the same windows comes along. None without speculative windows.
     """
-    usable = [o for o in obs if _valid(o)]
-    spec = [o for o in usable if o.k > 0 and o.tokens_per_step is not None]
+    a = _arrays(obs)
+    ok = _valid_mask(a)
+    k_all, b_all, t_all, r_all, g_all = a["k"], a["b"], a["t"], a["r"], a["g"]
+    is_spec = ok & (k_all > 0) & np.isfinite(g_all)
     if band is not None:
-        lo_b, hi_b = band
-        spec = [o for o in spec if lo_b <= round(o.batch) <= hi_b]
-    if not spec:
+        is_spec &= (np.round(b_all) >= band[0]) & (np.round(b_all) <= band[1])
+    if not is_spec.any():
         return None
-    latest = max(spec, key=lambda o: o.end)
-    k_dep = latest.k
-    spec = [o for o in spec if o.k == k_dep]
-    plain = [o for o in usable if o.k == 0]
+    ends = np.fromiter((o.end for o in obs), dtype=np.float64, count=len(obs))
+    latest = int(np.argmax(np.where(is_spec, ends, -np.inf)))
+    k_dep = int(k_all[latest])
+    sel = is_spec & (k_all == k_dep)
+    spec = _Windows(k_all[sel], b_all[sel], t_all[sel], r_all[sel], g_all[sel] * r_all[sel])
+    psel = ok & (k_all == 0)
+    plain = _Windows(k_all[psel], b_all[psel], t_all[psel], r_all[psel], r_all[psel])
 
-    ks = np.array([o.k for o in spec], dtype=np.float64)
-    bs = np.array([o.batch for o in spec], dtype=np.float64)
-    ts = np.array([o.step_seconds for o in spec], dtype=np.float64)
-    rs = np.array([o.weight for o in spec], dtype=np.float64)
-    gs = np.array([float(o.tokens_per_step or 0.0) for o in spec], dtype=np.float64) * rs
-
-    costs = [fit.cost, *fit.samples]
-    p = _cost_arrays(costs)
-    t0 = _step_times(p, np.zeros_like(bs), bs)  # (1 + S) x n
-
-    basis: Literal["baseline", "inferred"] = "inferred"
-    baseline_var = 0.0  # relative variance of the sum of u from the plain windows' noise
-    s_plain = 0.0
-    if plain:
-        pb = np.array([o.batch for o in plain], dtype=np.float64)
-        pt = np.array([o.step_seconds for o in plain], dtype=np.float64)
-        pr = np.array([o.weight for o in plain], dtype=np.float64)
-        order = np.argsort(pb)
-        pb, pt, pr = pb[order], pt[order], pr[order]
-        logp = np.log(pb)
-        reach = math.log(BASELINE_FACTOR) + 1e-12
-        lo_i = np.searchsorted(logp, np.log(bs) - reach, side="left")
-        hi_i = np.searchsorted(logp, np.log(bs) + reach, side="right")
-        covered = hi_i > lo_i
-        t0p = _step_times(p, np.zeros_like(pb), pb)  # (1 + S) x m
-        s_plain = _rel_noise(pt / t0p[0], pr)
-        if float(rs[covered].sum()) >= 0.9 * float(rs.sum()):
-            basis = "baseline"
-            # level the fit's T0 on the plain windows near each spec window: the
-            # R-weighted mean of T_obs / T0_fit over them (prefix sums over sorted B)
-            num = np.concatenate(
-                [np.zeros((len(costs), 1)), np.cumsum(pr[None, :] * pt[None, :] / t0p, axis=1)],
-                axis=1,
-            )
-            den = np.concatenate([[0.0], np.cumsum(pr)])
-            wsum = np.where(covered, den[hi_i] - den[lo_i], 1.0)
-            corr = (num[:, hi_i] - num[:, lo_i]) / wsum[None, :]
-            corr = np.where(covered[None, :], corr, 1.0)
-            t0 = t0 * corr
-            # how much each plain window weighs in the sum of u: r_j * sum over the spec
-            # windows that lean on it of u_i / W_i (a range in sorted log B again)
-            u0 = rs * ts / t0[0]
-            lean = np.where(covered, u0 / wsum, 0.0)
-            sorder = np.argsort(bs)
-            logs_sorted = np.log(bs[sorder])
-            cum = np.concatenate([[0.0], np.cumsum(lean[sorder])])
-            a = np.searchsorted(logs_sorted, logp - reach, side="left")
-            b = np.searchsorted(logs_sorted, logp + reach, side="right")
-            cj = pr * (cum[b] - cum[a])
-            baseline_var = s_plain**2 * float((cj * cj).sum()) / float(u0.sum()) ** 2
-    u = (rs * ts)[None, :] / t0
-    per_draw = gs.sum() / u.sum(axis=1)
-    value = float(per_draw[0])
-    draws = per_draw[1:]
-    if len(draws):
+    # the value and its basis, exactly; the draws over pooled cells (a day of windows)
+    value_row, basis, baseline_var, s_plain = _pooled_speedup([fit.cost], spec, plain, None)
+    value = float(value_row[0])
+    low = high = value
+    spec_c, plain_c = spec.pooled(), plain.pooled()
+    if fit.samples:
+        draws, _, _, _ = _pooled_speedup(list(fit.samples), spec_c, plain_c, basis)
         # the windows' own noise: T_obs around the fitted T(k, B)
-        tk0 = _step_times(_cost_arrays([fit.cost]), ks, bs)[0]
-        s_spec = _rel_noise(ts / tk0, rs) if len(spec) >= 2 else s_plain
-        spec_var = s_spec**2 * float((u[0] ** 2).sum()) / float(u[0].sum()) ** 2
+        tk0 = _step_times(_cost_arrays([fit.cost]), spec.k, spec.b)[0]
+        s_spec = _rel_noise(spec.t / tk0, spec.r) if len(spec.k) >= 2 else s_plain
+        t0 = _step_times(_cost_arrays([fit.cost]), np.zeros_like(spec.b), spec.b)[0]
+        u = spec.r * spec.t / t0
+        spec_var = s_spec**2 * float((u * u).sum()) / float(u.sum()) ** 2
         spread = DRAW_WIDEN * math.sqrt(spec_var + baseline_var)
         rng = np.random.default_rng(12345)
+        # pooling the windows into cells moves the value a hair: take that out of the draws
+        pooled_value = float(_pooled_speedup([fit.cost], spec_c, plain_c, basis)[0][0])
+        draws = draws * (value / pooled_value)
         draws = draws * (1.0 + spread * rng.standard_normal(len(draws)))
         lo, hi = np.quantile(draws, [0.05, 0.95])
         low, high = min(float(lo), value), max(float(hi), value)
-    else:
-        low = high = value
 
     predicted = predicted_low = predicted_high = None
     if survival is not None and len(survival) >= k_dep:
         e = expected_tokens(survival, k_dep)
-        tk = _step_times(p, ks, bs)
-        t0f = _step_times(p, np.zeros_like(bs), bs)
-        pred = (rs.sum() * e) / ((rs[None, :] * tk / t0f).sum(axis=1))
-        predicted = float(pred[0])
-        if len(pred) > 1:
-            plo, phi = np.quantile(pred[1:], [0.05, 0.95])
+        predicted = float(_predicted([fit.cost], spec, e)[0])
+        predicted_low = predicted_high = predicted
+        if fit.samples:
+            pred = _predicted(list(fit.samples), spec_c, e)
+            plo, phi = np.quantile(pred, [0.05, 0.95])
             predicted_low, predicted_high = min(float(plo), predicted), max(float(phi), predicted)
-        else:
-            predicted_low = predicted_high = predicted
-    batch = float((rs * bs).sum() / rs.sum())
+    batch = float((spec.r * spec.b).sum() / spec.r.sum())
     return MeasuredSpeedup(
         value=value,
         low=low,
@@ -848,6 +848,97 @@ def measured_speedup(
         predicted_low=predicted_low,
         predicted_high=predicted_high,
     )
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """Windows as arrays: k, batch, step seconds, request-steps, and tokens (G; for plain
+    windows unused)."""
+
+    k: FloatArray
+    b: FloatArray
+    t: FloatArray
+    r: FloatArray
+    g: FloatArray
+
+    def pooled(self) -> _Windows:
+        """Windows of one k within 1% of one batch size summed into one (R-weighted B and
+        T, summed R and G)."""
+        if len(self.k) == 0:
+            return self
+        ks, inv = _cell_keys(self.k, self.b)
+        rs = np.asarray(np.bincount(inv, weights=self.r), dtype=np.float64)
+        return _Windows(
+            k=ks,
+            b=np.bincount(inv, weights=self.r * self.b) / rs,
+            t=np.bincount(inv, weights=self.r * self.t) / rs,
+            r=rs,
+            g=np.asarray(np.bincount(inv, weights=self.g), dtype=np.float64),
+        )
+
+
+def _pooled_speedup(
+    costs: Sequence[StepCost],
+    spec: _Windows,
+    plain: _Windows,
+    basis_given: Literal["baseline", "inferred"] | None,
+) -> tuple[FloatArray, Literal["baseline", "inferred"], float, float]:
+    """sum G / sum (R T / T0(B)) per cost; the basis; the relative variance the plain
+    windows' noise adds; their relative noise per window."""
+    p = _cost_arrays(costs)
+    t0 = _step_times(p, np.zeros_like(spec.b), spec.b)  # costs x n
+    basis: Literal["baseline", "inferred"] = "inferred"
+    baseline_var = 0.0
+    s_plain = 0.0
+    if len(plain.k):
+        order = np.argsort(plain.b)
+        pb, pt, pr = plain.b[order], plain.t[order], plain.r[order]
+        logp = np.log(pb)
+        reach = math.log(BASELINE_FACTOR) + 1e-12
+        lo_i = np.searchsorted(logp, np.log(spec.b) - reach, side="left")
+        hi_i = np.searchsorted(logp, np.log(spec.b) + reach, side="right")
+        covered = hi_i > lo_i
+        t0p = _step_times(p, np.zeros_like(pb), pb)  # costs x m
+        s_plain = _rel_noise(pt / t0p[0], pr)
+        if basis_given is None:
+            enough = float(spec.r[covered].sum()) >= 0.9 * float(spec.r.sum())
+            basis = "baseline" if enough else "inferred"
+        else:
+            basis = basis_given
+        if basis == "baseline" and covered.any():
+            # level the fit's T0 on the plain windows near each spec window: the
+            # R-weighted mean of T_obs / T0_fit over them (prefix sums over sorted B)
+            num = np.concatenate(
+                [np.zeros((len(costs), 1)), np.cumsum(pr[None, :] * pt[None, :] / t0p, axis=1)],
+                axis=1,
+            )
+            den = np.concatenate([[0.0], np.cumsum(pr)])
+            wsum = np.where(covered, den[hi_i] - den[lo_i], 1.0)
+            corr = (num[:, hi_i] - num[:, lo_i]) / wsum[None, :]
+            t0 = t0 * np.where(covered[None, :], corr, 1.0)
+            # how much each plain window weighs in the sum of u: r_j * sum over the spec
+            # windows that lean on it of u_i / W_i (a range in sorted log B again)
+            u0 = spec.r * spec.t / t0[0]
+            lean = np.where(covered, u0 / wsum, 0.0)
+            sorder = np.argsort(spec.b)
+            logs_sorted = np.log(spec.b[sorder])
+            cum = np.concatenate([[0.0], np.cumsum(lean[sorder])])
+            lo_j = np.searchsorted(logs_sorted, logp - reach, side="left")
+            hi_j = np.searchsorted(logs_sorted, logp + reach, side="right")
+            cj = pr * (cum[hi_j] - cum[lo_j])
+            baseline_var = s_plain**2 * float((cj * cj).sum()) / float(u0.sum()) ** 2
+    elif basis_given is not None:
+        basis = basis_given
+    u = (spec.r * spec.t)[None, :] / t0
+    return np.asarray(spec.g.sum() / u.sum(axis=1)), basis, baseline_var, s_plain
+
+
+def _predicted(costs: Sequence[StepCost], spec: _Windows, e: float) -> FloatArray:
+    """The model's speedup for the same windows: sum R E / sum (R T(k, B) / T(0, B))."""
+    p = _cost_arrays(costs)
+    tk = _step_times(p, spec.k, spec.b)
+    t0 = _step_times(p, np.zeros_like(spec.b), spec.b)
+    return np.asarray((spec.r.sum() * e) / ((spec.r[None, :] * tk / t0).sum(axis=1)))
 
 
 def _rel_noise(rel: FloatArray, weights: FloatArray) -> float:
