@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from specwise.collectors.snapshot import CounterDelta
+from specwise.errors import ModelInputError
 from specwise.step_cost import StepCost, expected_tokens
 
 __all__ = [
@@ -62,6 +63,14 @@ DRAFT_PRIOR_FLOOR = 0.02
 BASELINE_FACTOR = 1.5
 #: A step time above this many seconds is not a decode step (a stalled or broken window).
 MAX_STEP_SECONDS = 60.0
+#: Bounds past which a window's numbers are not an engine's (a broken counter or parse).
+MIN_STEP_SECONDS = 1e-7
+MIN_BATCH = 1e-3
+MAX_BATCH = 1e6
+MAX_K = 1024
+MAX_WEIGHT = 1e15
+#: Fewer request-steps than this is not a window (at least one step of one request).
+MIN_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -99,34 +108,75 @@ def _gain(value: float | None) -> float | None:
 
 def observation_problem(delta: CounterDelta, k: int | None = None) -> str | None:
     """Why ``delta`` gives no :class:`StepObservation` (one sentence), or None if it does."""
+    return _build(delta, k)[1]
+
+
+def observation_from_delta(delta: CounterDelta, k: int | None = None) -> StepObservation | None:
+    """The window's :class:`StepObservation`, or None when the families it needs are missing
+    or its gains make no sense (see :func:`observation_problem` for the reason).
+
+    ``k`` overrides the delta's deployed k (a load-only delta is always k = 0).
+    """
+    return _build(delta, k)[0]
+
+
+def _build(delta: CounterDelta, k: int | None) -> tuple[StepObservation | None, str | None]:
     kk = _window_k(delta, k)
     if kk is None:
-        return "the deployed k of this window is unknown, so its step time cannot be priced"
+        return None, "the deployed k of this window is unknown, so its step time cannot be priced"
     if delta.itl_seconds_count is None or delta.itl_seconds_sum is None:
-        return (
+        return None, (
             "no latency families (vllm:inter_token_latency_seconds): priced with the "
             "constant-cost model (draft cost c from the preset)"
         )
     r = _gain(delta.itl_seconds_count)
     s = _gain(delta.itl_seconds_sum)
     if r is None or s is None:
-        return "no decode steps in this window (inter-token latency count did not grow)"
+        return None, "no decode steps in this window (inter-token latency count did not grow)"
     t = s / r
     if t > MAX_STEP_SECONDS:
-        return f"mean step time {t:.3g} s is not a decode step; window skipped"
-    if _window_batch(delta, r) is None:
-        return (
+        return None, f"mean step time {t:.3g} s is not a decode step; window skipped"
+    batch = _window_batch(delta, r)
+    if batch is None:
+        return None, (
             "no batch size for this window (neither vllm:iteration_tokens_total nor "
             "vllm:num_requests_running samples)"
         )
-    return None
+    g = _gain(delta.generation_tokens)
+    tps: float | None = None
+    if g is not None:
+        ratio = g / r
+        # G counts every request's first token, which has no ITL observation: G/R is a
+        # little above 1 for plain decoding. Far outside [0.5, 2 (k+1)] it is nonsense.
+        if 0.5 <= ratio <= 2.0 * (kk + 1) + 1.0:
+            tps = ratio
+    obs = StepObservation(
+        k=kk,
+        batch=batch,
+        step_seconds=t,
+        weight=r,
+        tokens_per_step=tps,
+        start=float(delta.start),
+        end=float(delta.end),
+    )
+    if not _valid(obs):
+        return None, (
+            f"window gains out of range (k {kk}, {r:.3g} request-steps, batch {batch:.3g}, "
+            f"step {t:.3g} s): skipped"
+        )
+    return obs, None
 
 
 def _window_k(delta: CounterDelta, k: int | None) -> int | None:
     if not delta.spec_families:
         return 0
     kk = delta.k if k is None else k
-    if kk is None or isinstance(kk, bool) or int(kk) != kk or kk < 0:
+    if kk is None or isinstance(kk, bool):
+        return None
+    try:
+        if int(kk) != kk or kk < 0:
+            return None
+    except (TypeError, ValueError, OverflowError):
         return None
     return int(kk)
 
@@ -141,39 +191,6 @@ def _window_batch(delta: CounterDelta, requests: float) -> float | None:
     if busy:
         return sum(busy) / len(busy)
     return None
-
-
-def observation_from_delta(delta: CounterDelta, k: int | None = None) -> StepObservation | None:
-    """The window's :class:`StepObservation`, or None when the families it needs are missing
-    or its gains make no sense (see :func:`observation_problem` for the reason).
-
-    ``k`` overrides the delta's deployed k (a load-only delta is always k = 0).
-    """
-    kk = _window_k(delta, k)
-    r = _gain(delta.itl_seconds_count)
-    s = _gain(delta.itl_seconds_sum)
-    if kk is None or r is None or s is None or s / r > MAX_STEP_SECONDS:
-        return None
-    batch = _window_batch(delta, r)
-    if batch is None:
-        return None
-    g = _gain(delta.generation_tokens)
-    tps: float | None = None
-    if g is not None:
-        ratio = g / r
-        # G counts every request's first token, which has no ITL observation: G/R is a
-        # little above 1 for plain decoding. Far outside [0.5, 2 (k+1)] it is nonsense.
-        if 0.5 <= ratio <= 2.0 * (kk + 1) + 1.0:
-            tps = ratio
-    return StepObservation(
-        k=kk,
-        batch=batch,
-        step_seconds=s / r,
-        weight=r,
-        tokens_per_step=tps,
-        start=float(delta.start),
-        end=float(delta.end),
-    )
 
 
 @dataclass(frozen=True)
@@ -325,14 +342,14 @@ def _valid_mask(a: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
     with np.errstate(invalid="ignore"):
         return np.asarray(
             (k >= 0)
+            & (k <= MAX_K)
             & (k == np.floor(k))
-            & np.isfinite(b)
-            & (b > 0)
-            & np.isfinite(t)
-            & (t > 0)
+            & (b >= MIN_BATCH)
+            & (b <= MAX_BATCH)
+            & (t >= MIN_STEP_SECONDS)
             & (t <= MAX_STEP_SECONDS)
-            & np.isfinite(r)
-            & (r > 0),
+            & (r >= MIN_WEIGHT)
+            & (r <= MAX_WEIGHT),
             dtype=np.bool_,
         )
 
@@ -449,14 +466,16 @@ def fit_step_cost(
     chosen over the observed verified tokens B(k+1) and never-compute-bound by the marginal
     likelihood, and sampled with it for the posterior draws. ``prior_verify_slope`` (the
     seed model's eps) adds a fixed verify cost per draft of eps times the plain step.
+    Windows whose numbers cannot be an engine's are skipped; a prior that is negative or
+    not finite raises :class:`~specwise.errors.ModelInputError`.
     """
+    c = _prior(prior_cost, "prior_cost", "the drafter preset's c, e.g. 0.05")
+    eps = _prior(prior_verify_slope, "prior_verify_slope", "0")
     a = _arrays(obs)
     ok = _valid_mask(a)
     if not ok.any():
         return None
     usable = [o for o, good in zip(obs, ok, strict=True) if good]
-    c = max(0.0, float(prior_cost)) if math.isfinite(prior_cost) else 0.0
-    eps = max(0.0, float(prior_verify_slope)) if math.isfinite(prior_verify_slope) else 0.0
     k_raw, b_raw, t_raw, r = a["k"][ok], a["b"][ok], a["t"][ok], a["r"][ok]
     n = len(usable)
 
@@ -570,7 +589,8 @@ def fit_step_cost(
         sigma2 = max(noise(best), 1e-10)
         fits = run(sigma2)
     scores = np.array([f.score for f in fits])
-    best_j = int(np.argmin(scores))
+    scores = np.where(np.isfinite(scores), scores, np.inf)
+    best_j = int(np.argmin(scores)) if np.isfinite(scores).any() else len(fits) - 1
     if math.isfinite(float(knees[best_j])):
         # the knee lies anywhere between the observed token counts: refine it between the
         # best candidate's neighbours (golden section on the same score)
@@ -585,7 +605,11 @@ def fit_step_cost(
         best = _golden(lambda kn: fit_at(kn, sigma2), lo_k, hi_k, fits[best_j])
     else:
         best = fits[best_j]
-    post = np.exp(-0.5 * (scores - scores[best_j])) * knee_mass
+    with np.errstate(invalid="ignore", over="ignore"):
+        post = np.exp(-0.5 * (scores - scores[best_j])) * knee_mass
+    post = np.where(np.isfinite(post) & (post > 0), post, 0.0)
+    if not post.sum() > 0:
+        post[best_j] = 1.0
     post /= post.sum()
 
     cost = _to_cost(best.theta, best.knee, eps)
@@ -611,6 +635,15 @@ def fit_step_cost(
         prior_cost=c,
         notes=notes,
     )
+
+
+def _prior(value: float, name: str, example: str) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ModelInputError(
+            f"{name} = {value!r} must be a finite number >= 0 ({example})", field=name, value=value
+        )
+    return v
 
 
 def _knee_grid(tokens: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -792,7 +825,8 @@ def measured_speedup(
     a = _arrays(obs)
     ok = _valid_mask(a)
     k_all, b_all, t_all, r_all, g_all = a["k"], a["b"], a["t"], a["r"], a["g"]
-    is_spec = ok & (k_all > 0) & np.isfinite(g_all)
+    with np.errstate(invalid="ignore"):
+        is_spec = ok & (k_all > 0) & (g_all > 0) & (g_all <= MAX_K + 2)
     if band is not None:
         is_spec &= (np.round(b_all) >= band[0]) & (np.round(b_all) <= band[1])
     if not is_spec.any():
@@ -944,10 +978,11 @@ def _predicted(costs: Sequence[StepCost], spec: _Windows, e: float) -> FloatArra
 def _rel_noise(rel: FloatArray, weights: FloatArray) -> float:
     """The weighted standard deviation of one window's relative step time (0 with fewer
     than two windows)."""
-    if len(rel) < 2:
-        return 0.0
     wsum = float(weights.sum())
+    wsq = float((weights * weights).sum())
+    if len(rel) < 2 or not (wsum > 0 and wsq > 0):
+        return 0.0
     m = float((weights * rel).sum() / wsum)
     var = float((weights * (rel - m) ** 2).sum() / wsum)
-    n_eff = wsum**2 / float((weights * weights).sum())
+    n_eff = wsum**2 / wsq
     return math.sqrt(var * n_eff / max(n_eff - 1.0, 1.0))

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from specwise.collectors.snapshot import CounterDelta
 from specwise.estimation.step_fit import (
@@ -315,3 +317,97 @@ def test_measured_speedup_in_a_band_and_without_spec_windows() -> None:
     assert high.batch > 40
     assert measured_speedup(obs, fit, band=(1000, 2000)) is None
     assert measured_speedup([o for o in obs if o.k == 0], fit) is None
+
+
+# -- never an exception on degenerate windows ------------------------------------------------
+
+_ANY_FLOAT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=1e-6, max_value=1e4),
+    st.sampled_from([0.0, -1.0, 1.0, 8.0, 1e-300, 1e300]),
+)
+_OBS = st.builds(
+    StepObservation,
+    k=st.integers(min_value=-2, max_value=2000),
+    batch=_ANY_FLOAT,
+    step_seconds=st.one_of(_ANY_FLOAT, st.floats(min_value=1e-4, max_value=1.0)),
+    weight=_ANY_FLOAT,
+    tokens_per_step=st.one_of(st.none(), _ANY_FLOAT),
+    start=st.floats(min_value=0, max_value=1e6),
+    end=st.floats(min_value=0, max_value=1e6),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    obs=st.lists(_OBS, max_size=12),
+    band=st.none() | st.tuples(st.integers(0, 64), st.integers(0, 512)),
+)
+def test_any_windows_give_a_fit_or_none_never_an_exception(
+    obs: list[StepObservation], band: tuple[int, int] | None
+) -> None:
+    fit = fit_step_cost(obs, prior_cost=0.05)
+    if fit is None:
+        return
+    assert fit.cost.base > 0
+    assert all(math.isfinite(x) for x in (fit.cost.base, fit.cost.per_token, fit.cost.draft_base))
+    lo, hi = fit.interval(lambda c: c.step_time(0, 4.0))
+    assert lo <= hi
+    fit.disagreements()
+    m = measured_speedup(obs, fit, SURVIVAL, band=band)
+    if m is not None:
+        assert m.low <= m.value <= m.high
+        assert m.k > 0
+
+
+def test_a_bad_prior_says_so() -> None:
+    from specwise.errors import ModelInputError
+
+    with pytest.raises(ModelInputError, match=r"prior_cost = -0\.1 must be a finite number >= 0"):
+        fit_step_cost(simulate(1, (0, 2), n=10), prior_cost=-0.1)
+
+
+_GAIN = st.one_of(st.none(), _ANY_FLOAT)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    itl_sum=_GAIN,
+    itl_count=_GAIN,
+    steps=_GAIN,
+    gen=_GAIN,
+    k=st.one_of(st.none(), st.integers(-3, 3000)),
+    spec=st.booleans(),
+    samples=st.lists(_ANY_FLOAT, max_size=4),
+)
+def test_any_counter_gains_give_an_observation_or_a_reason(
+    itl_sum: float | None,
+    itl_count: float | None,
+    steps: float | None,
+    gen: float | None,
+    k: int | None,
+    spec: bool,
+    samples: list[float],
+) -> None:
+    from specwise.estimation.load_window import LoadWindow
+
+    d = delta(
+        itl_seconds_sum=itl_sum,
+        itl_seconds_count=itl_count,
+        iteration_steps=steps,
+        generation_tokens=gen,
+        k=k,
+        spec_families=spec,
+        batch_samples=tuple(samples),
+    )
+    o = observation_from_delta(d, None)
+    problem = observation_problem(d, None)
+    assert (o is None) != (problem is None)
+    if o is not None:
+        assert o.weight >= 1.0
+        assert 0 < o.step_seconds <= 60.0
+        assert o.batch > 0
+    w = LoadWindow()
+    w.add(d, None)
+    w.batches(60.0)
+    assert len(w.observations(60.0)) == (o is not None)
