@@ -848,7 +848,7 @@ def measured_speedup(
         draws, _, _, _ = _pooled_speedup(list(fit.samples), spec_c, plain_c, basis)
         # the windows' own noise: T_obs around the fitted T(k, B)
         tk0 = _step_times(_cost_arrays([fit.cost]), spec.k, spec.b)[0]
-        s_spec = _rel_noise(spec.t / tk0, spec.r) if len(spec.k) >= 2 else s_plain
+        s_spec = _rel_noise(spec.t / tk0, spec.r, spec.b) if len(spec.k) >= 2 else s_plain
         t0 = _step_times(_cost_arrays([fit.cost]), np.zeros_like(spec.b), spec.b)[0]
         u = spec.r * spec.t / t0
         spec_var = s_spec**2 * float((u * u).sum()) / float(u.sum()) ** 2
@@ -933,7 +933,7 @@ def _pooled_speedup(
         hi_i = np.searchsorted(logp, np.log(spec.b) + reach, side="right")
         covered = hi_i > lo_i
         t0p = _step_times(p, np.zeros_like(pb), pb)  # costs x m
-        s_plain = _rel_noise(pt / t0p[0], pr)
+        s_plain = _rel_noise(pt / t0p[0], pr, pb)
         if basis_given is None:
             enough = float(spec.r[covered].sum()) >= 0.9 * float(spec.r.sum())
             basis = "baseline" if enough else "inferred"
@@ -975,14 +975,26 @@ def _predicted(costs: Sequence[StepCost], spec: _Windows, e: float) -> FloatArra
     return np.asarray((spec.r.sum() * e) / ((spec.r[None, :] * tk / t0).sum(axis=1)))
 
 
-def _rel_noise(rel: FloatArray, weights: FloatArray) -> float:
-    """The weighted standard deviation of one window's relative step time (0 with fewer
-    than two windows)."""
+def _rel_noise(rel: FloatArray, weights: FloatArray, batch: FloatArray) -> float:
+    """The standard deviation of one window's relative step time (weight-normalized), from
+    the scatter of windows around their neighbours (batch sizes within 25%), so that a fit
+    that misses the shape between batch sizes does not pass for noise. Falls back to the
+    scatter around the fit when no two windows are neighbours; 0 with fewer than two."""
     wsum = float(weights.sum())
     wsq = float((weights * weights).sum())
     if len(rel) < 2 or not (wsum > 0 and wsq > 0):
         return 0.0
-    m = float((weights * rel).sum() / wsum)
-    var = float((weights * (rel - m) ** 2).sum() / wsum)
-    n_eff = wsum**2 / wsq
-    return math.sqrt(var * n_eff / max(n_eff - 1.0, 1.0))
+    groups = np.round(np.log(batch) / math.log(1.25)).astype(np.int64)
+    _, inv = np.unique(groups, return_inverse=True)
+    inv = inv.reshape(-1)
+    gw = np.bincount(inv, weights=weights)
+    gmean = np.bincount(inv, weights=weights * rel) / np.where(gw > 0, gw, 1.0)
+    n_groups = len(gw)
+    if len(rel) - n_groups >= 1:
+        dev = rel - gmean[inv]
+        dof_share = (len(rel) - n_groups) / len(rel)
+    else:
+        dev = rel - float((weights * rel).sum() / wsum)
+        dof_share = (len(rel) - 1) / len(rel)
+    var = float((weights * dev**2).sum() / wsum) / max(dof_share, 1e-9)
+    return math.sqrt(var * (wsum / len(rel)) / (wsq / wsum))
