@@ -837,7 +837,12 @@ def measured_speedup(
     sel = is_spec & (k_all == k_dep)
     spec = _Windows(k_all[sel], b_all[sel], t_all[sel], r_all[sel], g_all[sel] * r_all[sel])
     psel = ok & (k_all == 0)
-    plain = _Windows(k_all[psel], b_all[psel], t_all[psel], r_all[psel], r_all[psel])
+    # plain decoding's tokens per request-step: G / R (a little above 1: G counts each
+    # request's first token, which has no ITL observation, and so does G / R under
+    # speculation); 1 where the window lacks it
+    with np.errstate(invalid="ignore"):
+        g_plain = np.where((g_all >= 0.5) & (g_all <= 3.0), g_all, 1.0)[psel]
+    plain = _Windows(k_all[psel], b_all[psel], t_all[psel], r_all[psel], g_plain * r_all[psel])
 
     # the value and its basis, exactly; the draws over pooled cells (a day of windows)
     value_row, basis, baseline_var, s_plain = _pooled_speedup([fit.cost], spec, plain, None)
@@ -926,7 +931,10 @@ def _pooled_speedup(
     s_plain = 0.0
     if len(plain.k):
         order = np.argsort(plain.b)
-        pb, pt, pr = plain.b[order], plain.t[order], plain.r[order]
+        # the plain windows' step time per token they delivered, so both sides count the
+        # first tokens alike
+        pb, pr = plain.b[order], plain.r[order]
+        pt = plain.t[order] * plain.r[order] / plain.g[order]
         logp = np.log(pb)
         reach = math.log(BASELINE_FACTOR) + 1e-12
         lo_i = np.searchsorted(logp, np.log(spec.b) - reach, side="left")

@@ -438,3 +438,24 @@ def test_the_cpu_vllm_numbers_of_the_issue() -> None:
         assert m.low <= client <= m.high
     # the seed model's price for it: 1 + s_1 + ... + s_4 over k * 0 + 1
     assert expected_tokens([0.22**i for i in range(1, 5)], 4) > 1.28
+
+
+def test_first_tokens_count_alike_on_both_sides() -> None:
+    """G counts each request's first token (no ITL observation), so G / R runs a little
+    above the tokens steps emit, for plain decoding too: with a baseline, the measured
+    speedup is the ratio of tokens per second at the same batch, as a client counts it."""
+    g_plain, g_spec = 1.03, 2.1  # 1 + first tokens / R, and 2 + first tokens / R
+    t_plain, t_spec = 0.020, 0.026
+    obs = [
+        StepObservation(0, 8.0, t_plain, 1000.0, g_plain, 0.0, 10.0),
+        StepObservation(0, 8.0, t_plain, 1000.0, g_plain, 10.0, 20.0),
+        StepObservation(3, 8.0, t_spec, 1000.0, g_spec, 20.0, 30.0),
+        StepObservation(3, 8.0, t_spec, 1000.0, g_spec, 30.0, 40.0),
+    ]
+    fit = fit_step_cost(obs, prior_cost=0.05)
+    assert fit is not None
+    m = measured_speedup(obs, fit)
+    assert m is not None
+    assert m.basis == "baseline"
+    client = (8.0 * g_spec / t_spec) / (8.0 * g_plain / t_plain)
+    assert m.value == pytest.approx(client, rel=1e-9)
