@@ -95,6 +95,10 @@ class StepCostFit:
 
     def interval(self, f: Callable[[StepCost], float], level: float = 0.9) -> tuple[float, float]:
         """The central ``level`` interval of ``f`` over the posterior draws."""
+        if not (0.0 < float(level) < 1.0):
+            raise ModelInputError(
+                f"interval level = {level!r} must lie between 0 and 1 (e.g. 0.9)", field="level"
+            )
         if not self.samples:
             v = float(f(self.cost))
             return (v, v)

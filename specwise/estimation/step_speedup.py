@@ -126,7 +126,7 @@ def measured_speedup(
     spec_c, plain_c = spec.pooled(), plain.pooled()
     if fit.samples:
         draws, _, _, _ = _pooled_speedup(list(fit.samples), spec_c, plain_c, basis)
-        # the windows' own noise: T_obs around the fitted T(k, B)
+        # the windows' own noise: T_obs / T(k, B) around their neighbours' (_rel_noise)
         tk0 = _step_times(cost_arrays([fit.cost]), spec.k, spec.b)[0]
         s_spec = _rel_noise(spec.t / tk0, spec.r, spec.b) if len(spec.k) >= 2 else s_plain
         t0 = _step_times(cost_arrays([fit.cost]), np.zeros_like(spec.b), spec.b)[0]
@@ -166,8 +166,8 @@ def measured_speedup(
 
 @dataclass(frozen=True)
 class _Windows:
-    """Windows as arrays: k, batch, step seconds, request-steps, and tokens (G; for plain
-    windows unused)."""
+    """Windows as arrays: k, batch, step seconds, request-steps R, and tokens delivered G
+    (for plain windows without the generation counter, R: one token per request-step)."""
 
     k: FloatArray
     b: FloatArray

@@ -459,3 +459,15 @@ def test_first_tokens_count_alike_on_both_sides() -> None:
     assert m.basis == "baseline"
     client = (8.0 * g_spec / t_spec) / (8.0 * g_plain / t_plain)
     assert m.value == pytest.approx(client, rel=1e-9)
+
+
+def test_an_interval_level_outside_0_1_says_so() -> None:
+    from specwise.errors import ModelInputError
+
+    fit = fit_step_cost(simulate(1, (0, 2), n=20), prior_cost=0.05)
+    assert fit is not None
+    lo, hi = fit.interval(lambda c: c.base, level=0.5)
+    lo9, hi9 = fit.interval(lambda c: c.base)
+    assert lo9 <= lo <= hi <= hi9
+    with pytest.raises(ModelInputError, match="between 0 and 1"):
+        fit.interval(lambda c: c.base, level=90)
