@@ -480,12 +480,8 @@ def _recommend_load(
         notes.append(note)
     measured = len(estimate.survival) or (estimate.k or 0)
     k_top = cfg.k_max
-    if cfg.max_step is not None and measured >= 1 and measured + cfg.max_step < k_top:
-        k_top = measured + cfg.max_step
-        notes.append(
-            f"step bound applied: k at most {k_top} ({measured} measured positions + "
-            f"max_step {cfg.max_step}); beyond them the price is extrapolated"
-        )
+    if cfg.max_step is not None and measured >= 1:
+        k_top = min(k_top, measured + cfg.max_step)
     out = recommend_config(
         samples,
         load,
@@ -502,6 +498,11 @@ def _recommend_load(
     notes.extend(out.notes)
     notes.extend(out.warnings)
     chosen = out.config.k
+    if k_top < cfg.k_max and chosen == k_top:
+        notes.append(
+            f"step bound applied: k priced up to {k_top} ({measured} measured positions + "
+            f"max_step {cfg.max_step}); beyond them the price is extrapolated"
+        )
     speedups = out.speedups
     off_mode: OffMode | None = "restart" if chosen == 0 else None
     reason = f"{_fmt_alpha(estimate)}, fitted step cost {out.reason}"

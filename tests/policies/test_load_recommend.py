@@ -237,3 +237,12 @@ def test_a_recommendation_without_configuration_ignores_schedules() -> None:
     out, after = gate(rec, HysteresisState(current_k=4), now=0.0, config=CFG)
     assert not out.change_allowed
     assert after.current_schedule is None
+
+
+def test_with_load_one_change_moves_at_most_max_step_past_the_measured_positions() -> None:
+    load = LoadEvidence(Fit(StepCost.constant(0.01)), day())
+    rec = recommend(est(0.9, k=2), config=PolicyConfig(cost=0.01, max_step=2), load=load)
+    assert rec.recommended_k == 4
+    assert any("step bound applied: k priced up to 4" in n for n in rec.notes)
+    free = recommend(est(0.9, k=2), config=PolicyConfig(cost=0.01, max_step=None), load=load)
+    assert free.recommended_k > 4
