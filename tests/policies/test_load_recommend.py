@@ -246,3 +246,13 @@ def test_with_load_one_change_moves_at_most_max_step_past_the_measured_positions
     assert any("step bound applied: k priced up to 4" in n for n in rec.notes)
     free = recommend(est(0.9, k=2), config=PolicyConfig(cost=0.01, max_step=None), load=load)
     assert free.recommended_k > 4
+
+
+def test_with_load_off_mode_schedule_is_respected_and_priced() -> None:
+    heavy = StepCost(base=0.02, per_token=0.02 / 64, knee=64, draft_base=0.012, draft_per_seq=1e-4)
+    load = LoadEvidence(Fit(heavy), BatchDistribution((4, 48), (0.5, 0.5)))
+    rec = recommend(est(0.3), config=PolicyConfig(off="schedule"), load=load)
+    assert rec.recommended_k == 0
+    assert rec.off_mode == "schedule"
+    assert rec.predicted_speedup_recommended == pytest.approx(0.86)
+    assert "6-22% slower" in rec.off_cost
