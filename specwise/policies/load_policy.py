@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -37,7 +37,8 @@ from specwise.errors import ConfigError
 from specwise.model import recommended_k_from_speedups
 from specwise.policies.schedule import ScheduleEntry, validate_schedule
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # at run time step_fit -> step_cost -> policies would be a cycle
+    from specwise.estimation.step_fit import MeasuredSpeedup, StepCostFit
     from specwise.step_cost import BatchDistribution, SpecConfig, StepCost
 
 __all__ = [
@@ -46,8 +47,6 @@ __all__ = [
     "BandPrice",
     "ConfigRecommendation",
     "LoadEvidence",
-    "MeasuredSpeedupLike",
-    "StepCostFitLike",
     "recommend_config",
 ]
 
@@ -62,39 +61,16 @@ MAX_DRAWS = 200
 LEVEL = 0.9
 
 
-class StepCostFitLike(Protocol):
-    """What the policy reads of :class:`specwise.estimation.step_fit.StepCostFit`."""
-
-    @property
-    def cost(self) -> StepCost: ...
-
-    @property
-    def samples(self) -> tuple[StepCost, ...]: ...
-
-
-class MeasuredSpeedupLike(Protocol):
-    """What the policy reads of :class:`specwise.estimation.step_fit.MeasuredSpeedup`."""
-
-    @property
-    def value(self) -> float: ...
-
-    @property
-    def low(self) -> float: ...
-
-    @property
-    def high(self) -> float: ...
-
-
 @dataclass(frozen=True)
 class LoadEvidence:
     """The cost side of one class: the fitted T(k, B), the batch-size distribution over the
     load horizon, and the measured speedup at the deployed configuration (whole and per
     band) where there is one."""
 
-    fit: StepCostFitLike
+    fit: StepCostFit
     batches: BatchDistribution
-    measured: MeasuredSpeedupLike | None = None
-    bands_measured: tuple[tuple[tuple[int, int], MeasuredSpeedupLike], ...] = ()
+    measured: MeasuredSpeedup | None = None
+    bands_measured: tuple[tuple[tuple[int, int], MeasuredSpeedup], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ from specwise.model import (
 from specwise.policies.load_policy import (
     ConfigRecommendation,
     LoadEvidence,
-    MeasuredSpeedupLike,
     recommend_config,
 )
 from specwise.policies.off import OffMode, choose_off
 from specwise.policies.schedule import ScheduleEntry, compress_schedule
 
 if TYPE_CHECKING:
+    from specwise.estimation.step_fit import MeasuredSpeedup
     from specwise.step_cost import SpecConfig
 
 __all__ = [
@@ -207,7 +207,7 @@ class Recommendation:
     #: with load evidence: the configuration to run, its pricing, and the measured speedup
     config: SpecConfig | None = None
     load: ConfigRecommendation | None = None
-    measured: MeasuredSpeedupLike | None = None
+    measured: MeasuredSpeedup | None = None
 
     @property
     def gain(self) -> float | None:

@@ -4,7 +4,6 @@ distribution, with band-edge margins and the #49548 warnings."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specwise.errors import ConfigError
+from specwise.estimation.step_fit import StepCostFit
 from specwise.policies.load_policy import (
     HOVER_DENSE,
     ConfigRecommendation,
@@ -24,12 +24,17 @@ from specwise.policies.schedule import validate_schedule
 from specwise.step_cost import BatchDistribution, SpecConfig, StepCost, config_speedup
 
 
-@dataclass(frozen=True)
-class Fit:
-    """The two fields of estimation.step_fit.StepCostFit the policy reads."""
-
-    cost: StepCost
-    samples: tuple[StepCost, ...] = ()
+def fit(cost: StepCost, samples: tuple[StepCost, ...] = ()) -> StepCostFit:
+    """A fitted StepCost as estimation.step_fit returns it (the policy reads cost, samples)."""
+    return StepCostFit(
+        cost=cost,
+        samples=samples,
+        n_observations=100,
+        ks=(0, 4),
+        batch_range=(1.0, 128.0),
+        plain_observed=True,
+        prior_cost=0.05,
+    )
 
 
 #: An EAGLE-style drafter on a target whose step turns compute-bound at 64 tokens.
@@ -83,7 +88,7 @@ def run(
     }
     out = recommend_config(
         survival(alpha),
-        LoadEvidence(Fit(cost, cost_draws(cost)), batches),
+        LoadEvidence(fit(cost, cost_draws(cost)), batches),
         **args,  # type: ignore[arg-type]
     )
     check_valid(out, int(args["max_batch_size"]))  # type: ignore[call-overload]
@@ -262,7 +267,7 @@ def test_bad_arguments_are_one_sentence() -> None:
     with pytest.raises(ConfigError, match="at least one position"):
         recommend_config(
             np.zeros((3, 0)),
-            LoadEvidence(Fit(KNEE), BatchDistribution.single(4)),
+            LoadEvidence(fit(KNEE), BatchDistribution.single(4)),
             k_max=4,
             plateau=0.01,
             min_gain=0.05,
