@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from specwise.errors import ConfigError
-from specwise.estimation.step_fit import StepCostFit
+from specwise.estimation.step_fit import StepCostFit, StepObservation, fit_step_cost
 from specwise.policies.load_policy import (
     HOVER_DENSE,
     ConfigRecommendation,
@@ -21,7 +21,13 @@ from specwise.policies.load_policy import (
     recommend_config,
 )
 from specwise.policies.schedule import validate_schedule
-from specwise.step_cost import BatchDistribution, SpecConfig, StepCost, config_speedup
+from specwise.step_cost import (
+    BatchDistribution,
+    SpecConfig,
+    StepCost,
+    config_speedup,
+    expected_tokens,
+)
 
 
 def fit(cost: StepCost, samples: tuple[StepCost, ...] = ()) -> StepCostFit:
@@ -327,3 +333,41 @@ def test_every_output_is_a_valid_configuration(
     assert out.speedup >= max(1.0, out.single_speedup) - 1e-9
     if out.kind == "schedule" and min_share > 0:
         assert all(b.share >= min_share - 1e-9 for b in out.bands)
+
+
+def test_with_a_real_fit_the_schedule_matches_the_ground_truth() -> None:
+    """Windows simulated from KNEE at k = 0 and k = 4 over a day of batch sizes, fitted by
+    estimation.step_fit: the policy's answer priced on the ground truth is within 2% of the
+    answer it gives from the ground truth itself."""
+    rng = np.random.default_rng(3)
+    curve = list(survival(0.75).mean(axis=0))
+    obs = []
+    for i in range(240):
+        k = (0, 4)[i % 2]
+        b = float((2, 4, 6, 8, 12, 24, 48, 64, 80)[(i // 2) % 9]) * float(rng.uniform(0.9, 1.1))
+        t = KNEE.step_time(k, b) * (1.0 + 0.02 * float(rng.standard_normal()))
+        obs.append(
+            StepObservation(k, b, t, 1000.0, expected_tokens(curve, k), 10.0 * i, 10.0 * i + 10)
+        )
+    fitted = fit_step_cost(obs, prior_cost=0.05)
+    assert fitted is not None
+    assert len(fitted.samples) > 10
+    day = mixture([(0.7, 6, 2), (0.3, 64, 8)])
+    args = {
+        "k_max": 8,
+        "plateau": 0.01,
+        "min_gain": 0.05,
+        "current": SpecConfig(4),
+        "max_batch_size": N,
+        "edge_margin": 0.25,
+        "off_overhead": 0.14,
+    }
+    from_fit = recommend_config(survival(0.75), LoadEvidence(fitted, day), **args)  # type: ignore[arg-type]
+    truth = recommend_config(survival(0.75), LoadEvidence(fit(KNEE), day), **args)  # type: ignore[arg-type]
+    check_valid(from_fit, N)
+    assert from_fit.kind == truth.kind == "schedule"
+    mean = survival(0.75).mean(axis=0)
+    got = config_speedup(mean, from_fit.config, day, KNEE)
+    best = config_speedup(mean, truth.config, day, KNEE)
+    assert got >= 0.98 * best
+    assert from_fit.low < got < from_fit.high  # the interval from the fit's draws covers it
