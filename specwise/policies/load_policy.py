@@ -18,7 +18,7 @@ batch-size distribution, under the posterior of the acceptance curve and of the 
    which also prefers a restart over a schedule that drafts almost nowhere.
 
 Intervals come from paired posterior draws (survival curve x fitted StepCost).
-Pure: no I/O, no clock.
+Pure: no I/O, no clock (docs/design.md#choosing-k, docs/design.md#the-cost-side).
 """
 
 from __future__ import annotations
