@@ -72,6 +72,25 @@ class LoadEvidence:
     measured: MeasuredSpeedup | None = None
     bands_measured: tuple[tuple[tuple[int, int], MeasuredSpeedup], ...] = ()
 
+    @classmethod
+    def from_cost(cls, cost: StepCost, batches: BatchDistribution) -> LoadEvidence:
+        """Evidence from a known StepCost (no draws: point intervals), e.g. for
+        ``specwise model --batch`` or a what-if."""
+        # imported here: at module import time step_fit -> step_cost -> policies is a cycle
+        from specwise.estimation.step_fit import StepCostFit
+
+        fit = StepCostFit(
+            cost=cost,
+            samples=(),
+            n_observations=0,
+            ks=(),
+            batch_range=(float(batches.sizes[0]), float(batches.sizes[-1])),
+            plain_observed=False,
+            prior_cost=cost.implied_draft_cost(1.0),
+            notes=("a given step cost, not fitted",),
+        )
+        return cls(fit, batches)
+
 
 @dataclass(frozen=True)
 class BandPrice:

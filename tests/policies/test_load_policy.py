@@ -371,3 +371,24 @@ def test_with_a_real_fit_the_schedule_matches_the_ground_truth() -> None:
     best = config_speedup(mean, truth.config, day, KNEE)
     assert got >= 0.98 * best
     assert from_fit.low < got < from_fit.high  # the interval from the fit's draws covers it
+
+
+def test_evidence_from_a_known_cost_prices_point_intervals() -> None:
+    day = mixture([(0.7, 6, 2), (0.3, 64, 8)])
+    load = LoadEvidence.from_cost(KNEE, day)
+    assert load.fit.cost == KNEE
+    assert load.fit.samples == ()
+    out = recommend_config(
+        survival(0.75, spread=0.0),
+        load,
+        k_max=8,
+        plateau=0.01,
+        min_gain=0.05,
+        current=None,
+        max_batch_size=N,
+        edge_margin=0.25,
+        off_overhead=0.14,
+    )
+    assert out.kind == "schedule"
+    assert out.low == pytest.approx(out.speedup)
+    assert out.high == pytest.approx(out.speedup)
