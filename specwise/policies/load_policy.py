@@ -463,14 +463,19 @@ def recommend_config(
         )
         low, high = _quantiles(chosen_draws)
 
-    # Confidence: the chosen configuration within the plateau of the best candidate.
-    candidates = [np.full(n, k) for k in range(1, top + 1)]
-    if schedules and is_schedule:
-        candidates.append(schedule_ks)
+    # Confidence: in each draw, the same rule picks a configuration (a schedule must gain
+    # min_gain over the best single k); the chosen one must be within the plateau of it.
     within = 0
     for d in range(draws):
-        best_d = max([1.0] + [_config_value(c, draw_rel[d], draw_w[d]) for c in candidates])
-        if chosen_draws[d] >= best_d * (1.0 - plateau) - 1e-12:
+        singles_d = [1.0] + [
+            _config_value(np.full(n, k), draw_rel[d], draw_w[d]) for k in range(1, top + 1)
+        ]
+        pick = singles_d[recommended_k_from_speedups(singles_d, tolerance=plateau)]
+        if schedules and is_schedule:
+            sched_d = _config_value(schedule_ks, draw_rel[d], draw_w[d])
+            if sched_d > 1.0 and sched_d >= max(1.0, pick) * (1.0 + min_gain):
+                pick = sched_d
+        if chosen_draws[d] >= pick * (1.0 - plateau) - 1e-12:
             within += 1
     confidence = within / draws if draws else 1.0
 

@@ -181,6 +181,18 @@ def test_a_schedule_gaining_less_than_min_gain_is_a_single_k() -> None:
     strict = run(day, min_gain=gain + 0.01)
     assert strict.kind == "single"
     assert "less than" in strict.reason
+    assert loose.confidence >= 0.8
+
+
+def test_a_schedule_held_back_by_min_gain_does_not_make_the_single_k_unsure() -> None:
+    day = mixture([(0.5, 6, 2), (0.5, 40, 4)])
+    loose = run(day, min_gain=0.0)
+    assert loose.kind == "schedule"
+    assert loose.speedup > loose.single_speedup * 1.05  # better by more than the plateau
+    out = run(day, min_gain=0.5)
+    assert out.kind == "single"
+    assert out.single_speedup > 1.3
+    assert out.confidence >= 0.9
     assert run(day, schedules=False).kind == "single"
 
 
