@@ -255,3 +255,18 @@ def test_with_load_off_mode_schedule_is_respected_and_priced() -> None:
     assert rec.off_mode == "schedule"
     assert rec.predicted_speedup_recommended == pytest.approx(0.86)
     assert "6-22% slower" in rec.off_cost
+
+
+def test_a_one_k_current_schedule_is_that_k() -> None:
+    load = LoadEvidence(fit(KNEE), BatchDistribution((24,), (1.0,)))
+    plain = recommend(est(0.75), config=PolicyConfig(schedules=False), load=load)
+    k = plain.recommended_k
+    same = recommend(
+        est(0.75),
+        config=PolicyConfig(schedules=False),
+        load=load,
+        current_k=k,
+        current_schedule=((1, 256, k),),
+    )
+    assert same.config == SpecConfig(k)
+    assert not same.change_allowed
