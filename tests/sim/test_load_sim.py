@@ -353,7 +353,7 @@ def test_oracle_beats_every_static_configuration() -> None:
     assert best_k.tokens_per_target_time == pytest.approx(max(singles.values()), rel=2e-3)
     assert all(v <= oracle * (1 + 1e-9) for v in singles.values())
     assert schedule.tokens_per_target_time <= oracle * (1 + 1e-9)
-    assert schedule.tokens_per_target_time > 1.03 * best_k.tokens_per_target_time
+    assert schedule.tokens_per_target_time > 1.02 * best_k.tokens_per_target_time
     ((_, config),) = schedule.configs
     assert config.schedule is not None
     assert config.k == 4
