@@ -200,6 +200,10 @@ class ClassScenario:
     flap_penalty: float = 1.0
     off_overhead: float = SCHEDULE_OFF_OVERHEAD
     output_tokens: int = 256
+    #: replicas of the same model served without speculation and left alone by the
+    #: class's configuration changes (a baseline pool): their load-only pages measure
+    #: T(0, B); they are not scored
+    plain_replicas: int = 0
     #: the batch-size schedule the engines start with (with ``initial_k`` as its maximum)
     initial_schedule: tuple[tuple[int, int, int], ...] | None = None
 
