@@ -46,6 +46,9 @@ NO_BATCH_NOTE = (
 )
 #: refit at least this often even when nothing new arrived (old windows leave the horizon)
 REFIT_SECONDS = 3600.0
+#: a fit over n windows is redone once REFIT_SHARE * n new windows arrived (every tick while
+#: n is small; every ~50 ticks over a day of windows), so a tick of many classes stays fast
+REFIT_SHARE = 0.02
 
 
 def band_label(start: int, end: int) -> str:
@@ -84,6 +87,7 @@ class LoadTracker:
         self.max_observations = max_observations
         self.seed = seed
         self._classes: dict[str, _ClassLoad] = {}
+        self.fits = 0  # step-time fits run so far (the expensive part of a tick)
 
     def _of(self, name: str) -> _ClassLoad:
         cl = self._classes.get(name)
@@ -120,14 +124,17 @@ class LoadTracker:
     def _fit(
         self, cl: _ClassLoad, obs: Sequence[StepObservation], now: float, prior_cost: float
     ) -> StepCostFit | None:
+        new = cl.version - cl.fitted_version
         if (
-            cl.fitted_version == cl.version
+            cl.fitted_version >= 0
             and cl.fitted_prior == prior_cost
             and now - cl.fitted_at < REFIT_SECONDS
+            and (new == 0 or (cl.fit is not None and new < REFIT_SHARE * len(obs)))
         ):
-            return cl.fit
+            return cl.fit  # nothing new, or too little to move a fit over many windows
         cl.fit = fit_step_cost(obs, prior_cost=prior_cost, seed=self.seed) if obs else None
         cl.fitted_version, cl.fitted_at, cl.fitted_prior = cl.version, now, prior_cost
+        self.fits += 1
         return cl.fit
 
     def evidence(
@@ -146,7 +153,10 @@ class LoadTracker:
         obs = cl.window.observations(now)
         fit = self._fit(cl, obs, now, prior_cost)
         if fit is None:
-            return None, NO_LATENCY_NOTE
+            problem = cl.window.last_problem
+            if problem is None or "latency families" in problem:
+                return None, NO_LATENCY_NOTE
+            return None, f"{problem}; priced with the constant-cost model until it is measured"
         batches = cl.window.batches(now)
         if batches is None:
             return None, NO_BATCH_NOTE
