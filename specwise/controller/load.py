@@ -32,6 +32,7 @@ from specwise.step_cost import BatchDistribution, SpecConfig
 __all__ = [
     "NO_BATCH_NOTE",
     "NO_LATENCY_NOTE",
+    "PRIOR_ONLY_NOTE",
     "LoadTracker",
     "band_label",
     "load_status",
@@ -43,6 +44,11 @@ NO_LATENCY_NOTE = (
 NO_BATCH_NOTE = (
     "no batch-size samples (vllm:num_requests_running): priced with the constant-cost model "
     "(draft cost c from the preset)"
+)
+PRIOR_ONLY_NOTE = (
+    "T(0, B) is not measured yet (no window without speculation, and one k): priced with "
+    "the constant-cost model (draft cost c from the preset) until a plain window (a replica "
+    "without speculation, before/after) or a second k gives it"
 )
 #: refit at least this often even when nothing new arrived (old windows leave the horizon)
 REFIT_SECONDS = 3600.0
@@ -157,6 +163,8 @@ class LoadTracker:
             if problem is None or "latency families" in problem:
                 return None, NO_LATENCY_NOTE
             return None, f"{problem}; priced with the constant-cost model until it is measured"
+        if fit.plain_source == "prior":
+            return None, PRIOR_ONLY_NOTE
         batches = cl.window.batches(now)
         if batches is None:
             return None, NO_BATCH_NOTE

@@ -623,9 +623,11 @@ class Controller:
         # Load-only deltas (engines without speculation, spec_families=False) carry no
         # acceptance evidence: they must not reach the estimator, mark a class seen or set its
         # observed k (k = 0 there). Their baselines are still kept in self._last by _deltas.
-        # TODO(l5): feed them (with the spec deltas) to the class's LoadWindow.
+        # They feed the class's load window as plain steps (T(0, B) at the same batch sizes).
         self._load_deltas = [d for d in raw if not d.spec_families]
         raw = [d for d in raw if d.spec_families]
+        for delta in sum_by_class(self._load_deltas, self.classes):
+            self._add_load(delta.labels.get(CLASS_LABEL, ""), delta)
         self._series.note(raw, lambda labels: self.classes.classify(labels)[CLASS_LABEL])
         self._note_restarts(raw, t)
         for delta in sum_by_class(raw, self.classes):
