@@ -106,9 +106,31 @@ class LoadTracker:
     def classes(self) -> list[str]:
         return sorted(self._classes)
 
-    def add(self, name: str, delta: CounterDelta, k: int | None) -> None:
-        """One class delta: with speculation (``k`` its drafted k) or load-only (k = 0)."""
+    def add(
+        self, name: str, delta: CounterDelta, k: int | None, *, deployed: SpecConfig | None = None
+    ) -> None:
+        """One class delta: with speculation (``k`` its deployed k) or load-only (k = 0).
+
+        Under a batch-size schedule (``deployed``) a window's k is the schedule's k at its
+        batch sizes; a window that straddles bands of different k, or runs a k = 0 band under
+        a loaded drafter (slower than plain decoding, vLLM #49548: not a T(0, B) baseline),
+        gives its batch sizes but no step observation.
+        """
         cl = self._of(name)
+        if delta.spec_families and deployed is not None and (deployed.k == 0 or deployed.schedule):
+            # k = 0 with spec families: off through a schedule entry, the drafter loaded
+            ks = {deployed.k_at(max(1, round(x))) for x in delta.batch_samples if x >= 0.5}
+            if deployed.k == 0:
+                ks = {0}
+            if len(ks) == 1:
+                k = ks.pop()
+            if len(ks) > 1 or k == 0:
+                samples = [float(x) for x in delta.batch_samples if x >= 0]
+                span = float(delta.end) - float(delta.start)
+                if samples and span > 0:
+                    cl.window.add_batches(samples, span / len(samples), at=float(delta.end))
+                    cl.window.prune(float(delta.end))
+                return
         cl.window.add(delta, k)
         cl.version += 1
 

@@ -658,7 +658,15 @@ class Controller:
         """Every class delta feeds the class's load window: with speculation at its k, and
         load-only ones (engines of the class running without it) as plain steps, k = 0."""
         try:
-            self.load.add(name, delta, delta.k if delta.spec_families else 0)
+            if delta.spec_families:
+                deployed = self._deployed_config(name)
+                if name in self._records.schedule_off:  # off through a k = 0 schedule entry
+                    deployed = SpecConfig(0)
+                elif deployed is not None and deployed.k == 0:
+                    deployed = None  # spec counters again: someone turned it on; k unknown
+                self.load.add(name, delta, delta.k, deployed=deployed)
+            else:
+                self.load.add(name, delta, 0)
         except Exception as exc:
             self._load_failed(name, "adding to the load window", exc)
 

@@ -290,3 +290,55 @@ def test_a_load_path_failure_is_exported_and_k_is_held(
     assert state.errors.get("load", 0) >= 12
     registry = controller_registry(controller.state)
     assert registry.get_sample_value("specwise_controller_errors_total", {"kind": "load"}) >= 12
+
+
+def test_a_deployed_schedule_is_kept_and_measured_per_band(
+    session: requests.Session, tmp_path: Path
+) -> None:
+    """Once the fleet runs the schedule specwise wrote, the gate compares configurations:
+    the same schedule is not applied again, and each band's speedup is measured apart."""
+    clock = Clock()
+    out = tmp_path / "out"
+    with fleet_of() as fleet:
+        controller = make_controller(fleet, clock, session, actuator=FileActuator(out))
+        applied: list[SpecConfig] = []
+
+        def deploy() -> None:  # the deploy tool: restart the spec engine with the file's config
+            path = out / "code.json"
+            if not path.exists():
+                return
+            spec = json.loads(path.read_text())["speculative_config"]
+            config = SpecConfig(
+                spec["num_speculative_tokens"],
+                tuple(tuple(e) for e in spec.get("num_speculative_tokens_per_batch_size") or ())
+                or None,
+            )
+            if not applied or applied[-1] != config:
+                applied.append(config)
+                fleet.engines[0].deploy(config)
+
+        # the first schedule runs k = 1 at peak; measured there, the knee shows k = 0 pays
+        # more (one more change), then the schedule in force is the answer
+        drive(controller, fleet, clock, NIGHT_AND_PEAK * 3, on_tick=deploy)
+        assert applied
+        assert applied[-1].schedule is not None
+        changes = next(c for c in controller.state().classes if c.name == "code").changes
+        assert changes <= 3
+        drive(controller, fleet, clock, NIGHT_AND_PEAK * 2, on_tick=deploy)
+    code = next(c for c in controller.state().classes if c.name == "code")
+    assert code.changes == changes  # the schedule in force is not applied again
+    assert code.deployed_k == applied[-1].k
+    assert code.deployed_schedule == applied[-1].schedule
+    assert code.load is not None
+    by_band = {b["band"]: b for b in code.load["bands_measured"]}
+    schedule = applied[-1].schedule
+    assert schedule is not None
+    night = next(e for e in schedule if e[0] <= 4 <= e[1])
+    label = f"{night[0]}-{night[1]}"
+    assert label in by_band
+    truth = speedup_at_batch([ALPHA**i for i in range(1, night[2] + 1)], night[2], 4, COST)
+    assert by_band[label]["value"] == pytest.approx(truth, rel=0.05)
+    registry = controller_registry(controller.state)
+    assert registry.get_sample_value(
+        "specwise_band_measured_speedup_ratio", {"class": "code", "band": label}
+    ) == pytest.approx(truth, rel=0.05)
