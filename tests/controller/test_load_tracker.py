@@ -3,6 +3,8 @@ redone only when enough new windows arrived, so a tick of many classes stays che
 
 from __future__ import annotations
 
+import dataclasses
+
 from specwise.collectors.snapshot import CounterDelta
 from specwise.controller.load import NO_LATENCY_NOTE, PRIOR_ONLY_NOTE, LoadTracker
 from specwise.step_cost import SpecConfig, StepCost
@@ -97,3 +99,20 @@ def test_one_k_and_no_plain_window_is_priced_with_the_constant_cost_model() -> N
     ev, note = tracker.evidence("c", 660.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
     assert ev is not None
     assert note == ""
+
+
+def test_under_a_schedule_a_window_counts_in_its_band_and_straddling_ones_only_for_batches() -> (
+    None
+):
+    schedule = SpecConfig(4, ((1, 16, 4), (17, 256, 0)))
+    tracker = LoadTracker()
+    tracker.add("c", window(0, 8, 4), 4, deployed=schedule)  # in the k = 4 band
+    straddling = dataclasses.replace(window(1, 8, 4), batch_samples=(8.0, 30.0, 8.0, 30.0))
+    tracker.add("c", straddling, 4, deployed=schedule)
+    tracker.add("c", window(2, 48, 4), 4, deployed=schedule)  # a k = 0 band, drafter loaded
+    tracker.add("c", window(3, 8, 4), 4, deployed=SpecConfig(0))  # off through a schedule
+    obs = tracker._classes["c"].window.observations(300.0)
+    assert [o.k for o in obs] == [4]  # only the clean one gives a step observation
+    batches = tracker.batches("c", 300.0)
+    assert batches is not None
+    assert set(batches.sizes) == {8, 30, 48}  # every window still gives its batch sizes
