@@ -47,10 +47,14 @@ NO_BATCH_NOTE = (
     "(draft cost c from the preset)"
 )
 PRIOR_ONLY_NOTE = (
-    "T(0, B) is not measured yet (no window without speculation, and one k): priced with "
-    "the constant-cost model (draft cost c from the preset) until a plain window (a replica "
-    "without speculation, before/after) or a second k gives it"
+    "T(0, B) is not measured yet (no window without speculation, one k, one batch size): "
+    "priced with the constant-cost model (draft cost c from the preset) until a plain window "
+    "(a replica without speculation, before/after), a second k or a change of load gives it"
 )
+#: with one k and no plain window, the load is worth pricing once the batch size has moved
+#: by this factor (the step time's shape over B is then measured; its split between target
+#: and drafter still leans on the preset)
+LOAD_RANGE = 2.0
 #: a window under a schedule is priced at one band's k when this share of its batch samples
 #: falls in that band; otherwise it straddles bands and gives no step observation
 ONE_BAND_SHARE = 0.9
@@ -187,7 +191,8 @@ class LoadTracker:
             if problem is None or "latency families" in problem:
                 return None, NO_LATENCY_NOTE
             return None, f"{problem}; priced with the constant-cost model until it is measured"
-        if fit.plain_source == "prior":
+        lo, hi = fit.batch_range
+        if fit.plain_source == "prior" and not hi >= LOAD_RANGE * lo:
             return None, PRIOR_ONLY_NOTE
         batches = cl.window.batches(now)
         if batches is None:

@@ -88,17 +88,19 @@ def test_without_latency_families_there_is_no_evidence_and_the_note_says_why() -
 
 
 def test_one_k_and_no_plain_window_is_priced_with_the_constant_cost_model() -> None:
-    """T(0, B) only from the drafter prior adds nothing to the preset: no load evidence."""
-    tracker = LoadTracker()
-    for i in range(10):
-        tracker.add("c", window(i, (4, 32)[i % 2], 4), 4)
-    ev, note = tracker.evidence("c", 600.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
-    assert ev is None
-    assert note == PRIOR_ONLY_NOTE
-    tracker.add("c", window(10, 8, 0), 0)  # a replica without speculation: T(0, B) measured
-    ev, note = tracker.evidence("c", 660.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
-    assert ev is not None
-    assert note == ""
+    """One k at one batch size: T(0, B) only from the drafter prior adds nothing to the
+    preset, so no load evidence; a plain window, or the load moving, brings it."""
+    for batch, k in ((8, 0), (32, 4)):
+        tracker = LoadTracker()
+        for i in range(10):
+            tracker.add("c", window(i, 8, 4), 4)
+        ev, note = tracker.evidence("c", 600.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
+        assert ev is None
+        assert note == PRIOR_ONLY_NOTE
+        tracker.add("c", window(10, batch, k), k)  # a replica without speculation, or B x 4
+        ev, note = tracker.evidence("c", 660.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
+        assert ev is not None
+        assert note == ""
 
 
 def test_under_a_schedule_a_window_counts_in_its_band_and_straddling_ones_only_for_batches() -> (
