@@ -342,3 +342,72 @@ def test_a_deployed_schedule_is_kept_and_measured_per_band(
     assert registry.get_sample_value(
         "specwise_band_measured_speedup_ratio", {"class": "code", "band": label}
     ) == pytest.approx(truth, rel=0.05)
+
+
+def test_the_simulated_fleet_with_load_is_priced_with_it_and_turned_off_at_its_busy_hour(
+    session: requests.Session, tmp_path: Path
+) -> None:
+    """The demo's load-varying class on the simulator (ground truth EAGLE_ON_BUSY_GPU, 3
+    running requests, 48 in a busy hour from minute 40): the controller prices it with its
+    load, exports what it measured and fitted, and turns speculation off while it is busy."""
+    from specwise.sim.fleet import FileWatcher, SimFleet, SimServer
+    from specwise.sim.scenarios import Scenario, get_scenario
+
+    docs = next(c for c in get_scenario("demo").classes if c.name == "docs")
+    assert docs.batch is not None  # a class whose load moves
+    clock = Clock()
+    fleet = SimFleet(Scenario("t", "t", 7200.0, (docs,)), clock=clock, seed=5, restart_delay=60)
+    out = tmp_path / "out"
+    watcher = FileWatcher(fleet, out)
+    seen: list[dict[str, Any]] = []
+    with SimServer(fleet) as server:
+        config = parse_config(
+            {
+                "controller": {"interval": 1, "stale_after": "5m"},
+                "source": {"urls": server.urls, "timeout": 2},
+                "estimator": {"window": "10m", "min_drafts": 200},
+                "policy": {"k_max": 6, "min_dwell": "20m", "max_changes_per_hour": 2},
+                "classes": [
+                    {
+                        "name": "docs",
+                        "cost": docs.cost,
+                        "k": docs.initial_k,
+                        "speculative_config": {"method": "eagle"},
+                    }
+                ],
+            }
+        )
+        controller = Controller(
+            config,
+            source=ScrapeSource(server.urls, session=session, timeout=2),
+            actuator=FileActuator(out),
+            clock=clock,
+            classes=class_config_from(config),
+        )
+        for _ in range(75):  # 75 minutes: quiet, then into the busy hour
+            clock.t += TICK
+            controller.step()
+            watcher.poll()
+            status = next(c for c in controller.state().classes if c.name == "docs")
+            if status.load is not None and status.load.get("measured"):
+                seen.append(dict(status.load))
+    assert seen, "measured while speculating"
+    last = seen[-1]
+    assert last["load_aware"] is True
+    assert last["measured"]["value"] > 0
+    assert last["predicted"]["value"] > 0
+    assert last["costs"]["base"] == pytest.approx(0.02, rel=0.3)
+    assert last["batch"]["p90"] >= 24  # the busy hour is in the distribution
+    assert seen[0]["measured"]["value"] > last["measured"]["value"]  # loses as load rises
+    assert fleet.deployed_k("docs") == 0  # off while busy: the answer changed with load
+    final = next(c for c in controller.state().classes if c.name == "docs").load
+    assert final is not None
+    registry = controller_registry(controller.state)
+    assert registry.get_sample_value("specwise_load_aware", {"class": "docs"}) == 1
+    assert registry.get_sample_value(
+        "specwise_batch_size", {"class": "docs", "quantile": "0.9"}
+    ) == pytest.approx(final["batch"]["p90"])
+    assert (
+        registry.get_sample_value("specwise_step_cost_seconds", {"class": "docs", "part": "base"})
+        is not None
+    )
