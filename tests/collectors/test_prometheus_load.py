@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specwise.collectors.classes import ClassConfig
 from specwise.collectors.deltas import series_deltas, sum_by_class, window_deltas
@@ -418,3 +420,20 @@ def test_victoria_metrics_answers_the_same_queries(
     assert got[("p", False)].tpot_seconds_count is None
     assert sorted(spec.batch_samples) == _grid_samples(_running_spec)
     assert set(plain.batch_samples) == {3.0, 4.0}
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 512).map(float), st.integers(0, 400).map(float)), max_size=30)
+)
+def test_cap_samples_properties(counts: list[tuple[float, float]]) -> None:
+    out = cap_samples(counts)
+    total = sum(int(n) for _, n in counts)
+    assert len(out) == min(total, MAX_BATCH_SAMPLES)
+    assert list(out) == sorted(out)
+    assert set(out) <= {v for v, n in counts if n > 0}
+    if total <= MAX_BATCH_SAMPLES:  # a small pool is kept whole
+        assert list(out) == sorted(v for v, n in counts for _ in range(int(n)))
+    else:  # a large one by even ranks: each value within one pick of its share
+        for v in {v for v, _ in counts}:
+            share = sum(n for w, n in counts if w == v) / total
+            assert abs(out.count(v) - share * MAX_BATCH_SAMPLES) <= 1.0 + 1e-9
