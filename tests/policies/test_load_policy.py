@@ -345,6 +345,11 @@ def test_every_output_is_a_valid_configuration(
     assert out.speedup >= max(1.0, out.single_speedup) - 1e-9
     if out.kind == "schedule" and min_share > 0:
         assert all(b.share >= min_share - 1e-9 for b in out.bands)
+    if out.kind == "schedule" and margin > 0:  # no edge where the traffic hovers
+        share = np.zeros(max_bs)
+        for b, p in zip(mixture(parts, top=150).sizes, mixture(parts, top=150).shares, strict=True):
+            share[min(b, max_bs) - 1] += p
+        assert all(_hover(b.start, margin, share) <= HOVER_DENSE for b in out.bands[1:])
 
 
 def test_with_a_real_fit_the_schedule_matches_the_ground_truth() -> None:
