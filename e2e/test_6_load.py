@@ -1,0 +1,411 @@
+"""Scenario 6, load: specwise's measured speedup against client-side throughput.
+
+The same tiny target is served three ways, one server at a time and always under the same
+served model name (one class across the restarts): without speculation, with n-gram prompt
+lookup (k = 4) and with a drafter identical to the target (k = 3). Each is warmed up, then
+loaded at concurrency 1 and 8 (greedy, 64-token completions, repetitive prompts, a fixed
+number of requests per phase). For each (server, concurrency) the test measures the
+generated tokens per second itself, client-side, and scrapes /metrics just before and just
+after the phase: the client and the counters see exactly the same requests, so contention
+from whatever else runs on the machine hits both alike.
+
+From the counter gains of each phase (plan identities, docs/design.md#the-cost-side):
+R = ITL count (request-steps), T_obs = ITL sum / R (the step time requests see),
+B_obs = R / engine steps (``vllm:iteration_tokens_total`` count), G / R (tokens per
+request-step). The plain server's phases give T(0, B); specwise's measured speedup of a
+speculative phase is then (G / R) / T_obs * T0(B_obs), computed by specwise's own library
+(``observation_from_delta``, ``fit_step_cost``, ``measured_speedup``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+from conftest import CLASS_MATCH, SERVED_NAME, VLLMServer, report
+from prometheus_client.parser import text_string_to_metric_families
+
+from specwise.collectors.classes import ClassConfig
+from specwise.collectors.deltas import sum_by_class, window_deltas
+from specwise.collectors.exposition import parse_exposition
+from specwise.collectors.snapshot import CounterDelta
+from specwise.estimation.step_fit import (
+    StepObservation,
+    fit_step_cost,
+    measured_speedup,
+    observation_from_delta,
+)
+from specwise.policies.presets import drafter_cost
+
+pytestmark = pytest.mark.timeout(900)
+
+MAX_TOKENS = 64
+REPEAT = 4  # prompt text repeated: n-gram lookup finds matches
+#: (concurrency, requests per phase): about 6-10 s of load each on 2 busy cores
+LEVELS: tuple[tuple[int, int], ...] = ((1, 48), (8, 192))
+WARMUP: tuple[tuple[int, int], ...] = ((8, 24), (1, 4))
+#: the families read from each scrape (summed over the page's series)
+FAMILIES = {
+    "itl_sum": "vllm:inter_token_latency_seconds_sum",
+    "itl_count": "vllm:inter_token_latency_seconds_count",
+    "steps": "vllm:iteration_tokens_total_count",
+    "step_tokens": "vllm:iteration_tokens_total_sum",
+    "generation": "vllm:generation_tokens_total",
+    "prompt": "vllm:prompt_tokens_total",
+    "e2e_sum": "vllm:e2e_request_latency_seconds_sum",
+    "e2e_count": "vllm:e2e_request_latency_seconds_count",
+    "decode_sum": "vllm:request_decode_time_seconds_sum",
+    "prefill_sum": "vllm:request_prefill_time_seconds_sum",
+    "queue_sum": "vllm:request_queue_time_seconds_sum",
+    "drafts": "vllm:spec_decode_num_drafts_total",
+    "draft_tokens": "vllm:spec_decode_num_draft_tokens_total",
+    "accepted": "vllm:spec_decode_num_accepted_tokens_total",
+}
+
+
+@dataclass(frozen=True)
+class ServerCase:
+    name: str
+    k: int
+    spec: Callable[[VLLMServer], dict[str, Any] | None]
+    preset: str  # the drafter preset whose c is the fit's prior
+
+
+SERVERS = (
+    ServerCase("plain", 0, lambda v: None, "ngram"),
+    ServerCase("ngram-k4", 4, lambda v: v.ngram(4), "ngram"),
+    ServerCase("identical-k3", 3, lambda v: v.identical(3), "draft_model"),
+)
+CLASSES = ClassConfig.from_mapping({"tiny": CLASS_MATCH})
+#: specwise's measured speedup must be within this of the client-side ratio, and its
+#: verdict must match wherever the client-side ratio is this far from 1
+TOLERANCE = 0.10
+
+
+def families(text: str) -> dict[str, float]:
+    """The FAMILIES of one /metrics page, each summed over its series (0 when absent)."""
+    wanted = {v: k for k, v in FAMILIES.items()}
+    out = dict.fromkeys(FAMILIES, 0.0)
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            key = wanted.get(sample.name)
+            if key is not None:
+                out[key] += float(sample.value)
+    return out
+
+
+def running(text: str) -> float | None:
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == "vllm:num_requests_running":
+                return float(sample.value)
+    return None
+
+
+@dataclass
+class Phase:
+    """One load phase: what the client saw and the two scrapes around it."""
+
+    server: str
+    k: int
+    concurrency: int
+    requests: int
+    tokens: int
+    seconds: float  # first request sent .. last response received
+    before_text: str
+    after_text: str
+    t_before: float
+    t_after: float
+    running_samples: list[float] = field(default_factory=list)
+
+    @property
+    def client_tps(self) -> float:
+        return self.tokens / self.seconds
+
+    def gains(self) -> dict[str, float]:
+        a, b = families(self.before_text), families(self.after_text)
+        return {key: b[key] - a[key] for key in FAMILIES}
+
+    def class_delta(self) -> CounterDelta:
+        """The phase's gains as specwise's collectors see them: the two pages parsed, the
+        window delta, summed into the class (load-only for the plain server)."""
+        before = parse_exposition(self.before_text, timestamp=self.t_before)
+        after = parse_exposition(self.after_text, timestamp=self.t_after)
+        (delta,) = sum_by_class(window_deltas(before, after), CLASSES)
+        return delta
+
+    def observation(self) -> StepObservation:
+        delta = self.class_delta()
+        assert delta.spec_families == (self.k > 0), delta
+        obs = observation_from_delta(delta, None)
+        assert obs is not None, f"no step observation from {delta}"
+        assert obs.k == self.k
+        return obs
+
+    def identities(self) -> dict[str, float]:
+        """The plan's identities on this phase's counter gains, computed here directly."""
+        g = self.gains()
+        r, steps, gen = g["itl_count"], g["steps"], g["generation"]
+        t_obs = g["itl_sum"] / r
+        b_obs = r / steps
+        tps = gen / r
+        out = {
+            "R": r,
+            "steps": steps,
+            "G": gen,
+            "T_obs_ms": 1e3 * t_obs,
+            "B_obs": b_obs,
+            "G_per_R": tps,
+            # tokens per second while decoding, as the counters say: B (G / R) / T_obs
+            "counter_tps": b_obs * tps / t_obs,
+            # the engine's own view of the phase's throughput: G over the scrape window
+            "window_tps": gen / (self.t_after - self.t_before),
+            # mean requests in decode over the phase (ITL time / phase length)
+            "decode_concurrency": g["itl_sum"] / self.seconds,
+            # Little's law: mean requests in the engine, per its e2e latency
+            "e2e_concurrency": g["e2e_sum"] / self.seconds,
+            # tokens per second per request in the engine (e2e latency, not decode only)
+            "tokens_per_e2e_second": gen / g["e2e_sum"] if g["e2e_sum"] > 0 else math.nan,
+            "prefill_ms_per_request": 1e3 * g["prefill_sum"] / max(g["e2e_count"], 1.0),
+            "queue_ms_per_request": 1e3 * g["queue_sum"] / max(g["e2e_count"], 1.0),
+            "e2e_ms_per_request": 1e3 * g["e2e_sum"] / max(g["e2e_count"], 1.0),
+            "client_ms_per_request": 1e3 * self.seconds * self.concurrency / self.requests,
+        }
+        if self.running_samples:
+            out["running_mean"] = sum(self.running_samples) / len(self.running_samples)
+        if g["drafts"] > 0:
+            out["mean_acceptance_length"] = 1.0 + g["accepted"] / g["drafts"]
+        return out
+
+
+def _prompt(i: int, seed: int) -> str:
+    from conftest import PROMPTS
+
+    base = PROMPTS[(i + seed) % len(PROMPTS)]
+    return f"{' '.join([base] * REPEAT)} {i + seed}"
+
+
+def load(server: VLLMServer, n: int, concurrency: int, seed: int) -> tuple[int, float]:
+    """``n`` greedy completions of MAX_TOKENS at ``concurrency``: (tokens, seconds from the
+    first request sent to the last response received). Every request is bounded."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency)
+    session.mount("http://", adapter)
+
+    def one(i: int) -> tuple[int, float, float]:
+        body = {
+            "model": SERVED_NAME,
+            "prompt": _prompt(i, seed),
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0.0,
+            "ignore_eos": True,
+        }
+        sent = time.monotonic()
+        with session.post(f"{server.url}/v1/completions", json=body, timeout=120) as resp:
+            resp.raise_for_status()
+            tokens = int(resp.json()["usage"]["completion_tokens"])
+        return tokens, sent, time.monotonic()
+
+    try:
+        with ThreadPoolExecutor(concurrency) as pool:
+            done = list(pool.map(one, range(n)))
+    finally:
+        session.close()
+    tokens = sum(d[0] for d in done)
+    seconds = max(d[2] for d in done) - min(d[1] for d in done)
+    return tokens, seconds
+
+
+@contextlib.contextmanager
+def sampling_running(server: VLLMServer, every: float = 0.5) -> Iterator[list[float]]:
+    """Sample ``vllm:num_requests_running`` every ``every`` seconds while the block runs (an
+    independent check of B_obs); the sampler stops with the block."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        with requests.Session() as session:
+            while not stop.wait(every):
+                try:
+                    with session.get(server.metrics_url, timeout=5) as resp:
+                        value = running(resp.text)
+                except requests.RequestException:
+                    continue
+                if value is not None:
+                    samples.append(value)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def settled_page(server: VLLMServer, before: str, tokens: int, timeout: float = 15.0) -> str:
+    """The /metrics page once its generation counter has gained the ``tokens`` the client
+    received (stats of the last step may land just after its response): bounded wait."""
+    want = families(before)["generation"] + tokens
+    deadline = time.monotonic() + timeout
+    while True:
+        text = server.metrics_text()
+        got = families(text)["generation"]
+        if got >= want:
+            assert got == want, f"the counters gained {got - want:g} tokens nobody asked for"
+            return text
+        if time.monotonic() > deadline:
+            pytest.fail(f"generation tokens reached {got:g}, not {want:g}, within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def run_phase(server: VLLMServer, case: ServerCase, concurrency: int, n: int) -> Phase:
+    t_before = time.time()
+    before = server.metrics_text()
+    with sampling_running(server) as samples:
+        tokens, seconds = load(server, n, concurrency, seed=1000 * concurrency)
+    after = settled_page(server, before, tokens)
+    t_after = time.time()
+    assert tokens == n * MAX_TOKENS
+    return Phase(
+        server=case.name,
+        k=case.k,
+        concurrency=concurrency,
+        requests=n,
+        tokens=tokens,
+        seconds=seconds,
+        before_text=before,
+        after_text=after,
+        t_before=t_before,
+        t_after=t_after,
+        running_samples=list(samples),
+    )
+
+
+@pytest.fixture(scope="module")
+def phases(vllm: VLLMServer) -> list[Phase]:
+    """Every (server, concurrency) phase, the servers one after the other."""
+    out: list[Phase] = []
+    for case in SERVERS:
+        started = time.monotonic()
+        vllm.ensure(case.spec(vllm))
+        ready = time.monotonic() - started
+        for concurrency, n in WARMUP:
+            load(vllm, n, concurrency, seed=7)
+        for concurrency, n in LEVELS:
+            phase = run_phase(vllm, case, concurrency, n)
+            out.append(phase)
+            print(
+                f"{case.name} c={concurrency}: client {phase.client_tps:.0f} tok/s "
+                f"(ready after {ready:.0f} s)",
+                json.dumps({k: round(v, 4) for k, v in phase.identities().items()}),
+                flush=True,
+            )
+    return out
+
+
+def _interp_t0(plain: list[Phase], batch: float) -> float:
+    """T(0, B) from the plain phases, linear in B between them (flat outside)."""
+    pts = sorted((p.identities()["B_obs"], p.identities()["T_obs_ms"]) for p in plain)
+    if batch <= pts[0][0]:
+        return pts[0][1]
+    for (b0, t0), (b1, t1) in itertools.pairwise(pts):
+        if batch <= b1:
+            return t0 + (t1 - t0) * (batch - b0) / (b1 - b0)
+    return pts[-1][1]
+
+
+def test_identities_on_real_counters(phases: list[Phase]) -> None:
+    plain = [p for p in phases if p.k == 0]
+    rows = []
+    for p in phases:
+        ident = p.identities()
+        base = next(q for q in plain if q.concurrency == p.concurrency)
+        client_ratio = p.client_tps / base.client_tps
+        direct = ident["G_per_R"] / ident["T_obs_ms"] * _interp_t0(plain, ident["B_obs"])
+        rows.append(
+            {
+                "server": p.server,
+                "concurrency": p.concurrency,
+                "client_tps": round(p.client_tps, 1),
+                "client_ratio": round(client_ratio, 4),
+                "direct_measured": round(direct, 4),
+                "e2e_ratio": round(
+                    ident["tokens_per_e2e_second"]
+                    * ident["e2e_concurrency"]
+                    / (
+                        base.identities()["tokens_per_e2e_second"]
+                        * base.identities()["e2e_concurrency"]
+                    ),
+                    4,
+                ),
+                **{k: round(v, 4) for k, v in ident.items()},
+            }
+        )
+    for row in rows:
+        print(json.dumps(row))
+    report("load identities", phases=rows)
+
+
+def specwise_speedups(phases: list[Phase]) -> list[dict[str, Any]]:
+    """specwise's measured speedup per speculative (server, concurrency), through its library:
+    the class deltas of the phases, step observations, the step-cost fit over the plain
+    server's windows and that server's, and ``measured_speedup`` of each phase's window."""
+    plain = [p for p in phases if p.k == 0]
+    plain_obs = [p.observation() for p in plain]
+    rows: list[dict[str, Any]] = []
+    for case in SERVERS[1:]:
+        mine = [p for p in phases if p.server == case.name]
+        obs = [p.observation() for p in mine]
+        fit = fit_step_cost([*plain_obs, *obs], prior_cost=drafter_cost(case.preset))
+        assert fit is not None
+        assert fit.plain_observed
+        for phase, o in zip(mine, obs, strict=True):
+            got = measured_speedup([*plain_obs, o], fit)
+            assert got is not None, (case.name, phase.concurrency)
+            assert got.k == case.k
+            base = next(q for q in plain if q.concurrency == phase.concurrency)
+            rows.append(
+                {
+                    "server": case.name,
+                    "concurrency": phase.concurrency,
+                    "client_tps": round(phase.client_tps, 1),
+                    "plain_client_tps": round(base.client_tps, 1),
+                    "client_ratio": round(phase.client_tps / base.client_tps, 4),
+                    "measured": round(got.value, 4),
+                    "measured_interval": [round(got.low, 4), round(got.high, 4)],
+                    "basis": got.basis,
+                    "batch": round(got.batch, 3),
+                    "plain_batch": round(base.observation().batch, 3),
+                    "tokens_per_step": round(o.tokens_per_step or 0.0, 4),
+                    "step_ms": round(1e3 * o.step_seconds, 3),
+                }
+            )
+    return rows
+
+
+def test_measured_speedup_matches_client_side(phases: list[Phase]) -> None:
+    rows = specwise_speedups(phases)
+    for row in rows:
+        print(json.dumps(row))
+    report("load: measured vs client-side speedup", rows=rows)
+    problems = []
+    for row in rows:
+        where = f"{row['server']} at concurrency {row['concurrency']}"
+        client, measured = row["client_ratio"], row["measured"]
+        if abs(measured / client - 1.0) > TOLERANCE:
+            problems.append(f"{where}: measured {measured:.3f} vs client-side {client:.3f}")
+        if abs(client - 1.0) > TOLERANCE and (measured > 1.0) != (client > 1.0):
+            problems.append(f"{where}: verdict differs ({measured:.3f} vs {client:.3f})")
+        assert row["basis"] == "baseline", row
+    assert not problems, problems
