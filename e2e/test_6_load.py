@@ -340,21 +340,30 @@ def test_identities_on_real_counters(phases: list[Phase]) -> None:
                 "client_tps": round(p.client_tps, 1),
                 "client_ratio": round(client_ratio, 4),
                 "direct_measured": round(direct, 4),
-                "e2e_ratio": round(
-                    ident["tokens_per_e2e_second"]
-                    * ident["e2e_concurrency"]
-                    / (
-                        base.identities()["tokens_per_e2e_second"]
-                        * base.identities()["e2e_concurrency"]
-                    ),
-                    4,
-                ),
                 **{k: round(v, 4) for k, v in ident.items()},
             }
         )
     for row in rows:
         print(json.dumps(row))
     report("load identities", phases=rows)
+    for p, row in zip(phases, rows, strict=True):
+        where = f"{p.server} at concurrency {p.concurrency}"
+        g = p.gains()
+        # every token is a request's first (no inter-token observation) or comes with one
+        # observation per request-step, plus the drafts accepted in those steps: exactly
+        assert g["generation"] == p.tokens, where
+        assert g["generation"] == g["itl_count"] + p.requests + g["accepted"], (where, g)
+        assert (g["drafts"] > 0) == (p.k > 0), where
+        # requests per engine step: about 1 alone (prefill steps carry no decode), at most
+        # the concurrency, and above 1 when 8 requests are in flight
+        b = row["B_obs"]
+        if p.concurrency == 1:
+            assert 0.85 < b <= 1.0, (where, b)
+        else:
+            assert 1.5 < b <= p.concurrency, (where, b)
+        # tokens per second while decoding, B (G / R) / T_obs, against the client's: the
+        # client's also spans prefill and the time between a response and the next request
+        assert 0.75 < row["counter_tps"] / row["client_tps"] < 1.35, (where, row)
 
 
 def specwise_speedups(phases: list[Phase]) -> list[dict[str, Any]]:
