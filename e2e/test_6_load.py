@@ -20,6 +20,7 @@ speculative phase is then (G / R) / T_obs * T0(B_obs), computed by specwise's ow
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -32,7 +33,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import CLASS_MATCH, SERVED_NAME, VLLMServer, report
+from conftest import CACHE, CLASS_MATCH, SERVED_NAME, VLLMServer, report
 from prometheus_client.parser import text_string_to_metric_families
 
 from specwise.collectors.classes import ClassConfig
@@ -311,6 +312,9 @@ def phases(vllm: VLLMServer) -> list[Phase]:
                 json.dumps({k: round(v, 4) for k, v in phase.identities().items()}),
                 flush=True,
             )
+    # the raw pages and client numbers, to replay specwise's side offline
+    dump = CACHE / "load-phases.json"
+    dump.write_text(json.dumps([dataclasses.asdict(p) for p in out]) + "\n")
     return out
 
 
