@@ -86,6 +86,8 @@ def recommend_deltas(
     """Sum series deltas per class, estimate each class and recommend its k."""
     answers = []
     for d in sum_by_class(deltas, classes):
+        if not d.spec_families:
+            continue  # engines without speculation: no acceptance evidence to price k from
         name = d.labels.get("class", "") or "/".join(v for _, v in sorted(d.labels.items()))
         e = estimate_delta(name, d, now=now, config=estimator, k=k)
         r = recommend(e, config=policy_for(name), current_k=current_k_for(name))
@@ -264,7 +266,7 @@ def recommend_command(
             deltas = [since_start(s) for s in latest_per_series(snaps)]
             if snaps:
                 now = max(s.timestamp for s in snaps)
-    if not deltas:
+    if not any(d.spec_families for d in deltas):  # load-only engines run without speculation
         raise SourceError(
             "the source has no vLLM spec-decode counters (or no series in both captures); "
             "check that vLLM runs with --speculative-config and the window saw traffic"

@@ -146,6 +146,8 @@ def analyze_window(
     """Sum series deltas per class, estimate each class and price its k (one window)."""
     out: dict[str, WindowClass] = {}
     for d in sum_by_class(deltas, classes):
+        if not d.spec_families:
+            continue  # engines without speculation: no acceptance evidence to price k from
         name = _class_name(d.labels)
         e = estimate_delta(name, d, now=now, config=estimator, k=k)
         r = recommend(e, config=policy_for(name))
@@ -478,7 +480,7 @@ def build_report(
     verify_slope: float | None = None,
 ) -> Report:
     """Analyse both windows and compare them (``created`` stamps the report)."""
-    if not before_deltas and not after_deltas:
+    if not any(d.spec_families for d in (*before_deltas, *after_deltas)):
         raise ReportError(
             "neither window has vLLM spec-decode counters; check the windows, the class "
             "labels and that vLLM ran with --speculative-config"
