@@ -55,10 +55,11 @@ pytestmark = pytest.mark.timeout(900)
 
 MAX_TOKENS = 64
 REPEAT = 4  # prompt text repeated: n-gram lookup finds matches
-#: (concurrency, requests per phase): about 5-15 s of load each on 2 busy cores. The server
-#: runs at most 8 requests at once (--max-num-seqs 8): at 16, 8 more wait in its queue, so
-#: every server decodes a full batch whatever its frontend and the client take per request
-LEVELS: tuple[tuple[int, int], ...] = ((1, 40), (8, 128), (16, 160))
+#: (concurrency, at most this many requests): each phase sends requests for PHASE_SECONDS.
+#: The server runs at most 8 requests at once (--max-num-seqs 8): at 16, 8 more wait in its
+#: queue, so every server decodes a full batch whatever its frontend and the client take
+LEVELS: tuple[tuple[int, int], ...] = ((1, 200), (8, 600), (16, 800))
+PHASE_SECONDS = 7.0
 WARMUP: tuple[tuple[int, int], ...] = ((8, 24), (1, 4))
 #: the families read from each scrape (summed over the page's series)
 FAMILIES = {
@@ -97,7 +98,7 @@ CLASSES = ClassConfig.from_mapping({"tiny": CLASS_MATCH})
 #: verdict must match wherever the client-side ratio is this far from 1
 TOLERANCE = 0.10
 #: specwise run's estimator window: its measured speedup covers the windows of this span
-RECENT = 8.0
+RECENT = 10.0
 #: Client-side ratios compare servers at the same concurrency, specwise's measured speedup
 #: at the same batch (requests per engine step). Where the plain and the speculative phase
 #: ran batches further apart than this factor, the two answer different questions (on this
@@ -136,12 +137,13 @@ class Phase:
     requests: int
     tokens: int
     seconds: float  # first request sent .. last response received
-    before_text: str
-    after_text: str
+    before_text: str = field(repr=False)
+    after_text: str = field(repr=False)
     t_before: float
     t_after: float
     running_samples: list[float] = field(default_factory=list)
-    controller_load: dict[str, Any] | None = None  # specwise run's load block after it
+    #: specwise run's ``load`` block from its first tick after the phase
+    controller_load: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def client_tps(self) -> float:
@@ -210,12 +212,20 @@ def _prompt(i: int, seed: int) -> str:
     return f"{' '.join([base] * REPEAT)} {i + seed}"
 
 
-def load(server: VLLMServer, n: int, concurrency: int, seed: int) -> tuple[int, float]:
-    """``n`` greedy completions of MAX_TOKENS at ``concurrency``: (tokens, seconds from the
-    first request sent to the last response received). Every request is bounded."""
+def load(
+    server: VLLMServer, n: int, concurrency: int, seed: int, seconds: float | None = None
+) -> tuple[int, int, float]:
+    """Greedy completions of MAX_TOKENS from ``concurrency`` clients, each sending its next
+    request when its last one returned, until ``n`` were sent or ``seconds`` passed: (requests,
+    tokens, seconds from the first request sent to the last response received). Every
+    request is bounded (120 s), and so is their number."""
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency)
     session.mount("http://", adapter)
+    lock = threading.Lock()
+    counter = itertools.count()
+    start = time.monotonic()
+    done: list[tuple[int, float, float]] = []
 
     def one(i: int) -> tuple[int, float, float]:
         body = {
@@ -231,14 +241,25 @@ def load(server: VLLMServer, n: int, concurrency: int, seed: int) -> tuple[int, 
             tokens = int(resp.json()["usage"]["completion_tokens"])
         return tokens, sent, time.monotonic()
 
+    def client() -> None:
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= n or (seconds is not None and time.monotonic() - start > seconds):
+                return
+            result = one(i)
+            with lock:
+                done.append(result)
+
     try:
         with ThreadPoolExecutor(concurrency) as pool:
-            done = list(pool.map(one, range(n)))
+            for f in [pool.submit(client) for _ in range(concurrency)]:
+                f.result()
     finally:
         session.close()
     tokens = sum(d[0] for d in done)
-    seconds = max(d[2] for d in done) - min(d[1] for d in done)
-    return tokens, seconds
+    span = max(d[2] for d in done) - min(d[1] for d in done)
+    return len(done), tokens, span
 
 
 @contextlib.contextmanager
@@ -368,7 +389,9 @@ def run_phase(server: VLLMServer, case: ServerCase, concurrency: int, n: int) ->
     t_before = time.time()
     before = server.metrics_text()
     with sampling_running(server) as samples:
-        tokens, seconds = load(server, n, concurrency, seed=1000 * concurrency)
+        n, tokens, seconds = load(
+            server, n, concurrency, seed=1000 * concurrency, seconds=PHASE_SECONDS
+        )
     after = settled_page(server, before, tokens)
     t_after = time.time()
     assert tokens == n * MAX_TOKENS
@@ -458,14 +481,16 @@ def test_identities_on_real_counters(phases: list[Phase]) -> None:
         )
     for row in rows:
         print(json.dumps(row))
-    report("load identities", phases=rows)
     for p, row in zip(phases, rows, strict=True):
         where = f"{p.server} at concurrency {p.concurrency}"
         g = p.gains()
         # every token is a request's first (no inter-token observation) or comes with one
-        # observation per request-step, plus the drafts accepted in those steps: exactly
+        # observation per request-step, plus the drafts accepted in those steps; the n-gram
+        # drafter's accepted tokens past max_tokens are counted but not delivered
         assert g["generation"] == p.tokens, where
-        assert g["generation"] == g["itl_count"] + p.requests + g["accepted"], (where, g)
+        excess = g["itl_count"] + p.requests + g["accepted"] - g["generation"]
+        assert 0 <= excess <= p.requests * p.k, (where, excess, g)
+        row["accepted_past_max_tokens"] = excess
         assert (g["drafts"] > 0) == (p.k > 0), where
         # requests per engine step: about 1 alone (prefill steps carry no decode), at most
         # the concurrency, and above 1 when 8 requests are in flight
@@ -476,7 +501,8 @@ def test_identities_on_real_counters(phases: list[Phase]) -> None:
             assert 1.5 < b <= p.concurrency, (where, b)
         # tokens per second while decoding, B (G / R) / T_obs, against the client's: the
         # client's also spans prefill and the time between a response and the next request
-        assert 0.75 < row["counter_tps"] / row["client_tps"] < 1.35, (where, row)
+        assert 0.7 < row["counter_tps"] / row["client_tps"] < 1.5, (where, row)
+    report("load identities", phases=rows)
 
 
 def specwise_speedups(phases: list[Phase]) -> list[dict[str, Any]]:
