@@ -137,6 +137,7 @@ class Phase:
     requests: int
     tokens: int
     seconds: float  # first request sent .. last response received
+    latency: float  # sum over requests of (response received - request sent), client-side
     before_text: str = field(repr=False)
     after_text: str = field(repr=False)
     t_before: float
@@ -214,10 +215,11 @@ def _prompt(i: int, seed: int) -> str:
 
 def load(
     server: VLLMServer, n: int, concurrency: int, seed: int, seconds: float | None = None
-) -> tuple[int, int, float]:
+) -> tuple[int, int, float, float]:
     """Greedy completions of MAX_TOKENS from ``concurrency`` clients, each sending its next
     request when its last one returned, until ``n`` were sent or ``seconds`` passed: (requests,
-    tokens, seconds from the first request sent to the last response received). Every
+    tokens, seconds from the first request sent to the last response received, the sum of
+    the requests' latencies as the client saw them). Every
     request is bounded (120 s), and so is their number."""
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency)
@@ -259,7 +261,7 @@ def load(
         session.close()
     tokens = sum(d[0] for d in done)
     span = max(d[2] for d in done) - min(d[1] for d in done)
-    return len(done), tokens, span
+    return len(done), tokens, span, sum(d[2] - d[1] for d in done)
 
 
 @contextlib.contextmanager
@@ -389,7 +391,7 @@ def run_phase(server: VLLMServer, case: ServerCase, concurrency: int, n: int) ->
     t_before = time.time()
     before = server.metrics_text()
     with sampling_running(server) as samples:
-        n, tokens, seconds = load(
+        n, tokens, seconds, latency = load(
             server, n, concurrency, seed=1000 * concurrency, seconds=PHASE_SECONDS
         )
     after = settled_page(server, before, tokens)
@@ -402,6 +404,7 @@ def run_phase(server: VLLMServer, case: ServerCase, concurrency: int, n: int) ->
         requests=n,
         tokens=tokens,
         seconds=seconds,
+        latency=latency,
         before_text=before,
         after_text=after,
         t_before=t_before,
@@ -423,7 +426,7 @@ def phases(vllm: VLLMServer, tmp_path_factory: pytest.TempPathFactory) -> list[P
             vllm.ensure(case.spec(vllm))
             ready = time.monotonic() - started
             for concurrency, n in WARMUP:
-                load(vllm, n, concurrency, seed=7)
+                load(vllm, n, concurrency, seed=7)  # warm-up
             last_load = time.time()
             for concurrency, n in LEVELS:
                 if case.k > 0:  # the controller's recent windows: this phase's alone
@@ -530,6 +533,9 @@ def specwise_speedups(phases: list[Phase]) -> list[dict[str, Any]]:
                 gp["itl_sum"] / (gp["itl_sum"] + gp["prefill_sum"])
             )
             ctl = (phase.controller_load or {}).get("measured") or {}
+            # diagnostic: client-side tokens per request-second of latency (without the
+            # client's own time between a response and its next request)
+            latency_ratio = (phase.tokens / phase.latency) / (base.tokens / base.latency)
             rows.append(
                 {
                     "server": case.name,
@@ -545,6 +551,7 @@ def specwise_speedups(phases: list[Phase]) -> list[dict[str, Any]]:
                     "tokens_per_step": round(o.tokens_per_step or 0.0, 4),
                     "step_ms": round(1e3 * o.step_seconds, 3),
                     "with_prefill": round(got.value * decode_share, 4),
+                    "client_latency_ratio": round(latency_ratio, 4),
                     "controller": ctl.get("value"),
                     "controller_basis": ctl.get("basis"),
                     "controller_batch": ctl.get("batch"),
