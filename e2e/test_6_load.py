@@ -569,8 +569,9 @@ def test_measured_speedup_matches_client_side(phases: list[Phase]) -> None:
         row["comparable"] = 1 / COMPARABLE_BATCH <= ratio <= COMPARABLE_BATCH
         print(json.dumps(row))
         if not row["comparable"]:
-            # a full batch (concurrency 16) and one request at a time always compare
-            assert row["concurrency"] == 8, (where, row)
+            # one request at a time always compares (asserted below); at 8 and 16 the plain
+            # server's batch sometimes stayed far below the speculative one's
+            assert row["concurrency"] > 1, (where, row)
             print(
                 f"{where}: batches not comparable ({row['batch']} vs plain "
                 f"{row['plain_batch']} requests per step), not asserted"
