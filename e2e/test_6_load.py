@@ -466,7 +466,7 @@ def _interp_t0(plain: list[Phase], batch: float) -> float:
 
 def test_identities_on_real_counters(phases: list[Phase]) -> None:
     plain = [p for p in phases if p.k == 0]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in phases:
         ident = p.identities()
         base = next(q for q in plain if q.concurrency == p.concurrency)
