@@ -33,6 +33,7 @@ __all__ = [
     "RecordingRule",
     "RuleGroup",
     "build_rules",
+    "measured_speedups",
     "rules_document",
     "rules_yaml",
     "vllm_selector",
@@ -43,6 +44,7 @@ ValueFormat = Literal["x2", "pct", "int", "none"]
 #: Every alert ``specwise rules`` generates, in file order.
 ALERT_NAMES = (
     "SpecDecodeNotPayingOff",
+    "SpecDecodePredictedNotPayingOff",
     "SpecDecodeAcceptanceDropped",
     "SpecDecodeKMismatch",
     "SpecDecodeMetricsAbsent",
@@ -88,6 +90,8 @@ class AlertRule:
             "none": "",
         }[self.value_format]
         text = self.description.replace("{value}", value)
+        for key, (go, _) in _CONDITIONAL.items():
+            text = text.replace("{" + key + "}", go)
         for label in ("class", "source", "group"):
             text = text.replace("{" + label + "}", "{{ $labels." + label + " }}")
         return text
@@ -101,6 +105,8 @@ class AlertRule:
             "none": "",
         }[self.value_format]
         text = self.description.replace("{value}", formatted)
+        for key, (_, render) in _CONDITIONAL.items():
+            text = text.replace("{" + key + "}", render(labels))
         for label in ("class", "source", "group"):
             text = text.replace("{" + label + "}", labels.get(label, ""))
         return text
@@ -111,6 +117,19 @@ class AlertRule:
             "description": self.go_description(),
             "runbook_url": self.runbook_url,
         }
+
+
+#: Description placeholders that depend on a label: (Go template, the same in Python).
+_CONDITIONAL: dict[str, tuple[str, Any]] = {
+    "ran": (
+        '{{ if eq $labels.basis "measured" }}ran{{ else }}is predicted to run{{ end }}',
+        lambda labels: "ran" if labels.get("basis") == "measured" else "is predicted to run",
+    ),
+    "in_band": (
+        "{{ with $labels.band }} at batch sizes {{ . }}{{ end }}",
+        lambda labels: f" at batch sizes {labels['band']}" if labels.get("band") else "",
+    ),
+}
 
 
 Rule = RecordingRule | AlertRule
@@ -162,6 +181,33 @@ def _anchor(name: str) -> str:
     return name.lower()
 
 
+def _predicted_expr(below: float) -> str:
+    """Today's alert: the deployed k's predicted speedup (constant-cost or fitted model)."""
+    return (
+        f'min without (k_kind) (specwise_predicted_speedup_ratio{{k_kind="deployed"}})'
+        f" < {below:g}\nand specwise_deployed_k > 0"
+    )
+
+
+def _not_paying_expr(below: float) -> str:
+    """What vLLM delivered: the measured speedup per class and per batch band (label
+    ``band``), labelled ``basis="measured"``; where nothing is measured (``specwise_load_aware``
+    0, or no measured series) the prediction stands in, labelled ``basis="predicted"``."""
+    measured = f"specwise_measured_speedup_ratio < {below:g}\n  and specwise_deployed_k > 0"
+    band = (
+        f"specwise_band_measured_speedup_ratio < {below:g}\n"
+        "  and ignoring (band) specwise_deployed_k > 0"
+    )
+    fallback = (
+        _predicted_expr(below).replace("\n", "\n  ")
+        + "\n  unless (specwise_measured_speedup_ratio and specwise_load_aware == 1)"
+    )
+    return "\nor\n".join(
+        f'label_replace(\n  {expr},\n  "basis", "{basis}", "", ""\n)'
+        for expr, basis in ((measured, "measured"), (band, "measured"), (fallback, "predicted"))
+    )
+
+
 def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple[AlertRule, ...]:
     d = format_duration
     base = runbook.rstrip("#")
@@ -183,16 +229,28 @@ def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple
     return (
         AlertRule(
             "SpecDecodeNotPayingOff",
-            f'min without (k_kind) (specwise_predicted_speedup_ratio{{k_kind="deployed"}})'
-            f" < {s.speedup_below:g}\nand specwise_deployed_k > 0",
+            _not_paying_expr(s.speedup_below),
             s.not_paying_for,
             s.not_paying_severity,
+            "Speculative decoding delivers less than plain decoding.",
+            "Class {class}{in_band} {ran} at {value}x the speed of plain decoding at its "
+            f"deployed configuration (threshold {s.speedup_below:g}x, for "
+            f"{d(s.not_paying_for)}): speculation costs throughput; compare "
+            "specwise_recommended_k and specwise_band_k.",
+            "x2",
+            url("SpecDecodeNotPayingOff"),
+        ),
+        AlertRule(
+            "SpecDecodePredictedNotPayingOff",
+            _predicted_expr(s.speedup_below),
+            s.not_paying_for,
+            "warning",
             "Speculative decoding is predicted to be slower than plain decoding.",
             "Class {class} is predicted to run at {value}x the speed of plain decoding at its "
             f"deployed k (threshold {s.speedup_below:g}x, for {d(s.not_paying_for)}): speculation "
             "costs throughput; compare specwise_recommended_k.",
             "x2",
-            url("SpecDecodeNotPayingOff"),
+            url("SpecDecodePredictedNotPayingOff"),
         ),
         AlertRule(
             "SpecDecodeAcceptanceDropped",
@@ -360,6 +418,36 @@ def rules_yaml(groups: Sequence[RuleGroup], *, header: str = "") -> str:
 # -- evaluating the same alerts from the controller's state (direct push) -------------------
 
 
+def _number(value: Any) -> float | None:
+    if isinstance(value, Mapping):
+        value = value.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value == value else None  # NaN: no measurement
+
+
+def measured_speedups(status: Any) -> tuple[float | None, list[tuple[str, float]]]:
+    """The measured speedup of a class and of each batch band, from ``ClassStatus.load``
+    (the controller's load block: ``measured`` and ``bands``; ``load_aware`` False means
+    no latency families, hence no measurement), as the exporter publishes them in
+    ``specwise_measured_speedup_ratio`` and ``specwise_band_measured_speedup_ratio``."""
+    load = getattr(status, "load", None)
+    if not isinstance(load, Mapping) or not load.get("load_aware", True):
+        return None, []
+    measured = _number(load.get("measured"))
+    bands: list[tuple[str, float]] = []
+    for band in load.get("bands") or ():
+        if not isinstance(band, Mapping):
+            continue
+        value = _number(band.get("measured"))
+        name = band.get("band")
+        if name is None and "start" in band and "end" in band:
+            name = f"{band['start']}-{band['end']}"
+        if value is not None and name is not None:
+            bands.append((str(name), value))
+    return measured, bands
+
+
 @dataclass(frozen=True)
 class Alert:
     """A firing alert: what the direct push sends, labelled like the rule's alert."""
@@ -419,8 +507,20 @@ class AlertEvaluator:
         for c in state.classes:
             labels = {"class": c.name}
             speed = c.predicted_speedup_deployed
-            if c.deployed_k and speed is not None and speed < s.speedup_below:
-                out.append(("SpecDecodeNotPayingOff", labels, speed))
+            predicted_losing = bool(c.deployed_k) and speed is not None and speed < s.speedup_below
+            if predicted_losing and speed is not None:
+                out.append(("SpecDecodePredictedNotPayingOff", labels, speed))
+            measured, bands = measured_speedups(c)
+            if c.deployed_k:
+                if measured is not None and measured < s.speedup_below:
+                    measured_labels = {**labels, "basis": "measured"}
+                    out.append(("SpecDecodeNotPayingOff", measured_labels, measured))
+                for band, value in bands:
+                    if value < s.speedup_below:
+                        band_labels = {**labels, "band": band, "basis": "measured"}
+                        out.append(("SpecDecodeNotPayingOff", band_labels, value))
+            if predicted_losing and measured is None and speed is not None:
+                out.append(("SpecDecodeNotPayingOff", {**labels, "basis": "predicted"}, speed))
             if c.alpha is not None:
                 base = self._baseline(c.name, c.alpha, now)
                 if base and c.alpha / base < s.acceptance_drop_ratio:
