@@ -16,6 +16,7 @@ exporters).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -23,17 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from specwise.config import AlertSettings, format_duration
-from specwise.controller.state import ControllerState
+from specwise.controller.state import ClassStatus, ControllerState
 
 __all__ = [
     "ALERT_NAMES",
     "Alert",
     "AlertEvaluator",
     "AlertRule",
+    "MeasuredView",
     "RecordingRule",
     "RuleGroup",
     "build_rules",
-    "measured_speedups",
+    "measured_view",
     "rules_document",
     "rules_yaml",
     "vllm_selector",
@@ -419,33 +421,45 @@ def rules_yaml(groups: Sequence[RuleGroup], *, header: str = "") -> str:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, Mapping):
-        value = value.get("value")
+    """A finite float, or None, as the exporter reads the load block."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if value == value else None  # NaN: no measurement
+    v = float(value)
+    return v if math.isfinite(v) else None
 
 
-def measured_speedups(status: Any) -> tuple[float | None, list[tuple[str, float]]]:
-    """The measured speedup of a class and of each batch band, from ``ClassStatus.load``
-    (the controller's load block: ``measured`` and ``bands``; ``load_aware`` False means
-    no latency families, hence no measurement), as the exporter publishes them in
-    ``specwise_measured_speedup_ratio`` and ``specwise_band_measured_speedup_ratio``."""
-    load = getattr(status, "load", None)
-    if not isinstance(load, Mapping) or not load.get("load_aware", True):
-        return None, []
-    measured = _number(load.get("measured"))
+@dataclass(frozen=True)
+class MeasuredView:
+    """What the exporter publishes of a class's measured speedup (``ClassStatus.load``):
+    ``measured`` = ``specwise_measured_speedup_ratio``, ``bands`` =
+    ``specwise_band_measured_speedup_ratio`` by band, ``load_aware`` =
+    ``specwise_load_aware`` (None: the class has no load block, nothing exported)."""
+
+    measured: float | None
+    bands: tuple[tuple[str, float], ...]
+    load_aware: bool | None
+
+    @property
+    def replaces_prediction(self) -> bool:
+        """The rule's ``unless (specwise_measured_speedup_ratio and specwise_load_aware
+        == 1)``: a measurement exists, so the prediction does not stand in for it."""
+        return self.measured is not None and bool(self.load_aware)
+
+
+def measured_view(status: ClassStatus) -> MeasuredView:
+    """The measured side of one class, read the way the exporter exports it."""
+    load = status.load
+    if not isinstance(load, Mapping):
+        return MeasuredView(None, (), None)
+    m = load.get("measured")
+    measured = _number(m.get("value")) if isinstance(m, Mapping) else None
     bands: list[tuple[str, float]] = []
-    for band in load.get("bands") or ():
-        if not isinstance(band, Mapping):
-            continue
-        value = _number(band.get("measured"))
-        name = band.get("band")
-        if name is None and "start" in band and "end" in band:
-            name = f"{band['start']}-{band['end']}"
-        if value is not None and name is not None:
-            bands.append((str(name), value))
-    return measured, bands
+    for b in load.get("bands_measured") or ():
+        if isinstance(b, Mapping):
+            x = _number(b.get("value"))
+            if x is not None:
+                bands.append((str(b.get("band", "")), x))
+    return MeasuredView(measured, tuple(bands), bool(load.get("load_aware")))
 
 
 @dataclass(frozen=True)
@@ -510,16 +524,16 @@ class AlertEvaluator:
             predicted_losing = bool(c.deployed_k) and speed is not None and speed < s.speedup_below
             if predicted_losing and speed is not None:
                 out.append(("SpecDecodePredictedNotPayingOff", labels, speed))
-            measured, bands = measured_speedups(c)
+            view = measured_view(c)
             if c.deployed_k:
-                if measured is not None and measured < s.speedup_below:
+                if view.measured is not None and view.measured < s.speedup_below:
                     measured_labels = {**labels, "basis": "measured"}
-                    out.append(("SpecDecodeNotPayingOff", measured_labels, measured))
-                for band, value in bands:
+                    out.append(("SpecDecodeNotPayingOff", measured_labels, view.measured))
+                for band, value in view.bands:
                     if value < s.speedup_below:
                         band_labels = {**labels, "band": band, "basis": "measured"}
                         out.append(("SpecDecodeNotPayingOff", band_labels, value))
-            if predicted_losing and measured is None and speed is not None:
+            if predicted_losing and speed is not None and not view.replaces_prediction:
                 out.append(("SpecDecodeNotPayingOff", {**labels, "basis": "predicted"}, speed))
             if c.alpha is not None:
                 base = self._baseline(c.name, c.alpha, now)
