@@ -41,7 +41,7 @@ from specwise.policies.load_policy import (
     MeasuredSpeedupLike,
     recommend_config,
 )
-from specwise.policies.off import RESTART_OFF, OffMode, choose_off
+from specwise.policies.off import OffMode, choose_off
 from specwise.policies.schedule import ScheduleEntry, compress_schedule
 
 if TYPE_CHECKING:
@@ -480,12 +480,8 @@ def _recommend_load(
         notes.append(note)
     measured = len(estimate.survival) or (estimate.k or 0)
     k_top = cfg.k_max
-    if cfg.max_step is not None and measured >= 1 and measured + cfg.max_step < k_top:
-        k_top = measured + cfg.max_step
-        notes.append(
-            f"step bound applied: k at most {k_top} ({measured} measured positions + "
-            f"max_step {cfg.max_step}); beyond them the price is extrapolated"
-        )
+    if cfg.max_step is not None and measured >= 1:
+        k_top = min(k_top, measured + cfg.max_step)
     out = recommend_config(
         samples,
         load,
@@ -502,22 +498,32 @@ def _recommend_load(
     notes.extend(out.notes)
     notes.extend(out.warnings)
     chosen = out.config.k
+    if k_top < cfg.k_max and chosen == k_top:
+        notes.append(
+            f"step bound applied: k priced up to {k_top} ({measured} measured positions + "
+            f"max_step {cfg.max_step}); beyond them the price is extrapolated"
+        )
     speedups = out.speedups
-    off_mode: OffMode | None = "restart" if chosen == 0 else None
+    off_mode: OffMode | None = None
+    off_cost = ""
+    s_rec = out.speedup
+    if chosen == 0:  # "auto" restarts: no schedule drafts anywhere
+        off_mode, off_cost, s_off = choose_off(cfg.off, None, overhead=cfg.schedule_off_overhead)
+        s_rec = s_rec if s_off is None else s_off
     reason = f"{_fmt_alpha(estimate)}, fitted step cost {out.reason}"
     return Recommendation(
         class_name=estimate.class_name,
         current_k=cur,
         recommended_k=chosen,
         predicted_speedup_current=out.current_speedup,
-        predicted_speedup_recommended=out.speedup,
-        recommended_low=out.low,
-        recommended_high=out.high,
+        predicted_speedup_recommended=s_rec,
+        recommended_low=min(out.low, s_rec),
+        recommended_high=min(out.high, s_rec) if chosen == 0 else out.high,
         confidence=out.confidence,
         priced_from=priced_from,
         extrapolated=estimate.k is not None and chosen > estimate.k,
         off_mode=off_mode,
-        off_cost=RESTART_OFF if chosen == 0 else "",
+        off_cost=off_cost,
         schedule=out.config.schedule,
         speedups=speedups,
         cost=cfg.cost,
