@@ -32,7 +32,7 @@ from specwise.output import format_table, to_json
 from specwise.policies import PolicyConfig, Recommendation, drafter_cost, recommend
 from specwise.policies.settings import policy_config
 from specwise.policies.speedup_policy import CONSTANT_COST_NOTE
-from specwise.reporting.cost import CostSide, cost_lines, cost_side
+from specwise.reporting.cost import CostSide, cost_lines, cost_side, sum_by_class_per_window
 
 __all__ = ["ClassAnswer", "recommend_command", "recommend_deltas", "since_start"]
 
@@ -103,16 +103,18 @@ def recommend_deltas(
 
     Speculative and load-only class deltas (replicas or periods without speculation) are
     summed apart; every one of a class feeds its cost side (the fitted T(k, B), the
-    measured speedup, the batch sizes), and ``extra_load`` adds more windows (e.g. the
+    measured speedup, the batch sizes); ``extra_load`` replaces them by sub-windows (e.g. the
     sub-windows of a Prometheus range). A class without latency families is priced with
     the constant-cost model and says so.
     """
     by_class: dict[str, list[CounterDelta]] = {}
-    for d in sum_by_class(extra_load, classes) if extra_load else ():
+    for d in sum_by_class_per_window(extra_load, classes) if extra_load else ():
         by_class.setdefault(_class_name(d), []).append(d)
+    windowed = set(by_class)  # classes whose cost side comes from the sub-windows
     summed = sum_by_class(deltas, classes)
     for d in summed:
-        by_class.setdefault(_class_name(d), []).append(d)
+        if _class_name(d) not in windowed:
+            by_class.setdefault(_class_name(d), []).append(d)
     answers = []
     for d in summed:
         if not d.spec_families:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from specwise.collectors.classes import ClassConfig
+from specwise.collectors.deltas import sum_by_class
 from specwise.collectors.snapshot import CounterDelta
+from specwise.controller.load import load_status
 from specwise.estimation.load_window import LoadWindow
 from specwise.estimation.step_fit import (
     MeasuredSpeedup,
@@ -33,11 +36,10 @@ from specwise.step_cost import BatchDistribution, StepCost
 __all__ = [
     "CONSTANT_COST_NOTE",
     "CostSide",
-    "config_dict",
     "cost_lines",
     "cost_side",
     "costs_dict",
-    "measured_dict",
+    "sum_by_class_per_window",
 ]
 
 
@@ -83,34 +85,23 @@ class CostSide:
         return self.fit.disagreements() if self.fit is not None else ()
 
     def to_dict(self, load: ConfigRecommendation | None = None) -> dict[str, Any]:
-        """The JSON block (the keys of the controller's ``/recommendations`` load block)."""
-        fit = self.fit
+        """The JSON block: the controller's ``/recommendations`` load block
+        (:func:`specwise.controller.load.load_status`), plus the preset it was fitted
+        against, the measured speedup per band of the recommended configuration, and notes.
+        """
+        evidence = self.evidence
         bands = [(b.start, b.end) for b in load.bands] if load is not None else []
-        out: dict[str, Any] = {
-            "load_aware": self.load_aware,
-            "note": "" if self.load_aware else self.note,
-            "measured": measured_dict(self.measured),
-            "predicted": _predicted_dict(self.measured),
-            "costs": costs_dict(fit, self.batches, self.measured),
-            "preset_cost": self.prior_cost,
-            "disagreements": list(self.disagreements),
-            "batch": batch_dict(self.batches),
-            "fit": None
-            if fit is None
-            else {
-                "n_observations": fit.n_observations,
-                "ks": list(fit.ks),
-                "batch_range": list(fit.batch_range),
-                "plain_source": fit.plain_source,
-                "notes": list(fit.notes),
-            },
-            "notes": list(self.notes),
-        }
-        out.update(config_dict(load))
-        out["bands_measured"] = [
-            {"band": f"{a}-{b}", **(measured_dict(m) or {})}
-            for (a, b), m in self.band_measured(bands)
-        ]
+        if evidence is not None and bands:
+            evidence = replace(evidence, bands_measured=self.band_measured(bands))
+        out = load_status(
+            evidence=evidence,
+            recommendation=load,
+            note="" if self.load_aware else self.note,
+            batches=self.batches,
+            deployed_k=self.measured.k if self.measured is not None else None,
+        )
+        out["preset_cost"] = self.prior_cost
+        out["notes"] = list(self.notes)
         return out
 
 
@@ -139,11 +130,13 @@ def cost_side(
     obs = window.observations(now)
     batches = window.batches(now)
     if not obs:
-        note = next((p for p in problems if "latency" in p), None) or (
-            problems[0] if problems else CONSTANT_COST_NOTE
-        )
-        if "constant-cost" not in note:
-            note = f"{note}; priced with the constant-cost model (draft cost c from the preset)"
+        # as the controller says it (specwise.controller.load): the standard note when the
+        # latency families are missing, else the first reason with the same consequence
+        problem = next((p for p in problems if "latency families" not in p), None)
+        if problem is None or any("latency families" in p for p in problems):
+            note = CONSTANT_COST_NOTE
+        else:
+            note = f"{problem}; priced with the constant-cost model until it is measured"
         return CostSide(False, note, batches=batches, prior_cost=prior_cost)
     fit = fit_step_cost(obs, prior_cost=prior_cost, prior_verify_slope=verify_slope)
     if fit is None:
@@ -170,30 +163,25 @@ def cost_side(
     )
 
 
+def sum_by_class_per_window(
+    deltas: Sequence[CounterDelta], classes: ClassConfig
+) -> list[CounterDelta]:
+    """:func:`~specwise.collectors.deltas.sum_by_class` within each window (same start and
+    end) apart: sub-windows of a range stay separate observations of the cost side."""
+    windows: dict[tuple[float, float], list[CounterDelta]] = {}
+    for d in deltas:
+        windows.setdefault((d.start, d.end), []).append(d)
+    out: list[CounterDelta] = []
+    for key in sorted(windows):
+        out.extend(sum_by_class(windows[key], classes))
+    return out
+
+
 def _horizon(deltas: Sequence[CounterDelta]) -> float:
     start = min(d.start for d in deltas)
     end = max(d.end for d in deltas)
     span = end - start
     return max(span * 1.01 + 1.0, 60.0) if math.isfinite(span) else 86400.0
-
-
-def measured_dict(m: MeasuredSpeedup | None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    return {
-        "value": m.value,
-        "low": m.low,
-        "high": m.high,
-        "basis": m.basis,
-        "batch": m.batch,
-        "k": m.k,
-    }
-
-
-def _predicted_dict(m: MeasuredSpeedup | None) -> dict[str, Any] | None:
-    if m is None or m.predicted is None:
-        return None
-    return {"value": m.predicted, "low": m.predicted_low, "high": m.predicted_high}
 
 
 def costs_dict(
@@ -229,55 +217,6 @@ def costs_dict(
         "implied_verify_cost": implied_v(c),
         "implied_verify_cost_interval": list(fit.interval(implied_v)),
         "implied_verify_k": k,
-    }
-
-
-def batch_dict(batches: BatchDistribution | None) -> dict[str, Any] | None:
-    if batches is None:
-        return None
-    return {
-        "mean": batches.mean,
-        "p50": batches.quantile(0.5),
-        "p90": batches.quantile(0.9),
-        "p99": batches.quantile(0.99),
-        "idle_share": batches.idle_share,
-        "max": batches.sizes[-1],
-    }
-
-
-def config_dict(load: ConfigRecommendation | None) -> dict[str, Any]:
-    """The recommended configuration, its bands and warnings (empty without load)."""
-    if load is None:
-        return {"recommended": None, "bands": [], "warnings": []}
-    cfg = load.config
-    return {
-        "recommended": {
-            "k": cfg.k,
-            "schedule": [list(e) for e in cfg.schedule] if cfg.schedule else None,
-            "kind": load.kind,
-            "describe": cfg.describe(),
-            "speedup": load.speedup,
-            "low": load.low,
-            "high": load.high,
-            "current_speedup": load.current_speedup,
-            "single_k": load.single_k,
-            "single_speedup": load.single_speedup,
-            "reason": load.reason,
-        },
-        "bands": [
-            {
-                "band": b.label,
-                "start": b.start,
-                "end": b.end,
-                "k": b.k,
-                "share": b.share,
-                "speedup": b.speedup,
-                "low": b.low,
-                "high": b.high,
-            }
-            for b in load.bands
-        ],
-        "warnings": list(load.warnings),
     }
 
 

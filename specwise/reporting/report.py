@@ -37,7 +37,7 @@ from specwise.estimation.estimator import (
 )
 from specwise.model import VerifyCost, verify_cost_at
 from specwise.policies import PolicyConfig, Recommendation, recommend
-from specwise.reporting.cost import CostSide, cost_side
+from specwise.reporting.cost import CostSide, cost_side, sum_by_class_per_window
 from specwise.reporting.windows import (
     AlphaSeries,
 )
@@ -154,7 +154,7 @@ def analyze_window(
     model prices k and says so."""
     summed = sum_by_class(deltas, classes)
     by_class: dict[str, list[CounterDelta]] = {}
-    for d in sum_by_class(load_deltas, classes) if load_deltas else summed:
+    for d in sum_by_class_per_window(load_deltas, classes) if load_deltas else summed:
         by_class.setdefault(_class_name(d.labels), []).append(d)
     out: dict[str, WindowClass] = {}
     for d in summed:
