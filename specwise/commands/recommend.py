@@ -312,7 +312,7 @@ def recommend_command(
             deltas = [since_start(s) for s in latest_per_series(snaps)]
             if snaps:
                 now = max(s.timestamp for s in snaps)
-    if not deltas:
+    if not any(d.spec_families for d in deltas):  # load-only engines run without speculation
         raise SourceError(
             "the source has no vLLM spec-decode counters (or no series in both captures); "
             "check that vLLM runs with --speculative-config and the window saw traffic"

@@ -135,6 +135,8 @@ class Controller:
         self._errors: Counter[str] = Counter()  # the controller's own failures, by kind
         self._last_error = ""
         self._unmatched_warned: set[str] = set()
+        #: the last tick's per-series load-only deltas (engines without speculation)
+        self._load_deltas: list[CounterDelta] = []
         # the alert rules' class labels (e.g. model_name) of each class's series
         self._series = SeriesLabels(
             config.alerts.class_labels or config.source.group_by, self.classes
@@ -618,6 +620,12 @@ class Controller:
     # ----------------------------------------------------------------------------- tick
     def _ingest(self, snapshots: Sequence[Snapshot], t: float) -> None:
         raw = self._deltas(snapshots, t)
+        # Load-only deltas (engines without speculation, spec_families=False) carry no
+        # acceptance evidence: they must not reach the estimator, mark a class seen or set its
+        # observed k (k = 0 there). Their baselines are still kept in self._last by _deltas.
+        # TODO(l5): feed them (with the spec deltas) to the class's LoadWindow.
+        self._load_deltas = [d for d in raw if not d.spec_families]
+        raw = [d for d in raw if d.spec_families]
         self._series.note(raw, lambda labels: self.classes.classify(labels)[CLASS_LABEL])
         self._note_restarts(raw, t)
         for delta in sum_by_class(raw, self.classes):

@@ -513,7 +513,7 @@ def build_report(
     verify_slope: float | None = None,
 ) -> Report:
     """Analyse both windows and compare them (``created`` stamps the report)."""
-    if not before_deltas and not after_deltas:
+    if not any(d.spec_families for d in (*before_deltas, *after_deltas)):
         raise ReportError(
             "neither window has vLLM spec-decode counters; check the windows, the class "
             "labels and that vLLM ran with --speculative-config"
