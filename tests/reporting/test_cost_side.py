@@ -62,7 +62,7 @@ def window(
     )
 
 
-DAY = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 96.0, 128.0, 160.0, 192.0)
+DAY = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 96.0, 128.0, 192.0, 256.0)
 
 
 def day(k: int = 4, *, plain: bool = True, cost: StepCost = TRUTH) -> list[CounterDelta]:
@@ -101,13 +101,10 @@ def test_measured_speedup_against_plain_windows_matches_the_truth() -> None:
     assert side.fit.plain_source == "measured"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="until branch l2: sum_by_class keeps iteration steps and batch samples"
-)
 def test_a_busy_day_gets_k_at_night_and_none_at_peak() -> None:
     """Why k = 4 at night and 0 at peak: the configuration drafts at small batch sizes and
     not at the largest ones; the whole picture is in the JSON block and the lines."""
-    windows = day(plain=False)
+    windows = day()
     answers = recommend_deltas(
         [window(64.0, 4, start=0.0, seconds=6000.0)],  # the whole day, for alpha
         extra_load=windows,  # its sub-windows, for the cost side
@@ -121,20 +118,21 @@ def test_a_busy_day_gets_k_at_night_and_none_at_peak() -> None:
     r = a.recommendation
     assert r.config is not None
     assert r.load is not None
-    assert r.config.k_at(2) >= 3
-    assert r.config.k_at(192) == 0 or r.load.kind == "off"
+    assert r.config.k_at(2) >= 4  # memory-bound: drafts are nearly free
+    assert r.config.k_at(256) == 0  # compute-bound: verifying drafts costs more than it gives
+    assert r.load.kind == "schedule"
     data = json.loads(json.dumps(a.to_dict()))
     load = data["load"]
     assert load["load_aware"] is True
-    assert load["measured"]["basis"] == "inferred"  # no plain windows in this one
+    assert load["measured"]["basis"] == "baseline"  # the plain replica's windows
     assert load["costs"]["base"] == pytest.approx(0.02, rel=0.1)
-    assert load["batch"]["p90"] >= 160
+    assert load["batch"]["p90"] >= 192
     assert load["recommended"]["kind"] in {"schedule", "single", "off"}
     assert data["configuration"]["k"] == r.config.k
     lines = cost_lines(a.cost_side, r.load)
     text = "\n".join(lines)
     assert "measured speedup at k = 4" in text
-    assert "T(0, B) inferred from the fit" in text
+    assert "against plain windows of this class" in text
     assert "fitted step: base 20" in text
     assert "batch size: mean" in text
 
