@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 from specwise.collectors.snapshot import CounterDelta
@@ -21,7 +22,7 @@ from specwise.estimation.step_fit import (
     observation_from_delta,
     observation_problem,
 )
-from specwise.step_cost import BatchDistribution
+from specwise.step_cost import BatchDistribution, SpecConfig
 
 __all__ = ["LoadWindow"]
 
@@ -50,11 +51,27 @@ class LoadWindow:
     def __len__(self) -> int:
         return len(self._obs)
 
-    def add(self, delta: CounterDelta, k: int | None) -> None:
+    def add(self, delta: CounterDelta, k: int | None, *, config: SpecConfig | None = None) -> None:
         """Take one class delta: its step observation (when its families allow one) and its
-        batch samples, each standing for an equal share of the window's length."""
+        batch samples, each standing for an equal share of the window's length.
+
+        ``k``: the deployed k (None: the delta's own). ``config``: the deployed
+        configuration; under a batch-size schedule the window is priced at the k its mean
+        batch size runs, and a window in a k = 0 band of an engine launched with a drafter
+        is left out of the fit (its steps carry the loaded drafter's overhead, so they are
+        neither plain decoding nor speculation)."""
         obs = observation_from_delta(delta, k)
         self.last_problem = None if obs is not None else observation_problem(delta, k)
+        if obs is not None and obs.k > 0 and config is not None and config.schedule:
+            k_band = config.k_at(max(1, round(obs.batch)))
+            if k_band == 0:
+                self.last_problem = (
+                    f"batch size {obs.batch:.1f} falls in a k = 0 band of the schedule: its "
+                    "steps carry the loaded drafter's overhead and are left out of the fit"
+                )
+                obs = None
+            elif k_band != obs.k:
+                obs = replace(obs, k=k_band)
         if obs is not None:
             self.add_observation(obs)
         samples = [

@@ -50,6 +50,9 @@ FloatArray = npt.NDArray[np.float64]
 N_SAMPLES = 200
 #: At most this many knee candidates (quantiles of the observed verified tokens).
 MAX_KNEES = 40
+#: Posterior draws are widened by this factor: the knee's grid and the plug-in noise
+#: variance understate the spread (calibrated on simulated windows, tests/estimation).
+DRAW_WIDEN = 1.25
 #: Prior relative noise of one window's T_obs (a pseudo-observation for the noise scale).
 NOISE_PRIOR = 0.02
 NOISE_PRIOR_WEIGHT = 1.0
@@ -303,32 +306,73 @@ class MeasuredSpeedup:
 
 
 def _arrays(obs: Sequence[StepObservation]) -> dict[str, FloatArray]:
+    n = len(obs)
     return {
-        "k": np.array([o.k for o in obs], dtype=np.float64),
-        "b": np.array([o.batch for o in obs], dtype=np.float64),
-        "t": np.array([o.step_seconds for o in obs], dtype=np.float64),
-        "r": np.array([o.weight for o in obs], dtype=np.float64),
+        "k": np.fromiter((o.k for o in obs), dtype=np.float64, count=n),
+        "b": np.fromiter((o.batch for o in obs), dtype=np.float64, count=n),
+        "t": np.fromiter((o.step_seconds for o in obs), dtype=np.float64, count=n),
+        "r": np.fromiter((o.weight for o in obs), dtype=np.float64, count=n),
+        "g": np.fromiter(
+            (math.nan if o.tokens_per_step is None else o.tokens_per_step for o in obs),
+            dtype=np.float64,
+            count=n,
+        ),
     }
 
 
+def _valid_mask(a: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
+    k, b, t, r = a["k"], a["b"], a["t"], a["r"]
+    with np.errstate(invalid="ignore"):
+        return np.asarray(
+            (k >= 0)
+            & (k == np.floor(k))
+            & np.isfinite(b)
+            & (b > 0)
+            & np.isfinite(t)
+            & (t > 0)
+            & (t <= MAX_STEP_SECONDS)
+            & np.isfinite(r)
+            & (r > 0),
+            dtype=np.bool_,
+        )
+
+
 def _valid(o: StepObservation) -> bool:
-    return (
-        isinstance(o.k, int)
-        and o.k >= 0
-        and math.isfinite(o.batch)
-        and o.batch > 0
-        and math.isfinite(o.step_seconds)
-        and 0 < o.step_seconds <= MAX_STEP_SECONDS
-        and math.isfinite(o.weight)
-        and o.weight > 0
-    )
+    return bool(_valid_mask(_arrays([o]))[0])
+
+
+#: Windows of one k whose batch sizes lie within this factor pool into one cell.
+CELL_WIDTH = 1.01
+
+
+def _cells(
+    k: FloatArray, b: FloatArray, t: FloatArray, w: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Pool windows of one k and nearly one batch size: weighted mean B and T, summed
+    weight (the weighted least squares over cells equals the one over windows when B is
+    constant within a cell; within-cell scatter stays in the caller's raw y'Wy)."""
+    keys, inv = _cell_keys(k, b)
+    ws = np.asarray(np.bincount(inv, weights=w), dtype=np.float64)
+    bc = np.asarray(np.bincount(inv, weights=w * b), dtype=np.float64) / ws
+    tc = np.asarray(np.bincount(inv, weights=w * t), dtype=np.float64) / ws
+    return keys, bc, tc, ws
+
+
+def _cell_keys(k: FloatArray, b: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """The k of each cell and each window's cell index (one int64 key: k, then log B)."""
+    bins = np.round(np.log(b) / math.log(CELL_WIDTH)).astype(np.int64)
+    key = k.astype(np.int64) * 10_000_000 + (bins + 1_000_000)
+    uniq, inv = np.unique(key, return_inverse=True)
+    ks = np.asarray(uniq // 10_000_000, dtype=np.float64)
+    return ks, np.asarray(inv.reshape(-1), dtype=np.intp)
 
 
 @dataclass
 class _KneeFit:
     knee: float
     theta: FloatArray  # natural units: base, per_token, draft_base, draft_per_seq
-    cov: FloatArray  # natural units, 4x4 (zero rows for parameters fixed at 0)
+    free_theta: FloatArray  # the unconstrained posterior mean (natural units)
+    cov: FloatArray  # the unconstrained posterior covariance (natural units), 4x4
     ssr: float
     score: float  # -2 log marginal likelihood (up to a constant)
 
@@ -347,9 +391,13 @@ def _solve_knee(
     """Penalized WLS in scaled parameters, with parameters 1..3 kept >= 0 (active set)."""
     free = [0, 1, 2, 3]
     theta = np.zeros(4)
-    cov = np.zeros((4, 4))
     a_full = gram / sigma2 + prior_prec
     b_full = xty / sigma2 + prior_mean_term
+    try:
+        cov = np.linalg.inv(a_full)
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(a_full)
+    free_theta = cov @ b_full
     for _ in range(4):
         idx = np.array(free)
         a = a_full[np.ix_(idx, idx)]
@@ -362,12 +410,6 @@ def _solve_knee(
         if not neg:
             theta = np.zeros(4)
             theta[idx] = sol
-            try:
-                inv = np.linalg.inv(a)
-            except np.linalg.LinAlgError:
-                inv = np.linalg.pinv(a)
-            cov = np.zeros((4, 4))
-            cov[np.ix_(idx, idx)] = inv
             break
         worst = min(neg, key=lambda j: sol[free.index(j)])
         free.remove(worst)
@@ -381,7 +423,14 @@ def _solve_knee(
     # back to natural units
     theta_n = theta * scale
     cov_n = cov * np.outer(scale, scale)
-    return _KneeFit(knee=knee, theta=theta_n, cov=cov_n, ssr=ssr, score=score)
+    return _KneeFit(
+        knee=knee,
+        theta=theta_n,
+        free_theta=free_theta * scale,
+        cov=cov_n,
+        ssr=ssr,
+        score=score,
+    )
 
 
 def fit_step_cost(
@@ -401,39 +450,36 @@ def fit_step_cost(
     likelihood, and sampled with it for the posterior draws. ``prior_verify_slope`` (the
     seed model's eps) adds a fixed verify cost per draft of eps times the plain step.
     """
-    usable = [o for o in obs if _valid(o)]
-    if not usable:
+    a = _arrays(obs)
+    ok = _valid_mask(a)
+    if not ok.any():
         return None
+    usable = [o for o, good in zip(obs, ok, strict=True) if good]
     c = max(0.0, float(prior_cost)) if math.isfinite(prior_cost) else 0.0
     eps = max(0.0, float(prior_verify_slope)) if math.isfinite(prior_verify_slope) else 0.0
-    a = _arrays(usable)
-    k, b, t, r = a["k"], a["b"], a["t"], a["r"]
+    k_raw, b_raw, t_raw, r = a["k"][ok], a["b"][ok], a["t"][ok], a["r"][ok]
     n = len(usable)
-    tokens = b * (k + 1.0)
 
     # scales for conditioning (natural units -> order 1)
-    base_guess = float(np.median(t / (1.0 + k * (c + eps))))
-    tok_med = float(max(np.median(tokens), 1.0))
-    b_med = float(max(np.median(b), 1.0))
+    base_guess = float(np.median(t_raw / (1.0 + k_raw * (c + eps))))
+    tok_med = float(max(np.median(b_raw * (k_raw + 1.0)), 1.0))
+    b_med = float(max(np.median(b_raw), 1.0))
     scale = np.array([base_guess, base_guess / tok_med, base_guess, base_guess / b_med])
 
     # relative residuals, weights by request-steps (capped so one long window cannot rule)
     r_med = float(np.median(r))
-    w = np.minimum(r, 10.0 * r_med) / r_med / (t * t)
+    w_raw = np.minimum(r, 10.0 * r_med) / r_med / (t_raw * t_raw)
+    yty = float((w_raw * t_raw) @ t_raw)
+    # windows of one k within 1% of one batch size pool into one cell (the same sums up to
+    # that 1%), so a day of windows costs what a few hundred do
+    k, b, t, w = _cells(k_raw, b_raw, t_raw, w_raw)
+    tokens = b * (k + 1.0)
     x0 = (1.0 + k * eps) * scale[0]
     x2 = k * scale[2]
     x3 = k * b * scale[3]
-    fixed = np.stack([x0, x2, x3], axis=1)  # n x 3
+    fixed = np.stack([x0, x2, x3], axis=1)  # cells x 3
 
-    uniq = np.unique(tokens)
-    if len(uniq) >= 2:
-        cand = uniq[:-1]  # a knee at the largest token count has nothing above it
-        if len(cand) > MAX_KNEES - 1:
-            qs = np.linspace(0.0, 1.0, MAX_KNEES - 1)
-            cand = np.unique(np.quantile(cand, qs))
-        knees = np.concatenate([cand, [np.inf]])
-    else:
-        knees = np.array([np.inf])
+    knees, knee_mass = _knee_grid(tokens)
     h = np.where(
         np.isfinite(knees)[None, :], np.maximum(0.0, tokens[:, None] - knees[None, :]), 0.0
     )
@@ -445,7 +491,6 @@ def fit_step_cost(
     g_cross = fw.T @ h  # 3 x G
     g_hh = (h * h * w[:, None]).sum(axis=0)  # G
     y_h = (w * t) @ h  # G
-    yty = float((w * t) @ t)
 
     # priors in scaled units (theta_scaled = theta / scale)
     def priors(knee: float) -> tuple[FloatArray, FloatArray, float]:
@@ -535,36 +580,58 @@ def fit_step_cost(
             if math.isfinite(float(knees[best_j + 1]))
             else float(tokens.max())
         )
-        refined = _golden(lambda kn: fit_at(kn, sigma2), lo_k, hi_k, fits[best_j])
-        fits[best_j] = refined
-        scores[best_j] = refined.score
-    best = fits[best_j]
-    post = np.exp(-0.5 * (scores - scores[best_j]))
+        # the point estimate takes the refined knee; the draws keep the grid (a refined
+        # optimum given a whole cell's prior mass would understate the knee's spread)
+        best = _golden(lambda kn: fit_at(kn, sigma2), lo_k, hi_k, fits[best_j])
+    else:
+        best = fits[best_j]
+    post = np.exp(-0.5 * (scores - scores[best_j])) * knee_mass
     post /= post.sum()
 
     cost = _to_cost(best.theta, best.knee, eps)
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(fits), size=N_SAMPLES, p=post)
     samples: list[StepCost] = []
-    z = rng.standard_normal((N_SAMPLES, 4))
-    for i, j in enumerate(picks):
+    for j in np.unique(picks):
         f = fits[int(j)]
-        draw = f.theta + _chol(f.cov) @ z[i]
-        samples.append(_to_cost(draw, f.knee, eps))
+        need = int((picks == j).sum())
+        for draw in _truncated_draws(f, need, rng):
+            samples.append(_to_cost(draw, f.knee, eps))
 
     ks = tuple(sorted({int(x) for x in k}))
     plain = bool(np.any(k == 0))
-    notes = _notes(usable, ks, plain, c, b)
+    notes = _notes(usable, ks, plain, c, b_raw)
     return StepCostFit(
         cost=cost,
         samples=tuple(samples),
         n_observations=n,
         ks=ks,
-        batch_range=(float(b.min()), float(b.max())),
+        batch_range=(float(b_raw.min()), float(b_raw.max())),
         plain_observed=plain,
         prior_cost=c,
         notes=notes,
     )
+
+
+def _knee_grid(tokens: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Knee candidates and their prior mass (uniform in log knee): the observed verified
+    token counts (at most MAX_KNEES / 2 quantiles, the largest left out: nothing lies above
+    it) and as many log-spaced points between them, then "never" (inf)."""
+    uniq = np.unique(tokens)
+    if len(uniq) < 2:
+        return np.array([np.inf]), np.array([1.0])
+    cand = uniq[:-1]
+    half = MAX_KNEES // 2
+    if len(cand) > half:
+        cand = np.unique(np.quantile(cand, np.linspace(0.0, 1.0, half)))
+    lo, hi = float(uniq[0]), float(uniq[-1])
+    spaced = np.geomspace(max(lo, 1e-6), hi, half + 1)[:-1]
+    finite = np.unique(np.concatenate([cand, spaced]))
+    logs = np.log(np.maximum(finite, 1e-6))
+    edges = np.concatenate([[logs[0]], (logs[1:] + logs[:-1]) / 2.0, [math.log(hi)]])
+    mass = np.maximum(np.diff(edges), 1e-3 * (math.log(hi) - logs[0] + 1e-9))
+    # "never compute-bound": as much prior mass as a knee anywhere up to twice the largest
+    return np.concatenate([finite, [np.inf]]), np.concatenate([mass, [math.log(2.0)]])
 
 
 def _golden(
@@ -593,6 +660,21 @@ def _golden(
         if cand.score < best.score:
             best = cand
     return best
+
+
+def _truncated_draws(f: _KneeFit, need: int, rng: np.random.Generator) -> FloatArray:
+    """Draws of the parameters from their Gaussian posterior truncated to >= 0 (rejection
+    from the unconstrained one; clipped draws fill up when too few are accepted)."""
+    chol = _chol(f.cov) * DRAW_WIDEN
+    z = rng.standard_normal((8 * need, 4))
+    draws = f.free_theta[None, :] + z @ chol.T
+    ok = (draws[:, 0] > 0) & (draws[:, 1:] >= 0).all(axis=1)
+    kept = draws[ok][:need]
+    if len(kept) < need:
+        rest = np.clip(draws[~ok][: need - len(kept)], 0.0, None)
+        rest[:, 0] = np.where(rest[:, 0] > 0, rest[:, 0], f.theta[0])
+        kept = np.concatenate([kept, rest])
+    return np.asarray(kept, dtype=np.float64)
 
 
 def _chol(cov: FloatArray) -> FloatArray:
@@ -703,86 +785,58 @@ def measured_speedup(
     an inclusive batch-size range, when given) are priced as tokens delivered over the
     tokens plain decoding would have delivered in the same target time at the same batch
     sizes: sum G / sum (R T_obs / T0(B_obs)). T0 comes from plain windows within a factor
-    1.5 of each window's batch size (the fit's shape, levelled on them: ``basis`` =
+    1.5 of the windows' batch sizes (the fit's shape, levelled on them: ``basis`` =
     "baseline") or from the fit alone ("inferred"). With ``survival`` the fitted model's
     prediction for the same windows comes along. None without speculative windows.
     """
-    usable = [o for o in obs if _valid(o)]
-    spec = [o for o in usable if o.k > 0 and o.tokens_per_step is not None]
+    a = _arrays(obs)
+    ok = _valid_mask(a)
+    k_all, b_all, t_all, r_all, g_all = a["k"], a["b"], a["t"], a["r"], a["g"]
+    is_spec = ok & (k_all > 0) & np.isfinite(g_all)
     if band is not None:
-        lo_b, hi_b = band
-        spec = [o for o in spec if lo_b <= round(o.batch) <= hi_b]
-    if not spec:
+        is_spec &= (np.round(b_all) >= band[0]) & (np.round(b_all) <= band[1])
+    if not is_spec.any():
         return None
-    latest = max(spec, key=lambda o: o.end)
-    k_dep = latest.k
-    spec = [o for o in spec if o.k == k_dep]
-    plain = [o for o in usable if o.k == 0]
+    ends = np.fromiter((o.end for o in obs), dtype=np.float64, count=len(obs))
+    latest = int(np.argmax(np.where(is_spec, ends, -np.inf)))
+    k_dep = int(k_all[latest])
+    sel = is_spec & (k_all == k_dep)
+    spec = _Windows(k_all[sel], b_all[sel], t_all[sel], r_all[sel], g_all[sel] * r_all[sel])
+    psel = ok & (k_all == 0)
+    plain = _Windows(k_all[psel], b_all[psel], t_all[psel], r_all[psel], r_all[psel])
 
-    ks = np.array([o.k for o in spec], dtype=np.float64)
-    bs = np.array([o.batch for o in spec], dtype=np.float64)
-    ts = np.array([o.step_seconds for o in spec], dtype=np.float64)
-    rs = np.array([o.weight for o in spec], dtype=np.float64)
-    gs = np.array([float(o.tokens_per_step or 0.0) for o in spec], dtype=np.float64) * rs
-
-    costs = [fit.cost, *fit.samples]
-    p = _cost_arrays(costs)
-    t0 = _step_times(p, np.zeros_like(bs), bs)  # (1 + S) x n
-
-    basis: Literal["baseline", "inferred"] = "inferred"
-    if plain:
-        pb = np.array([o.batch for o in plain], dtype=np.float64)
-        pt = np.array([o.step_seconds for o in plain], dtype=np.float64)
-        pr = np.array([o.weight for o in plain], dtype=np.float64)
-        order = np.argsort(pb)
-        pb, pt, pr = pb[order], pt[order], pr[order]
-        logp = np.log(pb)
-        reach = math.log(BASELINE_FACTOR)
-        lo_i = np.searchsorted(logp, np.log(bs) - reach - 1e-12, side="left")
-        hi_i = np.searchsorted(logp, np.log(bs) + reach + 1e-12, side="right")
-        covered = hi_i > lo_i
-        if float(rs[covered].sum()) >= 0.9 * float(rs.sum()):
-            basis = "baseline"
-            # level the fit's T0 on the plain windows near each spec window: the
-            # R-weighted mean of T_obs / T0_fit over them (prefix sums over sorted B)
-            t0p = _step_times(p, np.zeros_like(pb), pb)  # (1 + S) x m
-            num = np.concatenate(
-                [np.zeros((len(costs), 1)), np.cumsum(pr[None, :] * pt[None, :] / t0p, axis=1)],
-                axis=1,
-            )
-            den = np.concatenate([[0.0], np.cumsum(pr)])
-            wsum = den[hi_i] - den[lo_i]
-            corr = (num[:, hi_i] - num[:, lo_i]) / np.where(wsum > 0, wsum, 1.0)[None, :]
-            corr = np.where(covered[None, :], corr, 1.0)
-            t0 = t0 * corr
-    denom = (rs * ts)[None, :] / t0
-    per_draw = gs.sum() / denom.sum(axis=1)
-    value = float(per_draw[0])
-    draws = per_draw[1:]
-    rng = np.random.default_rng(12345)
-    if len(draws):
-        spread = _sampling_spread(gs, rs, ts, t0[0], value)
-        if basis == "baseline" and plain:
-            spread = math.hypot(spread, _baseline_spread(plain, fit))
+    # the value and its basis, exactly; the draws over pooled cells (a day of windows)
+    value_row, basis, baseline_var, s_plain = _pooled_speedup([fit.cost], spec, plain, None)
+    value = float(value_row[0])
+    low = high = value
+    spec_c, plain_c = spec.pooled(), plain.pooled()
+    if fit.samples:
+        draws, _, _, _ = _pooled_speedup(list(fit.samples), spec_c, plain_c, basis)
+        # the windows' own noise: T_obs around the fitted T(k, B)
+        tk0 = _step_times(_cost_arrays([fit.cost]), spec.k, spec.b)[0]
+        s_spec = _rel_noise(spec.t / tk0, spec.r) if len(spec.k) >= 2 else s_plain
+        t0 = _step_times(_cost_arrays([fit.cost]), np.zeros_like(spec.b), spec.b)[0]
+        u = spec.r * spec.t / t0
+        spec_var = s_spec**2 * float((u * u).sum()) / float(u.sum()) ** 2
+        spread = DRAW_WIDEN * math.sqrt(spec_var + baseline_var)
+        rng = np.random.default_rng(12345)
+        # pooling the windows into cells moves the value a hair: take that out of the draws
+        pooled_value = float(_pooled_speedup([fit.cost], spec_c, plain_c, basis)[0][0])
+        draws = draws * (value / pooled_value)
         draws = draws * (1.0 + spread * rng.standard_normal(len(draws)))
         lo, hi = np.quantile(draws, [0.05, 0.95])
         low, high = min(float(lo), value), max(float(hi), value)
-    else:
-        low = high = value
 
     predicted = predicted_low = predicted_high = None
     if survival is not None and len(survival) >= k_dep:
         e = expected_tokens(survival, k_dep)
-        tk = _step_times(p, ks, bs)
-        t0f = _step_times(p, np.zeros_like(bs), bs)
-        pred = (rs.sum() * e) / ((rs[None, :] * tk / t0f).sum(axis=1))
-        predicted = float(pred[0])
-        if len(pred) > 1:
-            plo, phi = np.quantile(pred[1:], [0.05, 0.95])
+        predicted = float(_predicted([fit.cost], spec, e)[0])
+        predicted_low = predicted_high = predicted
+        if fit.samples:
+            pred = _predicted(list(fit.samples), spec_c, e)
+            plo, phi = np.quantile(pred, [0.05, 0.95])
             predicted_low, predicted_high = min(float(plo), predicted), max(float(phi), predicted)
-        else:
-            predicted_low = predicted_high = predicted
-    batch = float((rs * bs).sum() / rs.sum())
+    batch = float((spec.r * spec.b).sum() / spec.r.sum())
     return MeasuredSpeedup(
         value=value,
         low=low,
@@ -796,27 +850,104 @@ def measured_speedup(
     )
 
 
-def _sampling_spread(
-    gs: FloatArray, rs: FloatArray, ts: FloatArray, t0: FloatArray, value: float
-) -> float:
-    """Relative standard error of the pooled ratio from the windows' scatter."""
-    if len(gs) < 2 or value <= 0:
-        return 0.0
-    u = rs * ts / t0
-    ratios = gs / u
-    wsum = float(u.sum())
-    var = float((u * (ratios - value) ** 2).sum() / wsum)
-    n_eff = wsum**2 / float((u * u).sum())
-    return math.sqrt(var / max(n_eff - 1.0, 1.0)) / value
+@dataclass(frozen=True)
+class _Windows:
+    """Windows as arrays: k, batch, step seconds, request-steps, and tokens (G; for plain
+    windows unused)."""
+
+    k: FloatArray
+    b: FloatArray
+    t: FloatArray
+    r: FloatArray
+    g: FloatArray
+
+    def pooled(self) -> _Windows:
+        """Windows of one k within 1% of one batch size summed into one (R-weighted B and
+        T, summed R and G)."""
+        if len(self.k) == 0:
+            return self
+        ks, inv = _cell_keys(self.k, self.b)
+        rs = np.asarray(np.bincount(inv, weights=self.r), dtype=np.float64)
+        return _Windows(
+            k=ks,
+            b=np.bincount(inv, weights=self.r * self.b) / rs,
+            t=np.bincount(inv, weights=self.r * self.t) / rs,
+            r=rs,
+            g=np.asarray(np.bincount(inv, weights=self.g), dtype=np.float64),
+        )
 
 
-def _baseline_spread(plain: Sequence[StepObservation], fit: StepCostFit) -> float:
-    """Relative standard error of the plain windows' level around the fit."""
-    if len(plain) < 2:
+def _pooled_speedup(
+    costs: Sequence[StepCost],
+    spec: _Windows,
+    plain: _Windows,
+    basis_given: Literal["baseline", "inferred"] | None,
+) -> tuple[FloatArray, Literal["baseline", "inferred"], float, float]:
+    """sum G / sum (R T / T0(B)) per cost; the basis; the relative variance the plain
+    windows' noise adds; their relative noise per window."""
+    p = _cost_arrays(costs)
+    t0 = _step_times(p, np.zeros_like(spec.b), spec.b)  # costs x n
+    basis: Literal["baseline", "inferred"] = "inferred"
+    baseline_var = 0.0
+    s_plain = 0.0
+    if len(plain.k):
+        order = np.argsort(plain.b)
+        pb, pt, pr = plain.b[order], plain.t[order], plain.r[order]
+        logp = np.log(pb)
+        reach = math.log(BASELINE_FACTOR) + 1e-12
+        lo_i = np.searchsorted(logp, np.log(spec.b) - reach, side="left")
+        hi_i = np.searchsorted(logp, np.log(spec.b) + reach, side="right")
+        covered = hi_i > lo_i
+        t0p = _step_times(p, np.zeros_like(pb), pb)  # costs x m
+        s_plain = _rel_noise(pt / t0p[0], pr)
+        if basis_given is None:
+            enough = float(spec.r[covered].sum()) >= 0.9 * float(spec.r.sum())
+            basis = "baseline" if enough else "inferred"
+        else:
+            basis = basis_given
+        if basis == "baseline" and covered.any():
+            # level the fit's T0 on the plain windows near each spec window: the
+            # R-weighted mean of T_obs / T0_fit over them (prefix sums over sorted B)
+            num = np.concatenate(
+                [np.zeros((len(costs), 1)), np.cumsum(pr[None, :] * pt[None, :] / t0p, axis=1)],
+                axis=1,
+            )
+            den = np.concatenate([[0.0], np.cumsum(pr)])
+            wsum = np.where(covered, den[hi_i] - den[lo_i], 1.0)
+            corr = (num[:, hi_i] - num[:, lo_i]) / wsum[None, :]
+            t0 = t0 * np.where(covered[None, :], corr, 1.0)
+            # how much each plain window weighs in the sum of u: r_j * sum over the spec
+            # windows that lean on it of u_i / W_i (a range in sorted log B again)
+            u0 = spec.r * spec.t / t0[0]
+            lean = np.where(covered, u0 / wsum, 0.0)
+            sorder = np.argsort(spec.b)
+            logs_sorted = np.log(spec.b[sorder])
+            cum = np.concatenate([[0.0], np.cumsum(lean[sorder])])
+            lo_j = np.searchsorted(logs_sorted, logp - reach, side="left")
+            hi_j = np.searchsorted(logs_sorted, logp + reach, side="right")
+            cj = pr * (cum[hi_j] - cum[lo_j])
+            baseline_var = s_plain**2 * float((cj * cj).sum()) / float(u0.sum()) ** 2
+    elif basis_given is not None:
+        basis = basis_given
+    u = (spec.r * spec.t)[None, :] / t0
+    return np.asarray(spec.g.sum() / u.sum(axis=1)), basis, baseline_var, s_plain
+
+
+def _predicted(costs: Sequence[StepCost], spec: _Windows, e: float) -> FloatArray:
+    """The model's speedup for the same windows: sum R E / sum (R T(k, B) / T(0, B))."""
+    p = _cost_arrays(costs)
+    tk = _step_times(p, spec.k, spec.b)
+    t0 = _step_times(p, np.zeros_like(spec.b), spec.b)
+    return np.asarray((spec.r.sum() * e) / ((spec.r[None, :] * tk / t0).sum(axis=1)))
+
+
+def _rel_noise(rel: FloatArray, weights: FloatArray) -> float:
+    """The weighted standard deviation of one window's relative step time (0 with fewer
+    than two windows)."""
+    if len(rel) < 2:
         return 0.0
-    rel = np.array([o.step_seconds / fit.cost.step_time(0, o.batch) for o in plain])
-    wts = np.array([o.weight for o in plain])
-    m = float((wts * rel).sum() / wts.sum())
-    var = float((wts * (rel - m) ** 2).sum() / wts.sum())
-    n_eff = float(wts.sum() ** 2 / (wts * wts).sum())
-    return math.sqrt(var / max(n_eff - 1.0, 1.0))
+    wsum = float(weights.sum())
+    m = float((weights * rel).sum() / wsum)
+    var = float((weights * (rel - m) ** 2).sum() / wsum)
+    n_eff = wsum**2 / float((weights * weights).sum())
+    return math.sqrt(var * n_eff / max(n_eff - 1.0, 1.0))

@@ -130,3 +130,19 @@ def test_bad_construction_says_so() -> None:
         LoadWindow(horizon=0.0)
     with pytest.raises(DataError, match="max_observations"):
         LoadWindow(max_observations=0)
+
+
+def test_a_schedule_prices_each_window_at_its_band() -> None:
+    from specwise.step_cost import SpecConfig
+
+    config = SpecConfig(4, ((1, 4, 4), (5, 16, 2), (17, 512, 0)))
+    w = LoadWindow()
+    w.add(delta(0.0, 10.0, (3.0,), iteration_steps=1000.0 / 3.0), 4, config=config)  # B = 3
+    w.add(delta(10.0, 20.0, (8.0,)), 4, config=config)  # B = 8: the k = 2 band
+    w.add(delta(20.0, 30.0, (40.0,), iteration_steps=25.0), 4, config=config)  # B = 40: k = 0
+    assert [o.k for o in w.observations(30.0)] == [4, 2]
+    assert w.last_problem is not None
+    assert "k = 0 band" in w.last_problem
+    dist = w.batches(30.0)
+    assert dist is not None
+    assert dist.sizes == (3, 8, 40)  # the batch samples still count
