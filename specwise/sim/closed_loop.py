@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -373,6 +374,7 @@ def _best_schedule_for(
     return max(scored, key=lambda c: scored[c])
 
 
+@lru_cache(maxsize=32)
 def _hindsight(
     scenario: Scenario, k_max: int, tick: float, *, schedules: bool
 ) -> dict[str, SpecConfig]:
@@ -406,7 +408,7 @@ def best_static_k(
 ) -> RunResult:
     """The best single k per class in hindsight (knowing the whole run), run as one
     static configuration; label ``best static k``."""
-    configs = _hindsight(scenario, k_max, tick, schedules=False)
+    configs = dict(_hindsight(scenario, k_max, tick, schedules=False))
     return run_config(scenario, configs, seed=seed, label="best static k")
 
 
@@ -415,5 +417,5 @@ def best_static_schedule(
 ) -> RunResult:
     """The best static configuration per class in hindsight, a batch-size schedule allowed
     (a single k or no speculation where that is better), run for the whole run."""
-    configs = _hindsight(scenario, k_max, tick, schedules=True)
+    configs = dict(_hindsight(scenario, k_max, tick, schedules=True))
     return run_config(scenario, configs, seed=seed, label="best static schedule")

@@ -228,8 +228,11 @@ class SimEngine:
         self.tpot = _Histogram(TPOT_BUCKETS)
         self.decode = _Histogram(DECODE_BUCKETS)
 
-    def advance(self, now: float, *, max_step: float = 10.0) -> None:
-        """Sample the counters up to ``now`` in steps of at most ``max_step`` seconds."""
+    def advance(self, now: float, *, max_step: float | None = None) -> None:
+        """Sample the counters up to ``now`` in steps of at most ``max_step`` seconds (10;
+        30 for a load-varying class, whose truth moves slowly and costs more to sample)."""
+        if max_step is None:
+            max_step = 10.0 if self.spec.batch is None else 30.0
         while self.last < now:
             t = min(now, self.last + max_step)
             if self.next_crash is not None and self.last < self.next_crash <= t:

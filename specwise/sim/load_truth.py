@@ -46,13 +46,14 @@ _TINY = 1e-9
 
 
 @lru_cache(maxsize=4096)
-def _pmf_cached(mean_key: int, dispersion: float, max_batch: int) -> tuple[float, ...]:
+def _pmf_cached(mean_key: int, dispersion: float, max_batch: int) -> Array:
     mean = mean_key / 1000.0
     b = np.arange(max_batch + 1, dtype=np.float64)
     if mean <= 0.0:
         out = np.zeros(max_batch + 1)
         out[0] = 1.0
-        return tuple(out)
+        out.flags.writeable = False
+        return out
     log_fact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, max_batch + 1)))))
     if dispersion == 1.0:  # Poisson
         logp = b * math.log(mean) - mean - log_fact
@@ -78,7 +79,8 @@ def _pmf_cached(mean_key: int, dispersion: float, max_batch: int) -> tuple[float
         tail = 0.0
     p[-1] += tail  # the server runs at most max_batch; the rest waits
     p /= p.sum()
-    return tuple(float(x) for x in p)
+    p.flags.writeable = False  # shared by every caller of the cache
+    return p
 
 
 def batch_pmf(mean: float, *, dispersion: float = 1.0, max_batch: int = 256) -> Array:
@@ -88,7 +90,7 @@ def batch_pmf(mean: float, *, dispersion: float = 1.0, max_batch: int = 256) -> 
     binomial), < 1 steadier (0: the mean itself, split between the two nearest sizes).
     """
     key = round(max(0.0, float(mean)) * 1000.0)
-    return np.asarray(_pmf_cached(key, float(dispersion), int(max_batch)))
+    return _pmf_cached(key, float(dispersion), int(max_batch))
 
 
 @lru_cache(maxsize=1024)
@@ -141,12 +143,21 @@ def step_times(cost: StepCost, ks: NDArray[np.int64], sizes: NDArray[np.int64]) 
     return verify + k * (cost.draft_base + cost.draft_per_seq * b)
 
 
+@lru_cache(maxsize=256)
+def _cost_table(cost: StepCost, k_max: int, largest: int) -> Array:
+    """T(k, B) for k = 0..k_max (rows) and B = 0..largest (columns; B = 0 priced as 1)."""
+    sizes = np.maximum(np.arange(largest + 1, dtype=np.int64), 1)
+    return np.stack(
+        [step_times(cost, np.full(sizes.size, k, dtype=np.int64), sizes) for k in range(k_max + 1)]
+    )
+
+
 def plain_rate(pmf: Array, cost: StepCost) -> float:
     """Plain decoding's tokens per second at this batch pmf: sum_B p_B * B / T(0, B)."""
     sizes = np.nonzero(pmf[1:] > _TINY)[0] + 1
     if sizes.size == 0:
         return 0.0
-    t0 = step_times(cost, np.zeros(sizes.size, dtype=np.int64), sizes)
+    t0 = _cost_table(cost, 0, pmf.size - 1)[0, sizes]
     return float(np.sum(pmf[sizes] * sizes / t0))
 
 
@@ -167,10 +178,11 @@ def load_rates(
     sizes = np.nonzero(pmf[1:] > _TINY)[0] + 1
     shares = pmf[sizes]
     ks = config_ks(config, sizes) if config.k > 0 else np.zeros(sizes.size, dtype=np.int64)
-    t0 = step_times(cost, np.zeros(sizes.size, dtype=np.int64), sizes)
+    table = _cost_table(cost, config.k, pmf.size - 1)
+    t0 = table[0, sizes]
     cum = np.concatenate(([1.0], 1.0 + np.cumsum(np.asarray(survival[: config.k], dtype=float))))
     expected = cum[ks] if config.k > 0 else np.ones(sizes.size)
-    step = step_times(cost, ks, sizes)
+    step = table[ks, sizes]
     if config.k > 0:  # k = 0 bands of an engine launched with a drafter (#49548)
         step = np.where(ks == 0, t0 * (1.0 + off_overhead), step)
     steps = shares / step if sizes.size else shares
