@@ -23,7 +23,13 @@ def k_text(c: ClassStatus) -> str:
     deployed = "?" if c.deployed_k is None else str(c.deployed_k)
     rec = "?" if c.recommended_k is None else str(c.recommended_k)
     text = deployed if deployed == rec else f"{deployed} -> {rec}"
-    if c.optimal_k is not None and c.recommended_k is not None and c.optimal_k != c.recommended_k:
+    schedule = bool(((c.load or {}).get("recommended") or {}).get("schedule"))
+    if (
+        c.optimal_k is not None
+        and c.recommended_k is not None
+        and c.optimal_k != c.recommended_k
+        and not schedule  # a schedule's k is its maximum, not the best single k
+    ):
         text += f" (max {c.optimal_k})"
     return text
 

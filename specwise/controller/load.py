@@ -32,6 +32,7 @@ from specwise.step_cost import BatchDistribution, SpecConfig
 __all__ = [
     "NO_BATCH_NOTE",
     "NO_LATENCY_NOTE",
+    "PRIOR_ONLY_NOTE",
     "LoadTracker",
     "band_label",
     "load_status",
@@ -43,6 +44,11 @@ NO_LATENCY_NOTE = (
 NO_BATCH_NOTE = (
     "no batch-size samples (vllm:num_requests_running): priced with the constant-cost model "
     "(draft cost c from the preset)"
+)
+PRIOR_ONLY_NOTE = (
+    "T(0, B) is not measured yet (no window without speculation, and one k): priced with "
+    "the constant-cost model (draft cost c from the preset) until a plain window (a replica "
+    "without speculation, before/after) or a second k gives it"
 )
 #: refit at least this often even when nothing new arrived (old windows leave the horizon)
 REFIT_SECONDS = 3600.0
@@ -100,9 +106,31 @@ class LoadTracker:
     def classes(self) -> list[str]:
         return sorted(self._classes)
 
-    def add(self, name: str, delta: CounterDelta, k: int | None) -> None:
-        """One class delta: with speculation (``k`` its drafted k) or load-only (k = 0)."""
+    def add(
+        self, name: str, delta: CounterDelta, k: int | None, *, deployed: SpecConfig | None = None
+    ) -> None:
+        """One class delta: with speculation (``k`` its deployed k) or load-only (k = 0).
+
+        Under a batch-size schedule (``deployed``) a window's k is the schedule's k at its
+        batch sizes; a window that straddles bands of different k, or runs a k = 0 band under
+        a loaded drafter (slower than plain decoding, vLLM #49548: not a T(0, B) baseline),
+        gives its batch sizes but no step observation.
+        """
         cl = self._of(name)
+        if delta.spec_families and deployed is not None and (deployed.k == 0 or deployed.schedule):
+            # k = 0 with spec families: off through a schedule entry, the drafter loaded
+            ks = {deployed.k_at(max(1, round(x))) for x in delta.batch_samples if x >= 0.5}
+            if deployed.k == 0:
+                ks = {0}
+            if len(ks) == 1:
+                k = ks.pop()
+            if len(ks) > 1 or k == 0:
+                samples = [float(x) for x in delta.batch_samples if x >= 0]
+                span = float(delta.end) - float(delta.start)
+                if samples and span > 0:
+                    cl.window.add_batches(samples, span / len(samples), at=float(delta.end))
+                    cl.window.prune(float(delta.end))
+                return
         cl.window.add(delta, k)
         cl.version += 1
 
@@ -157,6 +185,8 @@ class LoadTracker:
             if problem is None or "latency families" in problem:
                 return None, NO_LATENCY_NOTE
             return None, f"{problem}; priced with the constant-cost model until it is measured"
+        if fit.plain_source == "prior":
+            return None, PRIOR_ONLY_NOTE
         batches = cl.window.batches(now)
         if batches is None:
             return None, NO_BATCH_NOTE

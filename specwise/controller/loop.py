@@ -623,9 +623,11 @@ class Controller:
         # Load-only deltas (engines without speculation, spec_families=False) carry no
         # acceptance evidence: they must not reach the estimator, mark a class seen or set its
         # observed k (k = 0 there). Their baselines are still kept in self._last by _deltas.
-        # TODO(l5): feed them (with the spec deltas) to the class's LoadWindow.
+        # They feed the class's load window as plain steps (T(0, B) at the same batch sizes).
         self._load_deltas = [d for d in raw if not d.spec_families]
         raw = [d for d in raw if d.spec_families]
+        for delta in sum_by_class(self._load_deltas, self.classes):
+            self._add_load(delta.labels.get(CLASS_LABEL, ""), delta)
         self._series.note(raw, lambda labels: self.classes.classify(labels)[CLASS_LABEL])
         self._note_restarts(raw, t)
         for delta in sum_by_class(raw, self.classes):
@@ -656,7 +658,15 @@ class Controller:
         """Every class delta feeds the class's load window: with speculation at its k, and
         load-only ones (engines of the class running without it) as plain steps, k = 0."""
         try:
-            self.load.add(name, delta, delta.k if delta.spec_families else 0)
+            if delta.spec_families:
+                deployed = self._deployed_config(name)
+                if name in self._records.schedule_off:  # off through a k = 0 schedule entry
+                    deployed = SpecConfig(0)
+                elif deployed is not None and deployed.k == 0:
+                    deployed = None  # spec counters again: someone turned it on; k unknown
+                self.load.add(name, delta, delta.k, deployed=deployed)
+            else:
+                self.load.add(name, delta, 0)
         except Exception as exc:
             self._load_failed(name, "adding to the load window", exc)
 

@@ -4,7 +4,7 @@ redone only when enough new windows arrived, so a tick of many classes stays che
 from __future__ import annotations
 
 from specwise.collectors.snapshot import CounterDelta
-from specwise.controller.load import NO_LATENCY_NOTE, LoadTracker
+from specwise.controller.load import NO_LATENCY_NOTE, PRIOR_ONLY_NOTE, LoadTracker
 from specwise.step_cost import SpecConfig, StepCost
 
 COST = StepCost(base=0.02, per_token=4e-4, knee=64.0, draft_base=0.0015)
@@ -83,3 +83,17 @@ def test_without_latency_families_there_is_no_evidence_and_the_note_says_why() -
     ev, note = tracker.evidence("never", 600.0, prior_cost=0.05, survival=None, deployed=None)
     assert ev is None
     assert note == NO_LATENCY_NOTE
+
+
+def test_one_k_and_no_plain_window_is_priced_with_the_constant_cost_model() -> None:
+    """T(0, B) only from the drafter prior adds nothing to the preset: no load evidence."""
+    tracker = LoadTracker()
+    for i in range(10):
+        tracker.add("c", window(i, (4, 32)[i % 2], 4), 4)
+    ev, note = tracker.evidence("c", 600.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
+    assert ev is None
+    assert note == PRIOR_ONLY_NOTE
+    tracker.add("c", window(10, 8, 0), 0)  # a replica without speculation: T(0, B) measured
+    ev, note = tracker.evidence("c", 660.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
+    assert ev is not None
+    assert note == ""
