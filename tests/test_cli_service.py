@@ -45,6 +45,9 @@ def test_demo_runs_the_closed_loop_and_exits_cleanly() -> None:
     assert "Traceback" not in done.stderr
     final = out.split("--- final, after", 1)[1]
     assert "summarize: 1 restart(s), k now 0" in final
+    # the load-varying class is priced with its load (its plain replica gives T(0, B))
+    assert "docs: mean batch " in out
+    assert "at the deployed configuration: recommends " in out
     # the closing lines: what specwise gained, measured on the simulated fleet
     assert "--- what specwise gained over" in final
     assert "docs (load-varying)" in final

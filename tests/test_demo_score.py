@@ -96,3 +96,22 @@ def test_the_load_varying_class_answer_is_printed_when_it_changes() -> None:
         "recommends off (no drafter)"
     ]
     assert load_changes(busy, {"other"}, {}) == []  # only the load-varying classes
+
+
+def test_the_demo_serves_a_plain_replica_of_its_load_varying_class() -> None:
+    """The docs class gets a replica of the same model without speculation, matched into the
+    same class, so T(0, B) is measured and the class is priced with its load."""
+    from pathlib import Path
+
+    from specwise.commands.demo import demo_config, demo_scenario
+
+    scenario = demo_scenario()
+    by_name = {c.name: c for c in scenario.classes}
+    assert by_name["docs-plain"].initial_k == 0
+    assert by_name["docs-plain"].batch == by_name["docs"].batch
+    assert by_name["docs-plain"].step_cost == by_name["docs"].step_cost
+    config = demo_config(["http://127.0.0.1:1/metrics"], Path("/nonexistent"))
+    classes = {c.name: c for c in config.classes}
+    assert "docs-plain" not in classes  # never actuated on its own
+    assert classes["docs"].match == '{model_name=~"docs|docs-plain"}'
+    assert classes["code"].match == ""

@@ -81,7 +81,7 @@ def demo_score(fleet: SimFleet, scenario: Scenario, *, seconds: float, seed: int
     best_all = best_static_k(cut, seed=seed)
     total = ScoreRow(
         "all classes",
-        _engine_score(fleet.engines),
+        _engine_score([e for c in cut.classes for e in fleet.engines_of(c.name)]),
         start_all.tokens_per_target_time,
         best_all.tokens_per_target_time,
         "",
