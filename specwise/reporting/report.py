@@ -463,6 +463,8 @@ class WindowInfo:
     notes: tuple[str, ...] = ()
     #: The per-step frame the series came from (written to data/series-<label>.csv).
     frame: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    #: Sub-windows of a Prometheus window for the cost side (fits over the loads they saw).
+    load_deltas: tuple[CounterDelta, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -525,6 +527,7 @@ def build_report(
         estimator=estimator,
         now=before.end if before.end is not None else created,
         k=k,
+        load_deltas=before.load_deltas,
     )
     a = analyze_window(
         after_deltas,
@@ -533,6 +536,7 @@ def build_report(
         estimator=estimator,
         now=after.end if after.end is not None else created,
         k=k,
+        load_deltas=after.load_deltas,
     )
     vc: VerifyCost = None if verify_slope is None else (lambda kk: 1.0 + verify_slope * kk)
     rows = compare_windows(b, a, level=estimator.level, verify_cost=vc)
