@@ -33,6 +33,7 @@ from specwise.policies import PolicyConfig, Recommendation, drafter_cost, recomm
 from specwise.policies.settings import policy_config
 from specwise.policies.speedup_policy import CONSTANT_COST_NOTE
 from specwise.reporting.cost import CostSide, cost_lines, cost_side, sum_by_class_per_window
+from specwise.reporting.windows import TimeRange, load_subwindows
 
 __all__ = ["ClassAnswer", "recommend_command", "recommend_deltas", "since_start"]
 
@@ -279,6 +280,7 @@ def recommend_command(
 
     now = time.time()
     deltas: list[CounterDelta]
+    extra_load: list[CounterDelta] = []
     with requests.Session() as session:
         if urls:
             source = ScrapeSource(list(urls), session=session, timeout=timeout)
@@ -298,7 +300,10 @@ def recommend_command(
         elif prometheus is not None:
             window_s = parse_duration(window, field="--window")
             client = PrometheusClient(prometheus, session=session, timeout=max(timeout, 30.0))
-            deltas = PrometheusSource(client, classes=classes).increase(now, window_s)
+            prom_source = PrometheusSource(client, classes=classes)
+            deltas = prom_source.increase(now, window_s)
+            # the cost side from sub-windows: the loads the window saw, not their average
+            extra_load = load_subwindows(prom_source, TimeRange(now - window_s, now))
         elif after is not None:
             end = FileSource(after).collect(now)
             if before is None:
@@ -325,6 +330,7 @@ def recommend_command(
         now=now,
         k=k_hint,
         current_k_for=current_k_for,
+        extra_load=extra_load,
     )
     if as_json:
         click.echo(to_json([a.to_dict() for a in answers]))
