@@ -17,7 +17,7 @@ from typing import Any
 
 from specwise.collectors.snapshot import CounterDelta
 from specwise.errors import DataError
-from specwise.estimation.step_fit import (
+from specwise.estimation.step_obs import (
     StepObservation,
     observation_from_delta,
     observation_problem,

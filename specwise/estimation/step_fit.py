@@ -1,22 +1,13 @@
-"""The measured cost side: engine step time T(k, B) fitted from counter gains, and the
-speedup the deployed configuration actually delivers (docs/design.md#the-cost-side).
+"""The measured cost side: engine step time T(k, B) fitted from counter gains
+(docs/design.md#the-cost-side).
 
-Per class and window the counters give (plan identities):
-
-- request-steps R = the ``vllm:inter_token_latency_seconds`` count gain;
-- the step time requests see, T_obs = ITL sum gain / R;
-- the mean decode batch, B_obs = R / ``vllm:iteration_tokens_total`` count gain (engine
-  steps), else the mean of the busy running-request samples;
-- tokens per request-step, G / R (G = generation tokens gain): 1 + accepted / drafts under
-  speculation, about 1 for plain decoding.
-
-:func:`fit_step_cost` fits the physically shaped :class:`~specwise.step_cost.StepCost` to
-such windows by weighted least squares with Gaussian priors (the drafter preset c as the
-prior of the drafter step relative to the plain step), the knee by a grid over the observed
-verified tokens B(k+1) (never compute-bound included), and keeps posterior draws for
-intervals. :func:`measured_speedup` prices the deployed configuration from what it
-delivered: (G / R) / T_obs * T0(B_obs), T0 from plain windows at comparable batch sizes
-("baseline") or from the fit ("inferred").
+:func:`fit_step_cost` fits the physically shaped :class:`~specwise.step_cost.StepCost` to a
+class's windows (:class:`StepObservation`, from :mod:`specwise.estimation.step_obs`) by
+weighted least squares with Gaussian priors (the drafter preset c as the prior of the
+drafter step relative to the plain step), the knee by a grid over the observed verified
+tokens B(k+1) (never compute-bound included), and keeps posterior draws for intervals.
+:func:`measured_speedup` (:mod:`specwise.estimation.step_speedup`) prices the deployed
+configuration from what it delivered; both are exported here, the module the plan names.
 
 Pure numpy, no I/O, no clock; a fit of a few thousand windows takes a few milliseconds.
 """
@@ -29,10 +20,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 
-from specwise.collectors.snapshot import CounterDelta
-from specwise.step_cost import StepCost, expected_tokens
+from specwise.errors import ModelInputError
+from specwise.estimation.step_obs import (
+    DRAW_WIDEN,
+    FloatArray,
+    StepObservation,
+    cell_keys,
+    observation_arrays,
+    observation_from_delta,
+    observation_problem,
+    valid_mask,
+)
+from specwise.estimation.step_speedup import MeasuredSpeedup, measured_speedup
+from specwise.step_cost import StepCost
 
 __all__ = [
     "MeasuredSpeedup",
@@ -44,136 +45,15 @@ __all__ = [
     "observation_problem",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-
 #: Posterior draws kept with a fit (intervals are quantiles over them).
 N_SAMPLES = 200
 #: At most this many knee candidates (quantiles of the observed verified tokens).
 MAX_KNEES = 40
-#: Posterior draws are widened by this factor: the knee's grid and the plug-in noise
-#: variance understate the spread (calibrated on simulated windows, tests/estimation).
-DRAW_WIDEN = 1.25
 #: Prior relative noise of one window's T_obs (a pseudo-observation for the noise scale).
 NOISE_PRIOR = 0.02
 NOISE_PRIOR_WEIGHT = 1.0
 #: Floor of the drafter prior's width, as a share of the plain step (n-gram presets are 0).
 DRAFT_PRIOR_FLOOR = 0.02
-#: Plain windows within this factor of a batch size count as "comparable" for a baseline.
-BASELINE_FACTOR = 1.5
-#: A step time above this many seconds is not a decode step (a stalled or broken window).
-MAX_STEP_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class StepObservation:
-    """One window of one class: what the engine's steps cost and delivered.
-
-    ``k``: the k drafted in the window (0 = plain decoding); ``batch``: B_obs, running
-    requests per step; ``step_seconds``: T_obs; ``weight``: R, the request-steps behind the
-    mean; ``tokens_per_step``: G / R (None without the generation counter); ``start`` and
-    ``end``: the window, Unix seconds.
-    """
-
-    k: int
-    batch: float
-    step_seconds: float
-    weight: float
-    tokens_per_step: float | None
-    start: float
-    end: float
-
-    @property
-    def tokens(self) -> float:
-        """Tokens the target verifies per step: B (k + 1)."""
-        return self.batch * (self.k + 1)
-
-
-def _gain(value: float | None) -> float | None:
-    if value is None:
-        return None
-    v = float(value)
-    if not math.isfinite(v) or v <= 0.0:
-        return None
-    return v
-
-
-def observation_problem(delta: CounterDelta, k: int | None = None) -> str | None:
-    """Why ``delta`` gives no :class:`StepObservation` (one sentence), or None if it does."""
-    kk = _window_k(delta, k)
-    if kk is None:
-        return "the deployed k of this window is unknown, so its step time cannot be priced"
-    if delta.itl_seconds_count is None or delta.itl_seconds_sum is None:
-        return (
-            "no latency families (vllm:inter_token_latency_seconds): priced with the "
-            "constant-cost model (draft cost c from the preset)"
-        )
-    r = _gain(delta.itl_seconds_count)
-    s = _gain(delta.itl_seconds_sum)
-    if r is None or s is None:
-        return "no decode steps in this window (inter-token latency count did not grow)"
-    t = s / r
-    if t > MAX_STEP_SECONDS:
-        return f"mean step time {t:.3g} s is not a decode step; window skipped"
-    if _window_batch(delta, r) is None:
-        return (
-            "no batch size for this window (neither vllm:iteration_tokens_total nor "
-            "vllm:num_requests_running samples)"
-        )
-    return None
-
-
-def _window_k(delta: CounterDelta, k: int | None) -> int | None:
-    if not delta.spec_families:
-        return 0
-    kk = delta.k if k is None else k
-    if kk is None or isinstance(kk, bool) or int(kk) != kk or kk < 0:
-        return None
-    return int(kk)
-
-
-def _window_batch(delta: CounterDelta, requests: float) -> float | None:
-    steps = _gain(delta.iteration_steps)
-    if steps is not None:
-        b = requests / steps
-        if math.isfinite(b) and b > 0.0:
-            return b
-    busy = [float(x) for x in delta.batch_samples if math.isfinite(float(x)) and float(x) > 0]
-    if busy:
-        return sum(busy) / len(busy)
-    return None
-
-
-def observation_from_delta(delta: CounterDelta, k: int | None = None) -> StepObservation | None:
-    """The window's :class:`StepObservation`, or None when the families it needs are missing
-    or its gains make no sense (see :func:`observation_problem` for the reason).
-
-    ``k`` overrides the delta's deployed k (a load-only delta is always k = 0).
-    """
-    kk = _window_k(delta, k)
-    r = _gain(delta.itl_seconds_count)
-    s = _gain(delta.itl_seconds_sum)
-    if kk is None or r is None or s is None or s / r > MAX_STEP_SECONDS:
-        return None
-    batch = _window_batch(delta, r)
-    if batch is None:
-        return None
-    g = _gain(delta.generation_tokens)
-    tps: float | None = None
-    if g is not None:
-        ratio = g / r
-        # G counts every request's first token, which has no ITL observation: G/R is a
-        # little above 1 for plain decoding. Far outside [0.5, 2 (k+1)] it is nonsense.
-        if 0.5 <= ratio <= 2.0 * (kk + 1) + 1.0:
-            tps = ratio
-    return StepObservation(
-        k=kk,
-        batch=batch,
-        step_seconds=s / r,
-        weight=r,
-        tokens_per_step=tps,
-        start=float(delta.start),
-        end=float(delta.end),
-    )
 
 
 @dataclass(frozen=True)
@@ -259,8 +139,7 @@ class StepCostFit:
         cost = self.cost
         if not math.isfinite(cost.knee) or cost.per_token <= 0.0:
             return None
-        k = max(self.ks) if self.ks else 0
-        k_ref = max(k, 1) if k > 0 else 1
+        k = max(self.ks) if self.ks else 0  # the deployed k: where the verify is priced
         hi_tokens = self.batch_range[1] * (k + 1)
         if hi_tokens <= cost.knee:
             return None
@@ -279,70 +158,12 @@ class StepCostFit:
             return None
         if math.isfinite(prior.knee) and prior.per_token > 0 and cost.knee >= 0.67 * prior.knee:
             return None
-        b_knee = cost.knee / (k_ref + 1)
+        b_knee = cost.knee / (k + 1)
         return f"the verify saturates from B = {b_knee:.0f} (knee {cost.knee:.0f} tokens per step)"
-
-
-@dataclass(frozen=True)
-class MeasuredSpeedup:
-    """What the deployed configuration delivered against plain decoding at the same batch
-    sizes, with a 90% interval. ``basis``: "baseline" when T0 comes from plain windows at
-    comparable batch sizes, "inferred" when it comes from the fit. ``predicted``: the
-    model's speedup (fitted cost, given survival) for the same windows."""
-
-    value: float
-    low: float
-    high: float
-    batch: float
-    k: int
-    basis: Literal["baseline", "inferred"]
-    predicted: float | None = None
-    predicted_low: float | None = None
-    predicted_high: float | None = None
 
 
 # --------------------------------------------------------------------------------------------
 # the fit
-
-
-def _arrays(obs: Sequence[StepObservation]) -> dict[str, FloatArray]:
-    n = len(obs)
-    return {
-        "k": np.fromiter((o.k for o in obs), dtype=np.float64, count=n),
-        "b": np.fromiter((o.batch for o in obs), dtype=np.float64, count=n),
-        "t": np.fromiter((o.step_seconds for o in obs), dtype=np.float64, count=n),
-        "r": np.fromiter((o.weight for o in obs), dtype=np.float64, count=n),
-        "g": np.fromiter(
-            (math.nan if o.tokens_per_step is None else o.tokens_per_step for o in obs),
-            dtype=np.float64,
-            count=n,
-        ),
-    }
-
-
-def _valid_mask(a: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
-    k, b, t, r = a["k"], a["b"], a["t"], a["r"]
-    with np.errstate(invalid="ignore"):
-        return np.asarray(
-            (k >= 0)
-            & (k == np.floor(k))
-            & np.isfinite(b)
-            & (b > 0)
-            & np.isfinite(t)
-            & (t > 0)
-            & (t <= MAX_STEP_SECONDS)
-            & np.isfinite(r)
-            & (r > 0),
-            dtype=np.bool_,
-        )
-
-
-def _valid(o: StepObservation) -> bool:
-    return bool(_valid_mask(_arrays([o]))[0])
-
-
-#: Windows of one k whose batch sizes lie within this factor pool into one cell.
-CELL_WIDTH = 1.01
 
 
 def _cells(
@@ -351,20 +172,11 @@ def _cells(
     """Pool windows of one k and nearly one batch size: weighted mean B and T, summed
     weight (the weighted least squares over cells equals the one over windows when B is
     constant within a cell; within-cell scatter stays in the caller's raw y'Wy)."""
-    keys, inv = _cell_keys(k, b)
+    keys, inv = cell_keys(k, b)
     ws = np.asarray(np.bincount(inv, weights=w), dtype=np.float64)
     bc = np.asarray(np.bincount(inv, weights=w * b), dtype=np.float64) / ws
     tc = np.asarray(np.bincount(inv, weights=w * t), dtype=np.float64) / ws
     return keys, bc, tc, ws
-
-
-def _cell_keys(k: FloatArray, b: FloatArray) -> tuple[FloatArray, npt.NDArray[np.intp]]:
-    """The k of each cell and each window's cell index (one int64 key: k, then log B)."""
-    bins = np.round(np.log(b) / math.log(CELL_WIDTH)).astype(np.int64)
-    key = k.astype(np.int64) * 10_000_000 + (bins + 1_000_000)
-    uniq, inv = np.unique(key, return_inverse=True)
-    ks = np.asarray(uniq // 10_000_000, dtype=np.float64)
-    return ks, np.asarray(inv.reshape(-1), dtype=np.intp)
 
 
 @dataclass
@@ -449,14 +261,16 @@ def fit_step_cost(
     chosen over the observed verified tokens B(k+1) and never-compute-bound by the marginal
     likelihood, and sampled with it for the posterior draws. ``prior_verify_slope`` (the
     seed model's eps) adds a fixed verify cost per draft of eps times the plain step.
+    Windows whose numbers cannot be an engine's are skipped; a prior that is negative or
+    not finite raises :class:`~specwise.errors.ModelInputError`.
     """
-    a = _arrays(obs)
-    ok = _valid_mask(a)
+    c = _prior(prior_cost, "prior_cost", "the drafter preset's c, e.g. 0.05")
+    eps = _prior(prior_verify_slope, "prior_verify_slope", "0")
+    a = observation_arrays(obs)
+    ok = valid_mask(a)
     if not ok.any():
         return None
     usable = [o for o, good in zip(obs, ok, strict=True) if good]
-    c = max(0.0, float(prior_cost)) if math.isfinite(prior_cost) else 0.0
-    eps = max(0.0, float(prior_verify_slope)) if math.isfinite(prior_verify_slope) else 0.0
     k_raw, b_raw, t_raw, r = a["k"][ok], a["b"][ok], a["t"][ok], a["r"][ok]
     n = len(usable)
 
@@ -570,7 +384,8 @@ def fit_step_cost(
         sigma2 = max(noise(best), 1e-10)
         fits = run(sigma2)
     scores = np.array([f.score for f in fits])
-    best_j = int(np.argmin(scores))
+    scores = np.where(np.isfinite(scores), scores, np.inf)
+    best_j = int(np.argmin(scores)) if np.isfinite(scores).any() else len(fits) - 1
     if math.isfinite(float(knees[best_j])):
         # the knee lies anywhere between the observed token counts: refine it between the
         # best candidate's neighbours (golden section on the same score)
@@ -585,7 +400,11 @@ def fit_step_cost(
         best = _golden(lambda kn: fit_at(kn, sigma2), lo_k, hi_k, fits[best_j])
     else:
         best = fits[best_j]
-    post = np.exp(-0.5 * (scores - scores[best_j])) * knee_mass
+    with np.errstate(invalid="ignore", over="ignore"):
+        post = np.exp(-0.5 * (scores - scores[best_j])) * knee_mass
+    post = np.where(np.isfinite(post) & (post > 0), post, 0.0)
+    if not post.sum() > 0:
+        post[best_j] = 1.0
     post /= post.sum()
 
     cost = _to_cost(best.theta, best.knee, eps)
@@ -611,6 +430,15 @@ def fit_step_cost(
         prior_cost=c,
         notes=notes,
     )
+
+
+def _prior(value: float, name: str, example: str) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ModelInputError(
+            f"{name} = {value!r} must be a finite number >= 0 ({example})", field=name, value=value
+        )
+    return v
 
 
 def _knee_grid(tokens: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -740,214 +568,3 @@ def _notes(
             "per-sequence drafter cost rest on the prior there"
         )
     return tuple(notes)
-
-
-# --------------------------------------------------------------------------------------------
-# measured speedup
-
-
-def _cost_arrays(costs: Sequence[StepCost]) -> dict[str, FloatArray]:
-    return {
-        "base": np.array([c.base for c in costs]),
-        "per_token": np.array([c.per_token for c in costs]),
-        "knee": np.array([c.knee for c in costs]),
-        "draft_base": np.array([c.draft_base for c in costs]),
-        "draft_per_seq": np.array([c.draft_per_seq for c in costs]),
-        "verify_per_draft": np.array([c.verify_per_draft for c in costs]),
-    }
-
-
-def _step_times(p: dict[str, FloatArray], k: FloatArray, b: FloatArray) -> FloatArray:
-    """T(k, B) for every cost (rows) and window (columns)."""
-    knee = p["knee"][:, None]
-    tok = (b * (k + 1.0))[None, :]
-    over = np.where(
-        np.isfinite(knee), np.maximum(0.0, tok - np.where(np.isfinite(knee), knee, 0.0)), 0.0
-    )
-    return np.asarray(
-        p["base"][:, None]
-        + p["per_token"][:, None] * over
-        + k[None, :] * p["verify_per_draft"][:, None]
-        + k[None, :] * (p["draft_base"][:, None] + p["draft_per_seq"][:, None] * b[None, :]),
-        dtype=np.float64,
-    )
-
-
-def measured_speedup(
-    obs: Sequence[StepObservation],
-    fit: StepCostFit,
-    survival: Sequence[float] | None = None,
-    band: tuple[int, int] | None = None,
-) -> MeasuredSpeedup | None:
-    """The speedup the deployed configuration delivered in ``obs``, with a 90% interval.
-
-    The deployed k is the k of the latest speculative window; its windows (within ``band``,
-    an inclusive batch-size range, when given) are priced as tokens delivered over the
-    tokens plain decoding would have delivered in the same target time at the same batch
-    sizes: sum G / sum (R T_obs / T0(B_obs)). T0 comes from plain windows within a factor
-    1.5 of the windows' batch sizes (the fit's shape, levelled on them: ``basis`` =
-    "baseline") or from the fit alone ("inferred"). With ``survival`` the fitted model's
-    prediction for the same windows comes along. None without speculative windows.
-    """
-    a = _arrays(obs)
-    ok = _valid_mask(a)
-    k_all, b_all, t_all, r_all, g_all = a["k"], a["b"], a["t"], a["r"], a["g"]
-    is_spec = ok & (k_all > 0) & np.isfinite(g_all)
-    if band is not None:
-        is_spec &= (np.round(b_all) >= band[0]) & (np.round(b_all) <= band[1])
-    if not is_spec.any():
-        return None
-    ends = np.fromiter((o.end for o in obs), dtype=np.float64, count=len(obs))
-    latest = int(np.argmax(np.where(is_spec, ends, -np.inf)))
-    k_dep = int(k_all[latest])
-    sel = is_spec & (k_all == k_dep)
-    spec = _Windows(k_all[sel], b_all[sel], t_all[sel], r_all[sel], g_all[sel] * r_all[sel])
-    psel = ok & (k_all == 0)
-    plain = _Windows(k_all[psel], b_all[psel], t_all[psel], r_all[psel], r_all[psel])
-
-    # the value and its basis, exactly; the draws over pooled cells (a day of windows)
-    value_row, basis, baseline_var, s_plain = _pooled_speedup([fit.cost], spec, plain, None)
-    value = float(value_row[0])
-    low = high = value
-    spec_c, plain_c = spec.pooled(), plain.pooled()
-    if fit.samples:
-        draws, _, _, _ = _pooled_speedup(list(fit.samples), spec_c, plain_c, basis)
-        # the windows' own noise: T_obs around the fitted T(k, B)
-        tk0 = _step_times(_cost_arrays([fit.cost]), spec.k, spec.b)[0]
-        s_spec = _rel_noise(spec.t / tk0, spec.r) if len(spec.k) >= 2 else s_plain
-        t0 = _step_times(_cost_arrays([fit.cost]), np.zeros_like(spec.b), spec.b)[0]
-        u = spec.r * spec.t / t0
-        spec_var = s_spec**2 * float((u * u).sum()) / float(u.sum()) ** 2
-        spread = DRAW_WIDEN * math.sqrt(spec_var + baseline_var)
-        rng = np.random.default_rng(12345)
-        # pooling the windows into cells moves the value a hair: take that out of the draws
-        pooled_value = float(_pooled_speedup([fit.cost], spec_c, plain_c, basis)[0][0])
-        draws = draws * (value / pooled_value)
-        draws = draws * (1.0 + spread * rng.standard_normal(len(draws)))
-        lo, hi = np.quantile(draws, [0.05, 0.95])
-        low, high = min(float(lo), value), max(float(hi), value)
-
-    predicted = predicted_low = predicted_high = None
-    if survival is not None and len(survival) >= k_dep:
-        e = expected_tokens(survival, k_dep)
-        predicted = float(_predicted([fit.cost], spec, e)[0])
-        predicted_low = predicted_high = predicted
-        if fit.samples:
-            pred = _predicted(list(fit.samples), spec_c, e)
-            plo, phi = np.quantile(pred, [0.05, 0.95])
-            predicted_low, predicted_high = min(float(plo), predicted), max(float(phi), predicted)
-    batch = float((spec.r * spec.b).sum() / spec.r.sum())
-    return MeasuredSpeedup(
-        value=value,
-        low=low,
-        high=high,
-        batch=batch,
-        k=k_dep,
-        basis=basis,
-        predicted=predicted,
-        predicted_low=predicted_low,
-        predicted_high=predicted_high,
-    )
-
-
-@dataclass(frozen=True)
-class _Windows:
-    """Windows as arrays: k, batch, step seconds, request-steps, and tokens (G; for plain
-    windows unused)."""
-
-    k: FloatArray
-    b: FloatArray
-    t: FloatArray
-    r: FloatArray
-    g: FloatArray
-
-    def pooled(self) -> _Windows:
-        """Windows of one k within 1% of one batch size summed into one (R-weighted B and
-        T, summed R and G)."""
-        if len(self.k) == 0:
-            return self
-        ks, inv = _cell_keys(self.k, self.b)
-        rs = np.asarray(np.bincount(inv, weights=self.r), dtype=np.float64)
-        return _Windows(
-            k=ks,
-            b=np.bincount(inv, weights=self.r * self.b) / rs,
-            t=np.bincount(inv, weights=self.r * self.t) / rs,
-            r=rs,
-            g=np.asarray(np.bincount(inv, weights=self.g), dtype=np.float64),
-        )
-
-
-def _pooled_speedup(
-    costs: Sequence[StepCost],
-    spec: _Windows,
-    plain: _Windows,
-    basis_given: Literal["baseline", "inferred"] | None,
-) -> tuple[FloatArray, Literal["baseline", "inferred"], float, float]:
-    """sum G / sum (R T / T0(B)) per cost; the basis; the relative variance the plain
-    windows' noise adds; their relative noise per window."""
-    p = _cost_arrays(costs)
-    t0 = _step_times(p, np.zeros_like(spec.b), spec.b)  # costs x n
-    basis: Literal["baseline", "inferred"] = "inferred"
-    baseline_var = 0.0
-    s_plain = 0.0
-    if len(plain.k):
-        order = np.argsort(plain.b)
-        pb, pt, pr = plain.b[order], plain.t[order], plain.r[order]
-        logp = np.log(pb)
-        reach = math.log(BASELINE_FACTOR) + 1e-12
-        lo_i = np.searchsorted(logp, np.log(spec.b) - reach, side="left")
-        hi_i = np.searchsorted(logp, np.log(spec.b) + reach, side="right")
-        covered = hi_i > lo_i
-        t0p = _step_times(p, np.zeros_like(pb), pb)  # costs x m
-        s_plain = _rel_noise(pt / t0p[0], pr)
-        if basis_given is None:
-            enough = float(spec.r[covered].sum()) >= 0.9 * float(spec.r.sum())
-            basis = "baseline" if enough else "inferred"
-        else:
-            basis = basis_given
-        if basis == "baseline" and covered.any():
-            # level the fit's T0 on the plain windows near each spec window: the
-            # R-weighted mean of T_obs / T0_fit over them (prefix sums over sorted B)
-            num = np.concatenate(
-                [np.zeros((len(costs), 1)), np.cumsum(pr[None, :] * pt[None, :] / t0p, axis=1)],
-                axis=1,
-            )
-            den = np.concatenate([[0.0], np.cumsum(pr)])
-            wsum = np.where(covered, den[hi_i] - den[lo_i], 1.0)
-            corr = (num[:, hi_i] - num[:, lo_i]) / wsum[None, :]
-            t0 = t0 * np.where(covered[None, :], corr, 1.0)
-            # how much each plain window weighs in the sum of u: r_j * sum over the spec
-            # windows that lean on it of u_i / W_i (a range in sorted log B again)
-            u0 = spec.r * spec.t / t0[0]
-            lean = np.where(covered, u0 / wsum, 0.0)
-            sorder = np.argsort(spec.b)
-            logs_sorted = np.log(spec.b[sorder])
-            cum = np.concatenate([[0.0], np.cumsum(lean[sorder])])
-            lo_j = np.searchsorted(logs_sorted, logp - reach, side="left")
-            hi_j = np.searchsorted(logs_sorted, logp + reach, side="right")
-            cj = pr * (cum[hi_j] - cum[lo_j])
-            baseline_var = s_plain**2 * float((cj * cj).sum()) / float(u0.sum()) ** 2
-    elif basis_given is not None:
-        basis = basis_given
-    u = (spec.r * spec.t)[None, :] / t0
-    return np.asarray(spec.g.sum() / u.sum(axis=1)), basis, baseline_var, s_plain
-
-
-def _predicted(costs: Sequence[StepCost], spec: _Windows, e: float) -> FloatArray:
-    """The model's speedup for the same windows: sum R E / sum (R T(k, B) / T(0, B))."""
-    p = _cost_arrays(costs)
-    tk = _step_times(p, spec.k, spec.b)
-    t0 = _step_times(p, np.zeros_like(spec.b), spec.b)
-    return np.asarray((spec.r.sum() * e) / ((spec.r[None, :] * tk / t0).sum(axis=1)))
-
-
-def _rel_noise(rel: FloatArray, weights: FloatArray) -> float:
-    """The weighted standard deviation of one window's relative step time (0 with fewer
-    than two windows)."""
-    if len(rel) < 2:
-        return 0.0
-    wsum = float(weights.sum())
-    m = float((weights * rel).sum() / wsum)
-    var = float((weights * (rel - m) ** 2).sum() / wsum)
-    n_eff = wsum**2 / float((weights * weights).sum())
-    return math.sqrt(var * n_eff / max(n_eff - 1.0, 1.0))
