@@ -41,8 +41,6 @@ from specwise.collectors.classes import CLASS_LABEL, ClassConfig, Matcher
 from specwise.collectors.deltas import check_delta, sum_by_class
 from specwise.collectors.matrix import ColumnResult, ColumnSeries, parse_matrix_columns
 from specwise.collectors.prom_load import (
-    LOAD_METRICS,
-    LOAD_ONLY_LABEL,
     batch_grid,
     batch_query,
     cap_samples,
@@ -50,6 +48,7 @@ from specwise.collectors.prom_load import (
     split_batch_row,
     split_load_row,
 )
+from specwise.collectors.prom_totals import add_window, load_of, total_labels, with_load
 from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
 from specwise.collectors.urls import (
     basic_auth_from,
@@ -671,7 +670,7 @@ class PrometheusSource:
         per_pos = tuple(acc.per_pos.get(i, 0.0) for i in range(k)) if k else ()
         drafts = acc.values.get("drafts")
         gen: Generation = "v1" if drafts is not None else "v1-0.8.4"
-        delta = _with_load(
+        delta = with_load(
             CounterDelta(
                 labels=acc.labels,
                 start=now - window_s,
@@ -695,7 +694,7 @@ class PrometheusSource:
             if mixed is not None:
                 extra = tuple(f"server warning: {w}" for w in dict.fromkeys(warned))
                 delta = dataclasses.replace(
-                    _with_load(mixed, _load_of(delta)),
+                    with_load(mixed, load_of(delta)),
                     labels=acc.labels,
                     start=now - window_s,
                     end=now,
@@ -711,7 +710,7 @@ class PrometheusSource:
         self, acc: _ClassAcc, now: float, window_s: float, notes: tuple[str, ...]
     ) -> CounterDelta:
         """The load-only delta of a class's engines without spec-decode counters."""
-        return _with_load(
+        return with_load(
             CounterDelta(
                 labels=acc.labels,
                 start=now - window_s,
@@ -789,7 +788,7 @@ class PrometheusSource:
         deltas = self.increase(now, window)
         previous = {s.key: s for s in self._totals}
         totals = [
-            _add(previous.get(labels_key(_total_labels(d))), d, now, self.client.base_url)
+            add_window(previous.get(labels_key(total_labels(d))), d, now, self.client.base_url)
             for d in deltas
         ]
         self._totals = sorted(totals, key=lambda s: s.key)
@@ -822,104 +821,3 @@ def _torn(acc: _ClassAcc) -> bool:
 
 def _has_load(acc: _ClassAcc) -> bool:
     return bool(acc.plain) or "running_requests" in acc.values
-
-
-def _opt_add(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b
-
-
-def _load_of(d: CounterDelta) -> dict[str, float | None]:
-    """The load gains and running gauge of a delta, by field."""
-    return {
-        "running_requests": d.running_requests,
-        **{f: getattr(d, f) for f in LOAD_METRICS},
-    }
-
-
-def _with_load(delta: CounterDelta, values: Mapping[str, float | None]) -> CounterDelta:
-    """``delta`` with the load gains and running gauge of ``values`` (absent: None)."""
-    return dataclasses.replace(
-        delta,
-        running_requests=values.get("running_requests"),
-        generation_tokens=values.get("generation_tokens"),
-        itl_seconds_sum=values.get("itl_seconds_sum"),
-        itl_seconds_count=values.get("itl_seconds_count"),
-        iteration_steps=values.get("iteration_steps"),
-        iteration_tokens=values.get("iteration_tokens"),
-        decode_seconds_sum=values.get("decode_seconds_sum"),
-        decode_seconds_count=values.get("decode_seconds_count"),
-        tpot_seconds_sum=values.get("tpot_seconds_sum"),
-        tpot_seconds_count=values.get("tpot_seconds_count"),
-    )
-
-
-def _total_labels(d: CounterDelta) -> dict[str, str]:
-    """A running total's labels: a load-only total is kept apart from the class's spec one."""
-    return dict(d.labels) if d.spec_families else {**d.labels, LOAD_ONLY_LABEL: "true"}
-
-
-def _add(prev: Snapshot | None, d: CounterDelta, now: float, source: str) -> Snapshot:
-    """``prev`` (the running total) plus one window; a new total when there is none or the
-    window's k differs from it (positions of another k are not the same counters)."""
-    load = _load_of(d)
-    if prev is None or prev.k != d.k:
-        return Snapshot(
-            labels=_total_labels(d),
-            timestamp=now,
-            drafts=d.drafts,
-            draft_tokens=d.draft_tokens,
-            accepted=d.accepted,
-            accepted_per_position=d.accepted_per_position,
-            k=d.k,
-            generation=d.generation,
-            source=source,
-            running_requests=d.running_requests,
-            generation_tokens=load["generation_tokens"],
-            itl_seconds_sum=load["itl_seconds_sum"],
-            itl_seconds_count=load["itl_seconds_count"],
-            iteration_steps=load["iteration_steps"],
-            iteration_tokens=load["iteration_tokens"],
-            decode_seconds_sum=load["decode_seconds_sum"],
-            decode_seconds_count=load["decode_seconds_count"],
-            tpot_seconds_sum=load["tpot_seconds_sum"],
-            tpot_seconds_count=load["tpot_seconds_count"],
-            # the total starts here: a reader holding an older total takes it as a restart
-            process_start_time=d.start,
-            spec_families=d.spec_families,
-            batch_samples=d.batch_samples,
-            notes=d.notes,
-            classified=True,
-        )
-    total = {f: _opt_add(getattr(prev, f), load[f]) for f in LOAD_METRICS}
-    return Snapshot(
-        labels=_total_labels(d),
-        timestamp=now,
-        drafts=_opt_add(prev.drafts, d.drafts),
-        draft_tokens=prev.draft_tokens + d.draft_tokens,
-        accepted=prev.accepted + d.accepted,
-        accepted_per_position=tuple(
-            a + b for a, b in zip(prev.accepted_per_position, d.accepted_per_position, strict=True)
-        ),
-        k=d.k,
-        generation=d.generation,
-        source=source,
-        running_requests=d.running_requests,
-        generation_tokens=total["generation_tokens"],
-        itl_seconds_sum=total["itl_seconds_sum"],
-        itl_seconds_count=total["itl_seconds_count"],
-        iteration_steps=total["iteration_steps"],
-        iteration_tokens=total["iteration_tokens"],
-        decode_seconds_sum=total["decode_seconds_sum"],
-        decode_seconds_count=total["decode_seconds_count"],
-        tpot_seconds_sum=total["tpot_seconds_sum"],
-        tpot_seconds_count=total["tpot_seconds_count"],
-        process_start_time=prev.process_start_time,
-        spec_families=d.spec_families,
-        batch_samples=d.batch_samples,
-        notes=d.notes,
-        classified=True,
-    )

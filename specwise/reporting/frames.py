@@ -20,6 +20,11 @@ is sorted by class, then time. A *counters* frame holds what the counters gained
 ``itl_seconds_sum``      inter-token latency sum and count (vLLM's histogram)
 ``itl_seconds_count``
 ``running_requests``     requests running at ``time`` (a gauge, not an increase)
+``iteration_steps``      captures and logs only (#14): engine steps and the tokens they carried
+``iteration_tokens``     (``vllm:iteration_tokens_total`` _count/_sum), time per output token and
+``tpot_seconds_*``       decode time _sum/_count gains, and ``batch_mean``, the mean of the
+``decode_seconds_*``     running-request samples inside the interval (NaN where not exported)
+``batch_mean``
 ``mixed_k``              Prometheus only: engines of the class export different k at that step
                          (a rollout); its positions then pool two k, read as short drafts
 =======================  ==========================================================================
@@ -377,6 +382,12 @@ def _zero(s: Snapshot) -> Snapshot:
         generation_tokens=z(s.generation_tokens),
         itl_seconds_sum=z(s.itl_seconds_sum),
         itl_seconds_count=z(s.itl_seconds_count),
+        iteration_steps=z(s.iteration_steps),
+        iteration_tokens=z(s.iteration_tokens),
+        tpot_seconds_sum=z(s.tpot_seconds_sum),
+        tpot_seconds_count=z(s.tpot_seconds_count),
+        decode_seconds_sum=z(s.decode_seconds_sum),
+        decode_seconds_count=z(s.decode_seconds_count),
     )
 
 
@@ -422,6 +433,17 @@ def snapshot_counters(
                 "itl_seconds_sum": _nan(d.itl_seconds_sum),
                 "itl_seconds_count": _nan(d.itl_seconds_count),
                 "running_requests": _nan(d.running_requests),
+                "iteration_steps": _nan(d.iteration_steps),
+                "iteration_tokens": _nan(d.iteration_tokens),
+                "tpot_seconds_sum": _nan(d.tpot_seconds_sum),
+                "tpot_seconds_count": _nan(d.tpot_seconds_count),
+                "decode_seconds_sum": _nan(d.decode_seconds_sum),
+                "decode_seconds_count": _nan(d.decode_seconds_count),
+                "batch_mean": (
+                    math.fsum(d.batch_samples) / len(d.batch_samples)
+                    if d.batch_samples
+                    else math.nan
+                ),
                 "restarts": d.restarts,
                 "series": d.series,
             }

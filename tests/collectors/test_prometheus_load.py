@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from specwise.collectors.classes import ClassConfig
 from specwise.collectors.deltas import series_deltas, sum_by_class, window_deltas
@@ -27,9 +29,9 @@ from specwise.collectors.prometheus import PrometheusClient, PrometheusSource
 from specwise.collectors.snapshot import CounterDelta, Snapshot
 
 try:
-    from tests.servers import ManagedProcess, openmetrics_text
+    from tests.servers import ManagedProcess, openmetrics_text, vm_import
 except ImportError:
-    from servers import ManagedProcess, openmetrics_text  # type: ignore[no-redef]
+    from servers import ManagedProcess, openmetrics_text, vm_import  # type: ignore[no-redef]
 
 STEP = 15.0
 N_STEPS = 240  # 1 h of 15 s samples
@@ -393,3 +395,45 @@ def test_live_class_with_a_spec_and_a_plain_engine(
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+def test_victoria_metrics_answers_the_same_queries(
+    start_victoria_metrics: Callable[..., ManagedProcess], session: requests.Session
+) -> None:
+    """MetricsQL runs the load and batch queries too, with the same gains here (its window
+    is left-open and it adds the sample before it: the same 120 steps)."""
+
+    server = start_victoria_metrics()
+    lines = []
+    for (name, labels), points in SERIES.items():
+        lab = ",".join(f'{k}="{v}"' for k, v in labels)
+        lines.extend(f"{name}{{{lab}}} {v} {round(ts * 1000)}" for ts, v in points)
+    vm_import(server.base_url, lines)
+    src = PrometheusSource(PrometheusClient(server.base_url, session=session))
+    got = {(d.labels["class"], d.spec_families): d for d in src.increase(T_END, WINDOW)}
+    assert set(got) == {("m", True), ("m", False), ("p", False)}
+    spec, plain = got[("m", True)], got[("m", False)]
+    steps = WINDOW / STEP
+    assert spec.generation_tokens == pytest.approx(28 * steps)
+    assert spec.iteration_steps == pytest.approx(10 * steps)
+    assert plain.generation_tokens == pytest.approx(10 * (steps - 1))  # restarted inside
+    assert got[("p", False)].tpot_seconds_count is None
+    assert sorted(spec.batch_samples) == _grid_samples(_running_spec)
+    assert set(plain.batch_samples) == {3.0, 4.0}
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 512).map(float), st.integers(0, 400).map(float)), max_size=30)
+)
+def test_cap_samples_properties(counts: list[tuple[float, float]]) -> None:
+    out = cap_samples(counts)
+    total = sum(int(n) for _, n in counts)
+    assert len(out) == min(total, MAX_BATCH_SAMPLES)
+    assert list(out) == sorted(out)
+    assert set(out) <= {v for v, n in counts if n > 0}
+    if total <= MAX_BATCH_SAMPLES:  # a small pool is kept whole
+        assert list(out) == sorted(v for v, n in counts for _ in range(int(n)))
+    else:  # a large one by even ranks: each value within one pick of its share
+        for v in {v for v, _ in counts}:
+            share = sum(n for w, n in counts if w == v) / total
+            assert abs(out.count(v) - share * MAX_BATCH_SAMPLES) <= 1.0 + 1e-9
