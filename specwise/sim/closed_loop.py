@@ -86,17 +86,18 @@ class _Clock:
 
 
 def _score(label: str, fleet: SimFleet, scenario: Scenario) -> RunResult:
-    tokens = sum(e.stats.expected_tokens for e in fleet.engines)
+    engines = [e for e in fleet.engines if e.managed]  # plain baseline replicas are not scored
+    tokens = sum(e.stats.expected_tokens for e in engines)
     # plain decoding yields one token per slot of a constant-load class (the load of the
     # suite's classes is constant), and B / T(0, B) per second of a load-varying one
     slots = sum(
         e.stats.plain_tokens
         if e.spec.batch is not None
         else e.spec.load(0.0) * e.stats.target_seconds
-        for e in fleet.engines
+        for e in engines
     )
-    restarts = sum(e.stats.restarts for e in fleet.engines)
-    schedule_restarts = sum(e.stats.schedule_restarts for e in fleet.engines)
+    restarts = sum(e.stats.restarts for e in engines)
+    schedule_restarts = sum(e.stats.schedule_restarts for e in engines)
     configs = tuple((c.name, fleet.deployed_config(c.name)) for c in scenario.classes)
     return RunResult(
         label,

@@ -148,13 +148,16 @@ class SimEngine:
     stats: EngineStats = field(default_factory=EngineStats)
     #: load-varying classes only: the running batch at the last step, and the histograms
     running: float = 0.0
+    #: False for a replica served without speculation that the class's configuration
+    #: changes leave alone (``ClassScenario.plain_replicas``); not scored
+    managed: bool = True
     itl: _Histogram = field(default_factory=lambda: _Histogram(ITL_BUCKETS))
     iteration: _Histogram = field(default_factory=lambda: _Histogram(ITERATION_BUCKETS))
     tpot: _Histogram = field(default_factory=lambda: _Histogram(TPOT_BUCKETS))
     decode: _Histogram = field(default_factory=lambda: _Histogram(DECODE_BUCKETS))
 
     def __post_init__(self) -> None:
-        self.k = self.spec.initial_k
+        self.k = self.spec.initial_k if self.managed else 0
         if self.spec.initial_schedule and self.k > 0:
             self.schedule = validate_schedule(self.spec.initial_schedule, self.k)
         self.last = self.started_at = self.up_at = self.t0
@@ -165,7 +168,7 @@ class SimEngine:
 
     @property
     def name(self) -> str:
-        return f"{self.spec.name}-{self.replica}"
+        return f"{self.spec.name}-{self.replica}" if self.managed else f"{self.spec.name}-plain"
 
     def is_up(self, now: float) -> bool:
         return now >= self.up_at
@@ -497,11 +500,19 @@ class SimFleet:
         t0 = clock()
         self.t0 = t0
         rng = np.random.default_rng(seed)
-        self.engines: list[SimEngine] = [
-            SimEngine(spec, r, t0, restart_delay, np.random.default_rng(rng.integers(2**32)))
-            for spec in scenario.classes
-            for r in range(spec.replicas)
-        ]
+        self.engines: list[SimEngine] = []
+        for spec in scenario.classes:
+            for r in range(spec.replicas + spec.plain_replicas):
+                self.engines.append(
+                    SimEngine(
+                        spec,
+                        r,
+                        t0,
+                        restart_delay,
+                        np.random.default_rng(rng.integers(2**32)),
+                        managed=r < spec.replicas,
+                    )
+                )
 
     def engines_of(self, class_name: str) -> list[SimEngine]:
         found = [e for e in self.engines if e.spec.name == class_name]
@@ -512,6 +523,10 @@ class SimFleet:
                 field="class",
             )
         return found
+
+    def managed_of(self, class_name: str) -> list[SimEngine]:
+        """The engines of a class that its configuration changes restart (no plain replicas)."""
+        return [e for e in self.engines_of(class_name) if e.managed]
 
     def advance(self, now: float | None = None) -> float:
         t = self.clock() if now is None else now
@@ -524,22 +539,22 @@ class SimFleet:
         """Deploy k on every engine of a class (each restarts); returns how many restarted."""
         t = self.clock() if now is None else now
         with self.lock:
-            return sum(e.set_k(k, t) for e in self.engines_of(class_name))
+            return sum(e.set_k(k, t) for e in self.managed_of(class_name))
 
     def set_config(self, class_name: str, config: SpecConfig, now: float | None = None) -> int:
         """Deploy a configuration (k plus an optional batch-size schedule) on every engine of
         a class (each restarts unless it already runs it); returns how many restarted."""
         t = self.clock() if now is None else now
         with self.lock:
-            return sum(e.set_config(config, t) for e in self.engines_of(class_name))
+            return sum(e.set_config(config, t) for e in self.managed_of(class_name))
 
     def deployed_k(self, class_name: str) -> int:
-        e = self.engines_of(class_name)[0]
+        e = self.managed_of(class_name)[0]
         return e.pending_k if e.pending_k is not None else e.k
 
     def deployed_config(self, class_name: str) -> SpecConfig:
         """The configuration deployed on a class's first engine (pending restarts included)."""
-        return self.engines_of(class_name)[0].target_config
+        return self.managed_of(class_name)[0].target_config
 
     def render(self, index: int, now: float | None = None) -> bytes | None:
         """The /metrics page of engine ``index``; None while it is restarting."""

@@ -200,6 +200,10 @@ class ClassScenario:
     flap_penalty: float = 1.0
     off_overhead: float = SCHEDULE_OFF_OVERHEAD
     output_tokens: int = 256
+    #: replicas of the same model served without speculation and left alone by the
+    #: class's configuration changes (a baseline pool): their load-only pages measure
+    #: T(0, B); they are not scored
+    plain_replicas: int = 0
     #: the batch-size schedule the engines start with (with ``initial_k`` as its maximum)
     initial_schedule: tuple[tuple[int, int, int], ...] | None = None
 
@@ -279,11 +283,11 @@ class Scenario:
 
 
 #: The ground truth of the load-varying scenarios: a target whose decode step (20 ms) is
-#: memory-bound up to 48 verified tokens per step, then 0.4 ms per token, and an EAGLE-style
-#: drafter step of 4 ms + 0.1 ms per running request (c = 0.21 at batch size 2). With
-#: alpha 0.8 the best k is 4 up to batch size 6, 3 to 12, 2 to 18, 1 to 39, then 0.
+#: memory-bound up to 72 verified tokens per step, then 0.4 ms per token, and an EAGLE-style
+#: drafter step of 3.5 ms + 0.1 ms per running request (c = 0.185 at batch size 2). With
+#: alpha 0.8 the best k is 4 up to batch size 12, 3 to 18, 2 to 26, 1 to 47, then 0.
 EAGLE_ON_BUSY_GPU = StepCost(
-    base=0.02, per_token=0.0004, knee=48.0, draft_base=0.004, draft_per_seq=0.0001
+    base=0.02, per_token=0.0004, knee=72.0, draft_base=0.0035, draft_per_seq=0.0001
 )
 #: A drafter that really costs 0.15 of a target step (3x the EAGLE preset of 0.05).
 HEAVY_DRAFTER = StepCost(
@@ -396,8 +400,8 @@ def _suite() -> dict[str, Scenario]:
             ),
             Scenario(
                 "peak-hours",
-                "A simulated day: an EAGLE-style drafter (alpha 0.8, c about 0.2 at batch "
-                "size 2) pays at night (4 running requests: best k = 4) and loses at the "
+                "A simulated day: an EAGLE-style drafter (alpha 0.8, c about 0.19 at batch "
+                "size 2) pays at night (3 running requests: best k = 4) and loses at the "
                 "afternoon peak (48: best k = 0); the engines start at k = 4.",
                 DAY,
                 (
@@ -407,7 +411,7 @@ def _suite() -> dict[str, Scenario]:
                         cost=0.2,
                         initial_k=4,
                         step_cost=EAGLE_ON_BUSY_GPU,
-                        batch=day_shape(4.0, 48.0, peaks=(14.0,), width=1.5),
+                        batch=day_shape(3.0, 48.0, peaks=(14.0,), width=1.25),
                     ),
                 ),
             ),
@@ -448,7 +452,7 @@ def _suite() -> dict[str, Scenario]:
             ),
             Scenario(
                 "schedule-flapping",
-                "Load hovering at the batch size where the best k drops from 2 to 1 (16 to 21 "
+                "Load hovering at the batch size where the best k drops from 2 to 1 (24 to 29 "
                 "running requests, a 40-minute swing): a schedule edge there flaps k between "
                 "steps (vLLM #49548: 2 plain steps lost per change), and moving the edge with "
                 "the load is a restart each time; the best answer is one k.",
@@ -460,7 +464,7 @@ def _suite() -> dict[str, Scenario]:
                         cost=0.2,
                         initial_k=2,
                         step_cost=EAGLE_ON_BUSY_GPU,
-                        batch=_hover(18.5, 2.5, 2400.0),
+                        batch=_hover(26.5, 2.5, 2400.0),
                         flap_penalty=2.0,
                     ),
                 ),
