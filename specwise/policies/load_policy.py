@@ -18,7 +18,7 @@ batch-size distribution, under the posterior of the acceptance curve and of the 
    which also prefers a restart over a schedule that drafts almost nowhere.
 
 Intervals come from paired posterior draws (survival curve x fitted StepCost).
-Pure: no I/O, no clock.
+Pure: no I/O, no clock (docs/design.md#choosing-k, docs/design.md#the-cost-side).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -37,7 +37,8 @@ from specwise.errors import ConfigError
 from specwise.model import recommended_k_from_speedups
 from specwise.policies.schedule import ScheduleEntry, validate_schedule
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # at run time step_fit -> step_cost -> policies would be a cycle
+    from specwise.estimation.step_fit import MeasuredSpeedup, StepCostFit
     from specwise.step_cost import BatchDistribution, SpecConfig, StepCost
 
 __all__ = [
@@ -46,8 +47,6 @@ __all__ = [
     "BandPrice",
     "ConfigRecommendation",
     "LoadEvidence",
-    "MeasuredSpeedupLike",
-    "StepCostFitLike",
     "recommend_config",
 ]
 
@@ -62,39 +61,35 @@ MAX_DRAWS = 200
 LEVEL = 0.9
 
 
-class StepCostFitLike(Protocol):
-    """What the policy reads of :class:`specwise.estimation.step_fit.StepCostFit`."""
-
-    @property
-    def cost(self) -> StepCost: ...
-
-    @property
-    def samples(self) -> tuple[StepCost, ...]: ...
-
-
-class MeasuredSpeedupLike(Protocol):
-    """What the policy reads of :class:`specwise.estimation.step_fit.MeasuredSpeedup`."""
-
-    @property
-    def value(self) -> float: ...
-
-    @property
-    def low(self) -> float: ...
-
-    @property
-    def high(self) -> float: ...
-
-
 @dataclass(frozen=True)
 class LoadEvidence:
     """The cost side of one class: the fitted T(k, B), the batch-size distribution over the
     load horizon, and the measured speedup at the deployed configuration (whole and per
     band) where there is one."""
 
-    fit: StepCostFitLike
+    fit: StepCostFit
     batches: BatchDistribution
-    measured: MeasuredSpeedupLike | None = None
-    bands_measured: tuple[tuple[tuple[int, int], MeasuredSpeedupLike], ...] = ()
+    measured: MeasuredSpeedup | None = None
+    bands_measured: tuple[tuple[tuple[int, int], MeasuredSpeedup], ...] = ()
+
+    @classmethod
+    def from_cost(cls, cost: StepCost, batches: BatchDistribution) -> LoadEvidence:
+        """Evidence from a known StepCost (no draws: point intervals), e.g. for
+        ``specwise model --batch`` or a what-if."""
+        # imported here: at module import time step_fit -> step_cost -> policies is a cycle
+        from specwise.estimation.step_fit import StepCostFit
+
+        fit = StepCostFit(
+            cost=cost,
+            samples=(),
+            n_observations=0,
+            ks=(),
+            batch_range=(float(batches.sizes[0]), float(batches.sizes[-1])),
+            plain_observed=False,
+            prior_cost=cost.implied_draft_cost(1.0),
+            notes=("a given step cost, not fitted",),
+        )
+        return cls(fit, batches)
 
 
 @dataclass(frozen=True)
@@ -468,14 +463,19 @@ def recommend_config(
         )
         low, high = _quantiles(chosen_draws)
 
-    # Confidence: the chosen configuration within the plateau of the best candidate.
-    candidates = [np.full(n, k) for k in range(1, top + 1)]
-    if schedules and is_schedule:
-        candidates.append(schedule_ks)
+    # Confidence: in each draw, the same rule picks a configuration (a schedule must gain
+    # min_gain over the best single k); the chosen one must be within the plateau of it.
     within = 0
     for d in range(draws):
-        best_d = max([1.0] + [_config_value(c, draw_rel[d], draw_w[d]) for c in candidates])
-        if chosen_draws[d] >= best_d * (1.0 - plateau) - 1e-12:
+        singles_d = [1.0] + [
+            _config_value(np.full(n, k), draw_rel[d], draw_w[d]) for k in range(1, top + 1)
+        ]
+        pick = singles_d[recommended_k_from_speedups(singles_d, tolerance=plateau)]
+        if schedules and is_schedule:
+            sched_d = _config_value(schedule_ks, draw_rel[d], draw_w[d])
+            if sched_d > 1.0 and sched_d >= max(1.0, pick) * (1.0 + min_gain):
+                pick = sched_d
+        if chosen_draws[d] >= pick * (1.0 - plateau) - 1e-12:
             within += 1
     confidence = within / draws if draws else 1.0
 

@@ -38,13 +38,13 @@ from specwise.model import (
 from specwise.policies.load_policy import (
     ConfigRecommendation,
     LoadEvidence,
-    MeasuredSpeedupLike,
     recommend_config,
 )
 from specwise.policies.off import OffMode, choose_off
 from specwise.policies.schedule import ScheduleEntry, compress_schedule
 
 if TYPE_CHECKING:
+    from specwise.estimation.step_fit import MeasuredSpeedup
     from specwise.step_cost import SpecConfig
 
 __all__ = [
@@ -207,7 +207,7 @@ class Recommendation:
     #: with load evidence: the configuration to run, its pricing, and the measured speedup
     config: SpecConfig | None = None
     load: ConfigRecommendation | None = None
-    measured: MeasuredSpeedupLike | None = None
+    measured: MeasuredSpeedup | None = None
 
     @property
     def gain(self) -> float | None:
@@ -471,7 +471,9 @@ def _recommend_load(
     current_schedule: tuple[ScheduleEntry, ...] | None,
 ) -> Recommendation:
     """The configuration under load (see :func:`recommend`)."""
-    current = None if cur is None else _sc.SpecConfig(cur, current_schedule if cur else None)
+    if not cur or not current_schedule or all(e[2] == cur for e in current_schedule):
+        current_schedule = None  # one k at every batch size is that k
+    current = None if cur is None else _sc.SpecConfig(cur, current_schedule)
     deployed_top = max([cur or 0, *(e[2] for e in current_schedule or ())])
     wide = replace(cfg, k_max=min(MAX_K, max(cfg.k_max, deployed_top)))
     priced_from, samples, _top, note = _curves(estimate, wide)

@@ -4,11 +4,11 @@ note; hysteresis holds schedule-only changes below min_gain."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 
 from specwise.estimation.estimator import Estimate, WindowCounts, estimate_counts
+from specwise.estimation.step_fit import MeasuredSpeedup, StepCostFit
 from specwise.model import recommended_k
 from specwise.policies import (
     HysteresisConfig,
@@ -26,17 +26,16 @@ from specwise.step_cost import BatchDistribution, SpecConfig, StepCost
 KNEE = StepCost(base=0.02, per_token=0.02 / 64, knee=64, draft_base=0.001, draft_per_seq=2e-5)
 
 
-@dataclass(frozen=True)
-class Fit:
-    cost: StepCost
-    samples: tuple[StepCost, ...] = ()
-
-
-@dataclass(frozen=True)
-class Measured:
-    value: float
-    low: float
-    high: float
+def fit(cost: StepCost, samples: tuple[StepCost, ...] = ()) -> StepCostFit:
+    return StepCostFit(
+        cost=cost,
+        samples=samples,
+        n_observations=100,
+        ks=(0, 4),
+        batch_range=(1.0, 128.0),
+        plain_observed=True,
+        prior_cost=0.05,
+    )
 
 
 def est(alpha: float, k: int = 4, drafts: float = 5000.0) -> Estimate:
@@ -81,7 +80,7 @@ def test_a_load_independent_fit_gives_the_constant_cost_answer() -> None:
     e = est(0.7)
     cfg = PolicyConfig(cost=0.05)
     plain = recommend(e, config=cfg)
-    load = LoadEvidence(Fit(StepCost.constant(0.05)), day())
+    load = LoadEvidence(fit(StepCost.constant(0.05)), day())
     rec = recommend(e, config=cfg, load=load)
     assert rec.config == SpecConfig(plain.recommended_k)
     assert rec.load is not None
@@ -95,8 +94,8 @@ def test_a_load_independent_fit_gives_the_constant_cost_answer() -> None:
 
 def test_with_load_the_recommendation_is_a_configuration() -> None:
     e = est(0.75)
-    measured = Measured(0.91, 0.88, 0.94)
-    load = LoadEvidence(Fit(KNEE), day(), measured=measured)
+    measured = MeasuredSpeedup(0.91, 0.88, 0.94, batch=20.0, k=4, basis="baseline")
+    load = LoadEvidence(fit(KNEE), day(), measured=measured)
     rec = recommend(e, config=PolicyConfig(cost=0.05, min_gain=0.05), load=load)
     assert rec.load is not None
     assert rec.load.kind == "schedule"
@@ -131,7 +130,7 @@ def test_with_load_the_recommendation_is_a_configuration() -> None:
 
 
 def test_with_load_schedules_off_gives_a_single_k() -> None:
-    load = LoadEvidence(Fit(KNEE), day())
+    load = LoadEvidence(fit(KNEE), day())
     rec = recommend(est(0.75), config=PolicyConfig(schedules=False), load=load)
     assert rec.load is not None
     assert rec.load.kind == "single"
@@ -140,7 +139,7 @@ def test_with_load_schedules_off_gives_a_single_k() -> None:
 
 def test_with_load_a_losing_drafter_is_off_by_restart() -> None:
     heavy = StepCost(base=0.02, per_token=0.02 / 64, knee=64, draft_base=0.012, draft_per_seq=1e-4)
-    load = LoadEvidence(Fit(heavy), BatchDistribution((4, 48), (0.5, 0.5)))
+    load = LoadEvidence(fit(heavy), BatchDistribution((4, 48), (0.5, 0.5)))
     rec = recommend(est(0.3), config=PolicyConfig(), load=load)
     assert rec.recommended_k == 0
     assert rec.config == SpecConfig(0)
@@ -152,7 +151,7 @@ def test_with_load_a_losing_drafter_is_off_by_restart() -> None:
 
 def test_without_evidence_load_changes_nothing() -> None:
     empty = estimate_counts("c", WindowCounts(0.0, 0.0, 0.0, (0.0,) * 4, 4, 0.0, 60.0), now=60.0)
-    rec = recommend(empty, load=LoadEvidence(Fit(KNEE), day()))
+    rec = recommend(empty, load=LoadEvidence(fit(KNEE), day()))
     assert rec.recommended_k == 4
     assert rec.config is None
 
@@ -240,7 +239,7 @@ def test_a_recommendation_without_configuration_ignores_schedules() -> None:
 
 
 def test_with_load_one_change_moves_at_most_max_step_past_the_measured_positions() -> None:
-    load = LoadEvidence(Fit(StepCost.constant(0.01)), day())
+    load = LoadEvidence(fit(StepCost.constant(0.01)), day())
     rec = recommend(est(0.9, k=2), config=PolicyConfig(cost=0.01, max_step=2), load=load)
     assert rec.recommended_k == 4
     assert any("step bound applied: k priced up to 4" in n for n in rec.notes)
@@ -250,9 +249,24 @@ def test_with_load_one_change_moves_at_most_max_step_past_the_measured_positions
 
 def test_with_load_off_mode_schedule_is_respected_and_priced() -> None:
     heavy = StepCost(base=0.02, per_token=0.02 / 64, knee=64, draft_base=0.012, draft_per_seq=1e-4)
-    load = LoadEvidence(Fit(heavy), BatchDistribution((4, 48), (0.5, 0.5)))
+    load = LoadEvidence(fit(heavy), BatchDistribution((4, 48), (0.5, 0.5)))
     rec = recommend(est(0.3), config=PolicyConfig(off="schedule"), load=load)
     assert rec.recommended_k == 0
     assert rec.off_mode == "schedule"
     assert rec.predicted_speedup_recommended == pytest.approx(0.86)
     assert "6-22% slower" in rec.off_cost
+
+
+def test_a_one_k_current_schedule_is_that_k() -> None:
+    load = LoadEvidence(fit(KNEE), BatchDistribution((24,), (1.0,)))
+    plain = recommend(est(0.75), config=PolicyConfig(schedules=False), load=load)
+    k = plain.recommended_k
+    same = recommend(
+        est(0.75),
+        config=PolicyConfig(schedules=False),
+        load=load,
+        current_k=k,
+        current_schedule=((1, 256, k),),
+    )
+    assert same.config == SpecConfig(k)
+    assert not same.change_allowed
