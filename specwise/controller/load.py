@@ -13,6 +13,7 @@ note that says so. :func:`load_status` renders the ``load`` block of a class's s
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,10 +47,17 @@ NO_BATCH_NOTE = (
     "(draft cost c from the preset)"
 )
 PRIOR_ONLY_NOTE = (
-    "T(0, B) is not measured yet (no window without speculation, and one k): priced with "
-    "the constant-cost model (draft cost c from the preset) until a plain window (a replica "
-    "without speculation, before/after) or a second k gives it"
+    "T(0, B) is not measured yet (no window without speculation, one k, one batch size): "
+    "priced with the constant-cost model (draft cost c from the preset) until a plain window "
+    "(a replica without speculation, before/after), a second k or a change of load gives it"
 )
+#: with one k and no plain window, the load is worth pricing once the batch size has moved
+#: by this factor (the step time's shape over B is then measured; its split between target
+#: and drafter still leans on the preset)
+LOAD_RANGE = 2.0
+#: a window under a schedule is priced at one band's k when this share of its batch samples
+#: falls in that band; otherwise it straddles bands and gives no step observation
+ONE_BAND_SHARE = 0.9
 #: refit at least this often even when nothing new arrived (old windows leave the horizon)
 REFIT_SECONDS = 3600.0
 #: a fit over n windows is redone once REFIT_SHARE * n new windows arrived (every tick while
@@ -114,24 +122,22 @@ class LoadTracker:
         Under a batch-size schedule (``deployed``) a window's k is the schedule's k at its
         batch sizes; a window that straddles bands of different k, or runs a k = 0 band under
         a loaded drafter (slower than plain decoding, vLLM #49548: not a T(0, B) baseline),
-        gives its batch sizes but no step observation.
+        gives its batch sizes but no step observation. Straddling: fewer than
+        ``ONE_BAND_SHARE`` of its batch samples in one band.
         """
         cl = self._of(name)
-        if delta.spec_families and deployed is not None and (deployed.k == 0 or deployed.schedule):
-            # k = 0 with spec families: off through a schedule entry, the drafter loaded
-            ks = {deployed.k_at(max(1, round(x))) for x in delta.batch_samples if x >= 0.5}
-            if deployed.k == 0:
-                ks = {0}
-            if len(ks) == 1:
-                k = ks.pop()
-            if len(ks) > 1 or k == 0:
+        if delta.spec_families and deployed is not None:
+            ks = Counter(deployed.k_at(max(1, round(x))) for x in delta.batch_samples if x >= 0.5)
+            modal = max(ks.values()) / sum(ks.values()) if ks else 1.0
+            if deployed.k == 0 or modal < ONE_BAND_SHARE:  # off via a schedule, or straddling
                 samples = [float(x) for x in delta.batch_samples if x >= 0]
                 span = float(delta.end) - float(delta.start)
                 if samples and span > 0:
                     cl.window.add_batches(samples, span / len(samples), at=float(delta.end))
                     cl.window.prune(float(delta.end))
                 return
-        cl.window.add(delta, k)
+        # one band: the window is priced at its k; a k = 0 band is left out (LoadWindow.add)
+        cl.window.add(delta, k, config=deployed if deployed is not None and deployed.k else None)
         cl.version += 1
 
     def to_json(self, name: str) -> dict[str, Any] | None:
@@ -185,7 +191,8 @@ class LoadTracker:
             if problem is None or "latency families" in problem:
                 return None, NO_LATENCY_NOTE
             return None, f"{problem}; priced with the constant-cost model until it is measured"
-        if fit.plain_source == "prior":
+        lo, hi = fit.batch_range
+        if fit.plain_source == "prior" and not hi >= LOAD_RANGE * lo:
             return None, PRIOR_ONLY_NOTE
         batches = cl.window.batches(now)
         if batches is None:

@@ -7,6 +7,7 @@ load-only snapshots give the plain step T(0, B) at the same batch sizes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -342,3 +343,81 @@ def test_a_deployed_schedule_is_kept_and_measured_per_band(
     assert registry.get_sample_value(
         "specwise_band_measured_speedup_ratio", {"class": "code", "band": label}
     ) == pytest.approx(truth, rel=0.05)
+
+
+def test_the_simulated_fleet_with_load_is_priced_with_it_and_its_configuration_follows_load(
+    session: requests.Session, tmp_path: Path
+) -> None:
+    """The demo's load-varying class on the simulator (ground truth EAGLE_ON_BUSY_GPU, 3
+    running requests, 48 in a busy hour from minute 40): the controller prices it with its
+    load, exports what it measured and fitted, and moves to a batch-size schedule that drafts
+    less when busy."""
+    from specwise.sim.fleet import FileWatcher, SimFleet, SimServer
+    from specwise.sim.scenarios import Scenario, get_scenario
+
+    docs = next(c for c in get_scenario("demo").classes if c.name == "docs")
+    assert docs.batch is not None  # a class whose load moves
+    # with a replica of the model served without speculation (T(0, B) measured)
+    docs = dataclasses.replace(docs, plain_replicas=1)
+    clock = Clock()
+    fleet = SimFleet(Scenario("t", "t", 7200.0, (docs,)), clock=clock, seed=5, restart_delay=60)
+    out = tmp_path / "out"
+    watcher = FileWatcher(fleet, out)
+    seen: list[dict[str, Any]] = []
+    with SimServer(fleet) as server:
+        config = parse_config(
+            {
+                "controller": {"interval": 1, "stale_after": "5m"},
+                "source": {"urls": server.urls, "timeout": 2},
+                "estimator": {"window": "10m", "min_drafts": 200},
+                "policy": {"k_max": 6, "min_dwell": "20m", "max_changes_per_hour": 2},
+                "classes": [
+                    {
+                        "name": "docs",
+                        "cost": docs.cost,
+                        "k": docs.initial_k,
+                        "speculative_config": {"method": "eagle"},
+                    }
+                ],
+            }
+        )
+        controller = Controller(
+            config,
+            source=ScrapeSource(server.urls, session=session, timeout=2),
+            actuator=FileActuator(out),
+            clock=clock,
+            classes=class_config_from(config),
+        )
+        for _ in range(75):  # 75 minutes: quiet, then into the busy hour
+            clock.t += TICK
+            controller.step()
+            watcher.poll()
+            status = next(c for c in controller.state().classes if c.name == "docs")
+            if status.load is not None and status.load.get("measured"):
+                seen.append(dict(status.load))
+    assert seen, "measured while speculating"
+    last = seen[-1]
+    assert last["load_aware"] is True
+    assert last["measured"]["value"] > 0
+    assert last["predicted"]["value"] > 0
+    assert last["costs"]["base"] == pytest.approx(0.02, rel=0.3)
+    assert last["batch"]["p90"] >= 24  # the busy hour is in the distribution
+    assert seen[0]["measured"]["value"] > last["measured"]["value"]  # loses as load rises
+    status = next(c for c in controller.state().classes if c.name == "docs")
+    final = status.load
+    assert final is not None
+    # the answer changed with load: a schedule that drafts less at the busy batch sizes
+    assert status.changes >= 1
+    schedule = status.deployed_schedule
+    assert schedule
+    assert schedule[-1][2] < schedule[0][2]
+    assert any(b["value"] < 1.0 for b in final["bands_measured"])  # measured: loses when busy
+    registry = controller_registry(controller.state)
+    assert registry.get_sample_value("specwise_load_aware", {"class": "docs"}) == 1
+    assert registry.get_sample_value(
+        "specwise_batch_size", {"class": "docs", "quantile": "0.9"}
+    ) == pytest.approx(final["batch"]["p90"])
+    assert (
+        registry.get_sample_value("specwise_step_cost_seconds", {"class": "docs", "part": "base"})
+        is not None
+    )

@@ -3,6 +3,8 @@ redone only when enough new windows arrived, so a tick of many classes stays che
 
 from __future__ import annotations
 
+import dataclasses
+
 from specwise.collectors.snapshot import CounterDelta
 from specwise.controller.load import NO_LATENCY_NOTE, PRIOR_ONLY_NOTE, LoadTracker
 from specwise.step_cost import SpecConfig, StepCost
@@ -86,14 +88,33 @@ def test_without_latency_families_there_is_no_evidence_and_the_note_says_why() -
 
 
 def test_one_k_and_no_plain_window_is_priced_with_the_constant_cost_model() -> None:
-    """T(0, B) only from the drafter prior adds nothing to the preset: no load evidence."""
+    """One k at one batch size: T(0, B) only from the drafter prior adds nothing to the
+    preset, so no load evidence; a plain window, or the load moving, brings it."""
+    for batch, k in ((8, 0), (32, 4)):
+        tracker = LoadTracker()
+        for i in range(10):
+            tracker.add("c", window(i, 8, 4), 4)
+        ev, note = tracker.evidence("c", 600.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
+        assert ev is None
+        assert note == PRIOR_ONLY_NOTE
+        tracker.add("c", window(10, batch, k), k)  # a replica without speculation, or B x 4
+        ev, note = tracker.evidence("c", 660.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
+        assert ev is not None
+        assert note == ""
+
+
+def test_under_a_schedule_a_window_counts_in_its_band_and_straddling_ones_only_for_batches() -> (
+    None
+):
+    schedule = SpecConfig(4, ((1, 16, 4), (17, 256, 0)))
     tracker = LoadTracker()
-    for i in range(10):
-        tracker.add("c", window(i, (4, 32)[i % 2], 4), 4)
-    ev, note = tracker.evidence("c", 600.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
-    assert ev is None
-    assert note == PRIOR_ONLY_NOTE
-    tracker.add("c", window(10, 8, 0), 0)  # a replica without speculation: T(0, B) measured
-    ev, note = tracker.evidence("c", 660.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
-    assert ev is not None
-    assert note == ""
+    tracker.add("c", window(0, 8, 4), 4, deployed=schedule)  # in the k = 4 band
+    straddling = dataclasses.replace(window(1, 8, 4), batch_samples=(8.0, 30.0, 8.0, 30.0))
+    tracker.add("c", straddling, 4, deployed=schedule)
+    tracker.add("c", window(2, 48, 4), 4, deployed=schedule)  # a k = 0 band, drafter loaded
+    tracker.add("c", window(3, 8, 4), 4, deployed=SpecConfig(0))  # off through a schedule
+    obs = tracker._classes["c"].window.observations(300.0)
+    assert [o.k for o in obs] == [4]  # only the clean one gives a step observation
+    batches = tracker.batches("c", 300.0)
+    assert batches is not None
+    assert set(batches.sizes) == {8, 30, 48}  # every window still gives its batch sizes
