@@ -10,12 +10,17 @@ the oracle on every scenario; >= +10% over the best static k on peak-hours; >= 0
 best static k on flat-load; <= 1 band-edge restart per day on schedule-flapping. Exits 1
 when one is missed.
 
-    .venv/bin/python bench/bench_load.py [--seed N] [--scenario NAME ...]
+``--plain-replicas N`` adds N replicas per class served without speculation and left alone
+by the controller (a baseline pool: their windows measure plain decoding's T(0, B), which
+specwise otherwise gets only from k = 0 windows of the class itself); they are not scored.
+
+    .venv/bin/python bench/bench_load.py [--seed N] [--scenario NAME ...] [--plain-replicas N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -53,6 +58,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", action="append", choices=LOAD_SCENARIOS)
+    parser.add_argument(
+        "--plain-replicas",
+        type=int,
+        default=0,
+        help="replicas per class without speculation (a baseline pool; default 0)",
+    )
     args = parser.parse_args()
     names = args.scenario or list(LOAD_SCENARIOS)
     header = (
@@ -65,6 +76,14 @@ def main() -> int:
     details: list[str] = []
     for name in names:
         scenario = SCENARIOS[name]
+        if args.plain_replicas:
+            scenario = dataclasses.replace(
+                scenario,
+                classes=tuple(
+                    dataclasses.replace(c, plain_replicas=args.plain_replicas)
+                    for c in scenario.classes
+                ),
+            )
         started = time.perf_counter()
         oracle = run_oracle(scenario, seed=args.seed)
         sw = run_specwise(scenario, seed=args.seed)
