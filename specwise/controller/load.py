@@ -269,6 +269,17 @@ def _recommended(rec: ConfigRecommendation) -> dict[str, Any]:
     }
 
 
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats as None, all the way down (``/recommendations`` is strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def load_status(
     *,
     evidence: LoadEvidence | None,
@@ -345,4 +356,4 @@ def load_status(
             for b in recommendation.bands
         ]
         out["warnings"] = list(recommendation.warnings)
-    return out
+    return dict(_json_safe(out))
