@@ -61,6 +61,11 @@ HISTORY = 20
 EARLY_SHARE = 0.25
 
 
+def _h(seconds: float) -> str:
+    """A duration as written in the config: minutes below 2 h, else hours."""
+    return f"{seconds / 60:g} min" if seconds < 7200 else f"{seconds / 3600:g} h"
+
+
 @dataclass(frozen=True)
 class ProbeSettings:
     """``[probes]`` (see config/specwise.example.toml); defaults are safe for a fleet."""
@@ -86,8 +91,8 @@ class ProbeSettings:
             )
         if not 0 < self.backoff <= self.cap:
             raise ConfigError(
-                f"[probes] backoff = {self.backoff:g} s must be > 0 and at most cap = "
-                f"{self.cap:g} s; e.g. backoff = '6h', cap = '24h'",
+                f"[probes] backoff = {_h(self.backoff)} must be > 0 and at most cap = "
+                f"{_h(self.cap)}; e.g. backoff = '6h', cap = '24h'",
                 field="[probes] backoff",
             )
         if not 0 <= self.max_probe_fraction <= 0.5:
@@ -98,14 +103,14 @@ class ProbeSettings:
             )
         if not 0 < self.min_duration <= self.max_duration:
             raise ConfigError(
-                f"[probes] min_duration = {self.min_duration:g} s must be > 0 and at most "
-                f"max_duration = {self.max_duration:g} s",
+                f"[probes] min_duration = {_h(self.min_duration)} must be > 0 and at most "
+                f"max_duration = {_h(self.max_duration)}",
                 field="[probes] min_duration",
             )
         if self.max_probe_fraction and self.max_duration > self.max_probe_fraction * DAY:
             raise ConfigError(
-                f"[probes] max_duration = {self.max_duration:g} s exceeds the daily budget "
-                f"max_probe_fraction x 24 h = {self.max_probe_fraction * DAY:g} s; shorten "
+                f"[probes] max_duration = {_h(self.max_duration)} exceeds the daily budget "
+                f"max_probe_fraction x 24 h = {_h(self.max_probe_fraction * DAY)}; shorten "
                 "max_duration or raise max_probe_fraction",
                 field="[probes] max_duration",
             )
