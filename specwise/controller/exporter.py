@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from specwise.controller.probing import probe_families
 from specwise.controller.state import ControllerState
 from specwise.errors import ConfigError
 
@@ -186,6 +187,7 @@ class ControllerCollector(Collector):
         for kind in ("internal", "actuator"):
             internal.add_metric([kind], st.errors.get(kind, 0))
         yield internal
+        yield from probe_families(st)  # specwise_probe_* (#15)
         if st.updated_at is not None:
             tick_at = GaugeMetricFamily(
                 "specwise_last_tick_timestamp_seconds", "Unix time of the last controller tick."

@@ -31,6 +31,7 @@ from specwise.controller.actuators import (
     write_atomically,
 )
 from specwise.controller.decide import Decision, DecisionRules, Evidence, decide
+from specwise.controller.probing import Prober
 from specwise.controller.records import ActuationRecords, SeriesLabels
 from specwise.controller.state import (
     ClassStatus,
@@ -135,6 +136,8 @@ class Controller:
                     self._records.turned_off.add(name)
                 for labels in p.series_labels:
                     self._series.add(name, labels)
+        # probes (#15): planned and run around each decision; history in the state file
+        self.probes = Prober(config.probes, state_path=self.state_path)
 
     # ----------------------------------------------------------------------------- state
     def state(self) -> ControllerState:
@@ -357,7 +360,8 @@ class Controller:
             for name, st in self.gate.states.items()
         }
         try:
-            write_atomically(self.state_path, persisted_json(data))
+            text = persisted_json(data, extra={"probes": self.probes.persisted()})
+            write_atomically(self.state_path, text)
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.state_path, exc)
 
@@ -396,9 +400,11 @@ class Controller:
         ev = self._evidence(name, now)
         decision = decide(ev, self._rules(name))
         self.gate.states[name] = decision.after
+        # probes (#15): may run one through the actuator, and hold the policy while it runs
+        decision = self.probes.before_actuation(self, name, ev, decision, now)
         if decision.act:
             self._actuate(name, decision.recommendation, decision.before, now)
-        status = self._status(ev, decision)
+        status = self.probes.annotate(name, self._status(ev, decision), now)
         unmatched = self._unmatched(name, ev)
         if unmatched:
             status = dataclasses.replace(

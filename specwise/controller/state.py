@@ -69,6 +69,8 @@ class ClassStatus:
     off_by_specwise: bool = False
     #: the values of the alert rules' class labels (e.g. model_name) of the class's series
     series_labels: tuple[Mapping[str, str], ...] = ()
+    #: probes (#15): running, planned, recent results (:mod:`specwise.controller.probing`)
+    probe: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -141,9 +143,13 @@ class PersistedClass:
     series_labels: tuple[Mapping[str, str], ...] = ()
 
 
-def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
+def persisted_json(
+    classes: Mapping[str, PersistedClass], *, extra: Mapping[str, Any] | None = None
+) -> str:
+    """The state file; ``extra`` adds top-level sections (``"probes"``: the probe history)."""
     return json.dumps(
         {
+            **(extra or {}),
             "version": 1,
             "classes": {
                 name: {

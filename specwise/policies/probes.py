@@ -37,8 +37,10 @@ __all__ = [
     "DAY",
     "PROBE_KINDS",
     "ClassView",
+    "Outcome",
     "ProbeCost",
     "ProbeEvidence",
+    "ProbeKind",
     "ProbePlan",
     "ProbeRecord",
     "ProbeSettings",
@@ -51,7 +53,9 @@ __all__ = [
 ]
 
 ProbeKind = Literal["re-enable", "baseline", "explore"]
-Outcome = Literal["running", "pays", "loses", "unclear", "measured", "no-data", "aborted"]
+Outcome = Literal[
+    "running", "pays", "loses", "unclear", "measured", "no-data", "aborted", "proposed"
+]
 PROBE_KINDS: tuple[ProbeKind, ...] = ("re-enable", "baseline", "explore")
 #: the rolling period ``max_probe_fraction`` is counted over
 DAY = 86400.0

@@ -1,0 +1,168 @@
+"""Probes in the controller: applied through the actuator, held, ended, persisted, exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from specwise.config import SpecwiseConfig
+from specwise.controller.actuators import DryRunActuator
+from specwise.controller.exporter import controller_registry
+from specwise.controller.loop import Controller, class_config_from
+from specwise.sim.closed_loop import T0, closed_loop_config
+from specwise.sim.fleet import SimActuator, SimFleet, SimSource
+from specwise.sim.scenarios import HOUR, ClassScenario, Scenario, const, iid, step
+
+PROBES = {"backoff": "1h", "cap": "2h", "max_duration": "20m", "min_drafts": 1000}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def repair(hours: float = 5.0) -> Scenario:
+    """A drafter broken at the start (alpha 0.1), fixed after one hour (alpha 0.8)."""
+    return Scenario(
+        "repair-test",
+        "broken, then fixed",
+        hours * HOUR,
+        (ClassScenario("code", iid(step(0.1, 0.8, HOUR)), cost=0.3, initial_k=3),),
+    )
+
+
+def build(
+    scenario: Scenario,
+    config: SpecwiseConfig,
+    *,
+    dry_run: bool = False,
+    state_path: Path | None = None,
+) -> tuple[Controller, SimFleet, Clock]:
+    clock = Clock()
+    fleet = SimFleet(scenario, clock=clock, seed=1, restart_delay=60.0)
+    ctl = Controller(
+        config,
+        source=SimSource(fleet),
+        actuator=DryRunActuator() if dry_run else SimActuator(fleet),
+        clock=clock,
+        classes=class_config_from(config),
+        state_path=state_path,
+    )
+    return ctl, fleet, clock
+
+
+def run(ctl: Controller, clock: Clock, until: float, tick: float = 60.0) -> list[int]:
+    """Tick to ``until`` seconds after T0; the deployed k of "code" at every tick."""
+    ks: list[int] = []
+    while clock.t < T0 + until:
+        clock.t += tick
+        st = ctl.step()
+        code = next((c for c in st.classes if c.name == "code"), None)
+        ks.append(-1 if code is None or code.deployed_k is None else code.deployed_k)
+    return ks
+
+
+def probe_of(ctl: Controller) -> dict[str, Any]:
+    code = next(c for c in ctl.state().classes if c.name == "code")
+    assert code.probe is not None
+    return dict(code.probe)
+
+
+def test_a_class_turned_off_comes_back_after_its_drafter_is_fixed() -> None:
+    cfg = closed_loop_config(repair(), probes=PROBES)
+    ctl, fleet, clock = build(repair(), cfg)
+    ks = run(ctl, clock, 5 * HOUR)
+    assert 0 in ks[:60], "the broken drafter is turned off within the first hour"
+    assert fleet.deployed_k("code") > 0, "a re-enable probe brought the fixed drafter back"
+    results = probe_of(ctl)["results"]
+    assert any(r["kind"] == "re-enable" and r["outcome"] == "pays" for r in results)
+    # without probes the class stays off for ever (today's behaviour)
+    off = closed_loop_config(repair(), probes={**PROBES, "enabled": False})
+    ctl2, fleet2, clock2 = build(repair(), off)
+    run(ctl2, clock2, 5 * HOUR)
+    assert fleet2.deployed_k("code") == 0
+
+
+def test_a_probe_that_loses_reverts_and_backs_off() -> None:
+    broken = Scenario("broken", "", 6 * HOUR, (ClassScenario("code", iid(const(0.1)), 0.3, 3),))
+    cfg = closed_loop_config(broken, probes=PROBES)
+    ctl, fleet, clock = build(broken, cfg)
+    ks = run(ctl, clock, 6 * HOUR)
+    results = probe_of(ctl)["results"]
+    losing = [r for r in results if r["outcome"] == "loses"]
+    assert len(losing) >= 2, results
+    assert fleet.deployed_k("code") == 0
+    # backoff: the second probe starts at least twice as long after the first as the first
+    # after the class settled; each probe ended early or by max_duration (20 min)
+    assert losing[1]["started"] - losing[0]["ended"] >= 2 * HOUR - 120
+    assert all(r["ended"] - r["started"] <= 20 * 60 + 60 for r in losing)
+    probing = sum(1 for k in ks if k == 2)
+    assert probing <= 0.2 * len(ks)  # bounded time at the probe k
+    assert probe_of(ctl)["restarts_used"] == 2 * len(losing)
+
+
+def test_dry_run_proposes_a_probe_and_never_runs_it() -> None:
+    off = Scenario("off", "", 2 * HOUR, (ClassScenario("code", iid(const(0.8)), 0.05, 0),))
+    cfg = closed_loop_config(off, probes=PROBES)
+    ctl, fleet, clock = build(off, cfg, dry_run=True)
+    run(ctl, clock, 600)
+    ctl.probes.request("code")
+    run(ctl, clock, 1200)
+    assert fleet.deployed_k("code") == 0
+    results = probe_of(ctl)["results"]
+    assert [r["outcome"] for r in results] == ["proposed"]
+    assert probe_of(ctl)["running"] is None
+    assert probe_of(ctl)["restarts_used"] == 0
+
+
+def test_an_undeclared_class_is_never_probed() -> None:
+    off = Scenario("off", "", 2 * HOUR, (ClassScenario("code", iid(const(0.1)), 0.3, 2),))
+    cfg = closed_loop_config(off, probes=PROBES)
+    cfg = closed_loop_config(off, probes={**PROBES, "backoff": "10m", "cap": "10m"})
+    undeclared = type(cfg)(
+        cfg.controller, cfg.source, cfg.estimator, cfg.policy, cfg.actuator, cfg.alerts, (),
+        probes=cfg.probes,
+    )  # fmt: skip
+    ctl, fleet, clock = build(off, undeclared)
+    run(ctl, clock, 300)
+    ctl.probes.request("code")
+    run(ctl, clock, 2 * HOUR)
+    assert fleet.deployed_k("code") == 2  # never actuated, never probed
+    assert probe_of(ctl)["results"] == []
+    assert "never probed" in probe_of(ctl)["reason"]
+
+
+def test_history_persists_and_metrics_export_it(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    cfg = closed_loop_config(repair(3.0), probes=PROBES)
+    ctl, _fleet, clock = build(repair(3.0), cfg, state_path=path)
+    run(ctl, clock, 3 * HOUR)
+    before = probe_of(ctl)
+    assert before["results"], "a probe ran"
+    again = Controller(
+        cfg,
+        source=SimSource(_fleet),
+        actuator=SimActuator(_fleet),
+        clock=clock,
+        classes=class_config_from(cfg),
+        state_path=path,
+    )
+    assert again.probes.states["code"].history == ctl.probes.states["code"].history
+    assert again.probes.restarts["code"] == before["restarts_used"]
+    clock.t += 60
+    again.step()
+    reg = controller_registry(again.state)
+    last = before["results"][-1]
+    got = reg.get_sample_value(
+        "specwise_probe_results_total",
+        {"class": "code", "kind": last["kind"], "outcome": last["outcome"]},
+    )
+    assert got is not None
+    assert got >= 1
+    assert reg.get_sample_value("specwise_probe_restarts_total", {"class": "code"}) == float(
+        before["restarts_used"]
+    )
+    assert reg.get_sample_value("specwise_probe_budget_seconds", {"class": "code"}) == 0.05 * 86400
