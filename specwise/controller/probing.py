@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ from specwise.policies.speedup_policy import Recommendation
 if TYPE_CHECKING:  # the controller imports this module; no cycle at runtime
     from specwise.controller.loop import Controller
 
-__all__ = ["Prober", "load_probe_states", "probe_families", "replica_id"]
+__all__ = ["Prober", "load_probe_states", "probe_families", "probe_trigger", "replica_id"]
 
 log = logging.getLogger("specwise.probes")
 changes_log = logging.getLogger("specwise.changes")
@@ -419,6 +419,29 @@ class Prober:
         ):
             reason = f"{self.plans[name].reason}; {reason}" if name in self.plans else reason
         return dataclasses.replace(status, probe=probe, reason=reason)
+
+
+def probe_trigger(ctl: Controller) -> Callable[[str], tuple[int, str]]:
+    """``POST /probe?class=NAME`` and ``specwise probe CLASS``: (HTTP status, one sentence)."""
+
+    def trigger_class(name: str) -> tuple[int, str]:
+        declared = [c.name for c in ctl.config.classes]
+        if name not in declared:
+            known = ", ".join(declared) or "none are declared"
+            return 404, (
+                f"class {name!r} is not declared in [[classes]] (only declared classes are "
+                f"probed); probe one of: {known}"
+            )
+        if not ctl.probes.settings.enabled:
+            return 409, "probes are disabled ([probes] enabled = false); enable them to probe"
+        ctl.probes.request(name, "requested (specwise probe / POST /probe)")
+        how = "proposed (dry-run)" if ctl.actuator.kind == "dry-run" else "run"
+        return 202, (
+            f"probe of class {name!r} requested: {how} on the next tick when its budget and "
+            "restart limits allow; see /recommendations"
+        )
+
+    return trigger_class
 
 
 def probe_families(st: ControllerState) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import io
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import requests
+
+from specwise.cli import main
+from specwise.commands.status import format_status
 from specwise.config import SpecwiseConfig
 from specwise.controller.actuators import DryRunActuator
 from specwise.controller.exporter import controller_registry
 from specwise.controller.loop import Controller, class_config_from
+from specwise.controller.wiring import start_exporter
 from specwise.sim.closed_loop import T0, closed_loop_config
 from specwise.sim.fleet import SimActuator, SimFleet, SimSource
 from specwise.sim.scenarios import HOUR, ClassScenario, Scenario, const, iid, step
 
 PROBES = {"backoff": "1h", "cap": "2h", "max_duration": "20m", "min_drafts": 1000}
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
 
 
 class Clock:
@@ -166,3 +180,51 @@ def test_history_persists_and_metrics_export_it(tmp_path: Path) -> None:
         before["restarts_used"]
     )
     assert reg.get_sample_value("specwise_probe_budget_seconds", {"class": "code"}) == 0.05 * 86400
+
+
+def test_post_probe_and_the_cli_trigger_a_probe_on_the_listen_address() -> None:
+    off = Scenario("off", "", 2 * HOUR, (ClassScenario("code", iid(const(0.8)), 0.3, 0),))
+    cfg = closed_loop_config(off, probes=PROBES)
+    ctl, fleet, clock = build(off, cfg)
+    run(ctl, clock, 600)
+    server = start_exporter(ctl, "127.0.0.1", 0)
+    try:
+        url = server.url
+        assert requests.get(f"{url}/probe?class=code", timeout=5).status_code == 405
+        missing = requests.post(f"{url}/probe", timeout=5)
+        assert missing.status_code == 400
+        unknown = requests.post(f"{url}/probe", params={"class": "nope"}, timeout=5)
+        assert unknown.status_code == 404
+        assert unknown.text.strip() == (
+            "class 'nope' is not declared in [[classes]] (only declared classes are probed); "
+            "probe one of: code"
+        )
+        status, _out, err = run_cli(["probe", "nope", "--url", url])
+        assert status == 1
+        assert err.startswith("Error: class 'nope' is not declared")
+        status, out, err = run_cli(["probe", "code", "--url", url])
+        assert status == 0, err
+        assert "probe of class 'code' requested" in out
+    finally:
+        server.stop()
+    assert fleet.deployed_k("code") == 0
+    run(ctl, clock, 720)
+    assert fleet.deployed_k("code") == 2, "the requested probe runs on the next tick"
+    probe = probe_of(ctl)
+    assert probe["running"]["trigger"] == "requested (specwise probe / POST /probe)"
+    assert "code" in format_status(ctl.state())
+    assert "probe code: re-enable probe running at k = 2" in format_status(ctl.state())
+    reg = controller_registry(ctl.state)
+    assert (
+        reg.get_sample_value(
+            "specwise_probe_running", {"class": "code", "kind": "re-enable", "instance": ""}
+        )
+        == 1.0
+    )
+
+
+def test_cli_probe_without_a_controller_is_one_error_line() -> None:
+    status, _out, err = run_cli(["probe", "code", "--url", "http://127.0.0.1:1"])
+    assert status == 1
+    assert err.startswith("Error: no specwise controller answered at http://127.0.0.1:1")
+    assert len(err.strip().splitlines()) == 1
