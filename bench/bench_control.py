@@ -16,7 +16,7 @@ import sys
 import time
 
 from specwise.sim.closed_loop import run_fixed, run_oracle, run_specwise
-from specwise.sim.scenarios import SCENARIOS
+from specwise.sim.scenarios import PROBE_SCENARIOS, SCENARIOS
 
 
 def main() -> int:
@@ -24,7 +24,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     args = parser.parse_args()
-    names = args.scenario or [n for n in SCENARIOS if n != "demo"]
+    # the probe scenarios (a day each) have their own benchmark: bench/bench_probes.py
+    names = args.scenario or [n for n in SCENARIOS if n != "demo" and n not in PROBE_SCENARIOS]
     header = (
         f"{'scenario':<16} {'specwise':>9} {'k=3':>7} {'k=5':>7} {'best k':>9} "
         f"{'oracle':>7} {'restarts/h':>10}  verdict"

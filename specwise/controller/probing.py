@@ -53,31 +53,32 @@ __all__ = ["Prober", "load_probe_states", "probe_families", "probe_trigger", "re
 
 log = logging.getLogger("specwise.probes")
 changes_log = logging.getLogger("specwise.changes")
-#: labels that tell the replicas of a class apart (a canary is one of them)
-REPLICA_LABELS = ("instance", "engine")
 
 
 def replica_id(labels: Mapping[str, str]) -> str:
-    """One replica of a class: its ``instance`` (and ``engine`` when there are several)."""
-    inst, engine = labels.get("instance", ""), labels.get("engine", "")
-    if inst and engine:
-        return f"{inst}/{engine}"
-    return inst or (f"engine {engine}" if engine else "")
+    """One replica of a class: its ``instance`` label (a vLLM server; "" when unlabelled)."""
+    return labels.get("instance", "")
 
 
-def load_probe_states(path: Path | None) -> tuple[dict[str, ProbeState], Counter[str]]:
-    """The ``"probes"`` section of a state file (absent or unreadable: a fresh history)."""
+Loaded = tuple[dict[str, ProbeState], Counter[str], dict[str, tuple[str, ...]]]
+
+
+def load_probe_states(path: Path | None) -> Loaded:
+    """The ``"probes"`` section of a state file: per class its planner state, the counts of
+    results and restarts, its replicas last seen (absent or unreadable: a fresh history)."""
     if path is None:
-        return {}, Counter()
+        return {}, Counter(), {}
     try:
         data = json.loads(path.read_text(encoding="utf-8")).get("probes") or {}
         states = {str(n): ProbeState.from_json(s) for n, s in data.get("classes", {}).items()}
-        return states, Counter({str(k): int(v) for k, v in data.get("counts", {}).items()})
+        counts = Counter({str(k): int(v) for k, v in data.get("counts", {}).items()})
+        replicas = {str(n): tuple(map(str, r)) for n, r in data.get("replicas", {}).items()}
+        return states, counts, replicas
     except FileNotFoundError:
-        return {}, Counter()
+        return {}, Counter(), {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("state file %s: probe history unreadable (%s); starting it afresh", path, exc)
-        return {}, Counter()
+        return {}, Counter(), {}
 
 
 def _count_key(name: str, kind: str, outcome: str) -> str:
@@ -89,7 +90,7 @@ class Prober:
 
     def __init__(self, settings: ProbeSettings, *, state_path: Path | None = None) -> None:
         self.settings = settings
-        self.states, counts = load_probe_states(state_path)
+        self.states, counts, replicas = load_probe_states(state_path)
         #: (class, kind, outcome) -> probes ended so; restarts made for probes, per class
         self.counts: Counter[str] = Counter()
         self.restarts: Counter[str] = Counter()
@@ -99,6 +100,7 @@ class Prober:
                 self.restarts[name] = n
             elif outcome:
                 self.counts[key] = n
+        self.replicas_seen: dict[str, tuple[str, ...]] = dict(replicas)
         self.plans: dict[str, ProbePlan] = {}
         self._requests: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -146,7 +148,13 @@ class Prober:
     ) -> Decision:
         if p.action == "start" or p.state.running is not None or p.apply_k is not None:
             # the probe owns the class now: a change the gate allowed this tick is not made
-            ctl.gate.states[name] = decision.before
+            before = decision.before
+            canary = p.probe if p.probe is not None and p.probe.instance else None
+            if canary is not None:
+                # the class's k is the others' (the counters may show the canary's alone)
+                before = dataclasses.replace(before, current_k=canary.previous_k)
+                decision = dataclasses.replace(decision, before=before)
+            ctl.gate.states[name] = before
         if p.action == "start" and p.probe is not None:
             return self._start(ctl, name, decision, p, now)
         if p.action == "end" and p.probe is not None:
@@ -269,9 +277,11 @@ class Prober:
 
     # ------------------------------------------------------------------ inputs
     def _replicas(self, ctl: Controller, name: str, now: float) -> tuple[str, ...]:
+        """The class's replicas (instances) now, or as last seen: a class at k = 0 exports
+        no spec-decode series, and its replicas are still the ones it ran on."""
         if not self.settings.canary or not callable(getattr(ctl.actuator, "apply_instance", None)):
             return ()
-        out = set()
+        out: set[str] = set()
         for snap in list(ctl._last.values()):
             if now - snap.timestamp > ctl.config.controller.stale_after:
                 continue
@@ -280,7 +290,10 @@ class Prober:
             rid = replica_id(snap.labels)
             if rid:
                 out.add(rid)
-        return tuple(sorted(out))
+        running = self.states.get(name, ProbeState()).running
+        if out and (running is None or not running.instance):
+            self.replicas_seen[name] = tuple(sorted(out))
+        return self.replicas_seen.get(name, ())
 
     def _fingerprint(self, ctl: Controller, name: str) -> str:
         settings = ctl.config.class_settings(name)
@@ -379,6 +392,7 @@ class Prober:
         return {
             "classes": {n: s.to_json() for n, s in sorted(self.states.items())},
             "counts": counts,
+            "replicas": {n: list(r) for n, r in sorted(self.replicas_seen.items())},
         }
 
     def status(self, name: str, now: float) -> dict[str, Any]:

@@ -363,7 +363,10 @@ def plan(
         ref = max(ref, state.history[-1].ended)
     due = now if state.trigger else ref + backoff_delay(state.attempts, settings)
     used = probe_seconds_in_day(state.history, now)
-    share = 1.0 / len(view.replicas) if settings.canary and len(view.replicas) > 1 else 1.0
+    # a canary: one replica runs the probe while the others keep the configuration (an
+    # explore probe runs on the whole class: its k would mix with the others' in one estimate)
+    canary = settings.canary and len(view.replicas) > 1 and kind != "explore"
+    share = 1.0 / len(view.replicas) if canary else 1.0
     room = settings.max_probe_fraction * DAY - used
     if room < settings.max_duration * share:
         # budget frees as old probe time leaves the rolling day
@@ -497,6 +500,13 @@ def _continue(
             else f"; back to k = {probe.previous_k}"
         ),
     )
+    if probe.instance:
+        n = round(1 / probe.cost.replica_share) if probe.cost.replica_share > 0 else 0
+        ended = dataclasses.replace(
+            ended,
+            result=f"canary {probe.instance} (1 of {n} replicas; the others kept "
+            f"k = {probe.previous_k} over the same minutes): {ended.result}",
+        )
     history = (*state.history, ended)[-HISTORY:]
     new = dataclasses.replace(
         state,
