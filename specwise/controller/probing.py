@@ -101,6 +101,8 @@ class Prober:
             elif outcome:
                 self.counts[key] = n
         self.replicas_seen: dict[str, tuple[str, ...]] = dict(replicas)
+        #: (class, instance) -> its engine labels ("0", or "0,1" for several), for {engine}
+        self.engines_seen: dict[tuple[str, str], str] = {}
         self.plans: dict[str, ProbePlan] = {}
         self._requests: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -253,6 +255,7 @@ class Prober:
                     speculative_config=ctl._speculative_config(name, rec),
                     reason=rec.reason,
                     now=now,
+                    engine=self.engines_seen.get((name, instance), ""),
                 )
             except Exception as exc:
                 log.error("probe on %s of class %s failed: %s", instance, name, exc)
@@ -290,6 +293,11 @@ class Prober:
             rid = replica_id(snap.labels)
             if rid:
                 out.add(rid)
+                engines = {
+                    *self.engines_seen.get((name, rid), "").split(","),
+                    snap.labels.get("engine", ""),
+                }
+                self.engines_seen[(name, rid)] = ",".join(sorted(e for e in engines if e))
         running = self.states.get(name, ProbeState()).running
         if out and (running is None or not running.instance):
             self.replicas_seen[name] = tuple(sorted(out))

@@ -470,6 +470,7 @@ class SimActuator:
         speculative_config: Mapping[str, Any] | None,
         reason: str,
         now: float,
+        engine: str = "",
     ) -> ActuationResult:
         """One replica only (a canary probe, #15)."""
         restarted = self.fleet.set_k_instance(class_name, instance, k, now)
