@@ -306,8 +306,11 @@ class Prober:
     def _fingerprint(self, ctl: Controller, name: str) -> str:
         settings = ctl.config.class_settings(name)
         spec = dict(settings.speculative_config) if settings else {}
-        labels = [dict(labels) for labels in ctl._series.of(name)]
-        return json.dumps({"spec": spec, "labels": labels}, sort_keys=True, default=str)
+        return json.dumps(spec, sort_keys=True, default=str)
+
+    def _label_values(self, ctl: Controller, name: str) -> tuple[str, ...]:
+        values = {f"{k}={v}" for labels in ctl._series.of(name) for k, v in labels.items()}
+        return tuple(sorted(values))
 
     def _view(
         self, ctl: Controller, name: str, ev: Evidence, decision: Decision, now: float
@@ -342,6 +345,7 @@ class Prober:
             max_changes_per_hour=ctl.gate.config.max_changes_per_hour,
             min_dwell=ctl.gate.config.min_dwell_seconds,
             fingerprint=self._fingerprint(ctl, name),
+            label_values=self._label_values(ctl, name),
             replicas=self._replicas(ctl, name, now),
             expected_speedup=expected,
             explore_k=explore,

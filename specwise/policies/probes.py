@@ -184,7 +184,8 @@ class ProbeState:
     running: ProbeRecord | None = None
     history: tuple[ProbeRecord, ...] = ()
     trigger: str = ""  # a pending trigger: probe as soon as the budget allows
-    fingerprint: str = ""  # the drafter and model identity last seen
+    fingerprint: str = ""  # the drafter's identity last seen (its speculative config)
+    label_values: tuple[str, ...] = ()  # the series' label values seen ("model_name=x")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -195,6 +196,7 @@ class ProbeState:
             "history": [r.to_json() for r in self.history],
             "trigger": self.trigger,
             "fingerprint": self.fingerprint,
+            "label_values": list(self.label_values),
         }
 
     @classmethod
@@ -208,6 +210,7 @@ class ProbeState:
             history=tuple(ProbeRecord.from_json(r) for r in data.get("history", ())),
             trigger=str(data.get("trigger", "")),
             fingerprint=str(data.get("fingerprint", "")),
+            label_values=tuple(str(v) for v in data.get("label_values", ())),
         )
 
 
@@ -224,7 +227,10 @@ class ClassView:
     last_change: float | None = None
     max_changes_per_hour: int = 2
     min_dwell: float = 1800.0
-    fingerprint: str = ""  # speculative config + model label values
+    fingerprint: str = ""  # the drafter's identity: its speculative config
+    #: the label values of the class's series ("model_name=x", "version=2"): a value not
+    #: seen before (a new model version) is a trigger
+    label_values: tuple[str, ...] = ()
     replicas: tuple[str, ...] = ()  # instance ids of the class's engines
     #: the policy's last known speedup at the probe k (re-enable) or at the deployed k
     #: (baseline): prices the expected loss
@@ -323,13 +329,24 @@ def _settle(state: ProbeState, view: ClassView, now: float) -> ProbeState:
     if state.running is not None or view.deployed_k is None:
         return state
     if state.settled_k != view.deployed_k or state.settled_at is None:
-        state = dataclasses.replace(state, settled_at=now, settled_k=view.deployed_k, attempts=0)
+        # a new regime, decided on current evidence: the backoff starts again, and a
+        # pending trigger is answered by it
+        state = dataclasses.replace(
+            state, settled_at=now, settled_k=view.deployed_k, attempts=0, trigger=""
+        )
     if view.fingerprint and view.fingerprint != state.fingerprint:
-        if state.fingerprint:  # not the first sight: the drafter or the model changed
+        if state.fingerprint:  # not the first sight: the drafter changed
             state = dataclasses.replace(
-                state, trigger="the drafter or the model changed", attempts=0
+                state, trigger="the drafter changed (a new speculative config)", attempts=0
             )
         state = dataclasses.replace(state, fingerprint=view.fingerprint)
+    new = sorted(set(view.label_values) - set(state.label_values))
+    if new:
+        if state.label_values:  # not the first sight: e.g. a new model version
+            state = dataclasses.replace(
+                state, trigger=f"new label values ({', '.join(new[:3])})", attempts=0
+            )
+        state = dataclasses.replace(state, label_values=tuple(sorted({*state.label_values, *new})))
     return state
 
 
@@ -356,7 +373,14 @@ def plan(
         return ProbePlan("none", state, reason="not declared in [[classes]]: never probed")
     chosen = _kind(view, settings)
     if chosen is None or state.settled_at is None:
-        return ProbePlan("none", state, reason="nothing to probe")
+        why = (
+            f"nothing to probe at k = {view.deployed_k} with [probes] kinds "
+            f"{', '.join(settings.kinds) or '(none)'}"
+        )
+        if state.trigger:
+            why += f"; trigger ({state.trigger}) dropped"
+            state = dataclasses.replace(state, trigger="")
+        return ProbePlan("none", state, reason=why)
     kind, k = chosen
     ref = state.settled_at
     if state.history and state.history[-1].ended is not None:

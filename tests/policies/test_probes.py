@@ -107,7 +107,7 @@ def test_triggers_probe_at_once_and_reset_the_backoff() -> None:
     assert not st.trigger
     changed = plan(st, view(fingerprint="eagle-v2"), S, now=60.0)
     assert changed.action == "start"
-    assert "drafter or the model changed" in changed.reason
+    assert "the drafter changed" in changed.reason
     manual = plan(trigger(settled(0.0), "specwise probe"), view(), S, now=60.0)
     assert manual.action == "start"
     assert manual.probe is not None
@@ -216,3 +216,25 @@ def test_bad_settings_are_one_sentence(kw: dict[str, object], word: str) -> None
     with pytest.raises(ConfigError, match=word) as info:
         ProbeSettings(**kw)  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
+
+
+def test_new_label_values_trigger_but_first_sight_does_not() -> None:
+    st = plan(settled(0.0), view(label_values=("model_name=code",)), S, now=10.0).state
+    assert not st.trigger
+    assert plan(st, view(label_values=("model_name=code",)), S, now=20.0).action == "none"
+    bumped = view(label_values=("model_name=code", "version=2"))
+    got = plan(st, bumped, S, now=30.0)
+    assert got.action == "start"
+    assert "new label values (version=2)" in got.reason
+
+
+def test_a_new_regime_answers_a_pending_trigger_and_no_kind_drops_it() -> None:
+    st = trigger(settled(0.0), "manual")
+    moved = plan(st, view(deployed_k=3), S, now=10.0)  # the policy turned it back on
+    assert moved.state.trigger == ""
+    assert moved.state.settled_k == 3
+    on = plan(trigger(moved.state, "manual"), view(deployed_k=3), S, now=20.0)
+    assert on.action == "none"
+    assert "nothing to probe at k = 3 with [probes] kinds re-enable" in on.reason
+    assert "dropped" in on.reason
+    assert on.state.trigger == ""
