@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from specwise.collectors.classes import CLASS_LABEL
+from specwise.collectors.snapshot import labels_key
 from specwise.controller.decide import Decision, Evidence
 from specwise.controller.state import ClassStatus, ControllerState
 from specwise.model import speedup_from_survival, survival_curve
@@ -107,6 +108,9 @@ class Prober:
         self._requests: dict[str, str] = {}
         self._lock = threading.Lock()
         self._plain_start: dict[str, float] = {}
+        #: (class, probe start) -> series -> (generation tokens, ITL seconds) at the start
+        #: of the canary comparison
+        self._cmp_start: dict[tuple[str, float], dict[Any, tuple[float, float]]] = {}
 
     # ------------------------------------------------------------------ triggers
     def request(self, name: str, why: str = "requested (specwise probe)") -> None:
@@ -361,12 +365,18 @@ class Prober:
         probe: ProbeRecord,
     ) -> ProbeEvidence:
         est = ev.estimate
+        ratio = self._canary_ratio(ctl, name, probe) if probe.instance else None
         if probe.kind == "baseline":
-            return ProbeEvidence(plain_steps=self._plain_steps(ctl, name, probe))
+            return ProbeEvidence(
+                plain_steps=self._plain_steps(ctl, name, probe),
+                # the others' speculation against the canary's plain decoding
+                speedup=None if not ratio else 1.0 / ratio,
+                canary_ratio=ratio,
+            )
         rec = decision.recommendation
         speedups = rec.speedups
         if not est.ok or len(speedups) < 2:
-            return ProbeEvidence(drafts=est.drafts)
+            return ProbeEvidence(drafts=est.drafts, canary_ratio=ratio)
         best = max(range(1, len(speedups)), key=lambda k: speedups[k])
         low = high = None
         if est.alpha_low is not None and est.alpha_high is not None:
@@ -377,7 +387,39 @@ class Prober:
                 )
                 for a in (est.alpha_low, est.alpha_high)
             )
-        return ProbeEvidence(drafts=est.drafts, speedup=speedups[best], low=low, high=high)
+        return ProbeEvidence(
+            drafts=est.drafts, speedup=speedups[best], low=low, high=high, canary_ratio=ratio
+        )
+
+    def _canary_ratio(self, ctl: Controller, name: str, probe: ProbeRecord) -> float | None:
+        """The canary's tokens per second of request time (generation tokens over the
+        inter-token-latency sum) over the other replicas', both counted from the first tick
+        the canary answered after its restart: the same minutes, the same traffic."""
+        snaps = [
+            s
+            for s in list(ctl._last.values())
+            if s.generation_tokens is not None
+            and s.itl_seconds_sum is not None
+            and s.timestamp > probe.started
+            and ctl.classes.classify(s.labels)[CLASS_LABEL] == name
+        ]
+        if not any(replica_id(s.labels) == probe.instance for s in snaps):
+            return None  # the canary is still restarting
+        start = self._cmp_start.setdefault((name, probe.started), {})
+        sums = {True: [0.0, 0.0], False: [0.0, 0.0]}
+        for s in snaps:
+            key = labels_key(s.labels)
+            tokens, seconds = s.generation_tokens or 0.0, s.itl_seconds_sum or 0.0
+            base = start.setdefault(key, (tokens, seconds))
+            if tokens < base[0] or seconds < base[1]:  # a restart: count from here
+                base = start[key] = (tokens, seconds)
+            group = sums[replica_id(s.labels) == probe.instance]
+            group[0] += tokens - base[0]
+            group[1] += seconds - base[1]
+        (ct, cs), (ot, os_) = sums[True], sums[False]
+        if cs <= 0 or os_ <= 0 or ct <= 0 or ot <= 0:
+            return None
+        return (ct / cs) / (ot / os_)
 
     def _plain_steps(self, ctl: Controller, name: str, probe: ProbeRecord) -> float:
         """Request-steps (ITL observations) of the class's engines running without

@@ -155,6 +155,7 @@ class ProbeRecord:
     high: float | None = None
     drafts: float = 0.0
     result: str = ""  # one sentence
+    canary_ratio: float | None = None  # see ProbeEvidence
 
     @property
     def seconds(self) -> float:
@@ -250,6 +251,9 @@ class ProbeEvidence:
     low: float | None = None
     high: float | None = None
     plain_steps: float = 0.0  # request-steps measured at k = 0 (baseline)
+    #: a canary's tokens per second of request time over the other replicas', measured over
+    #: the same minutes (None: the others exported no comparable counters)
+    canary_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -516,6 +520,7 @@ def _continue(
         low=evidence.low,
         high=evidence.high,
         drafts=evidence.drafts,
+        canary_ratio=evidence.canary_ratio,
         result=result
         + (
             ("; rolled out to every replica" if probe.instance else "; kept")
@@ -526,10 +531,16 @@ def _continue(
     )
     if probe.instance:
         n = round(1 / probe.cost.replica_share) if probe.cost.replica_share > 0 else 0
+        r = evidence.canary_ratio
+        side = (
+            f"; it delivered {r:.2f}x their tokens per second of request time"
+            if r is not None
+            else "; they exported no counters to compare it with"
+        )
         ended = dataclasses.replace(
             ended,
             result=f"canary {probe.instance} (1 of {n} replicas; the others kept "
-            f"k = {probe.previous_k} over the same minutes): {ended.result}",
+            f"k = {probe.previous_k} over the same minutes{side}): {ended.result}",
         )
     history = (*state.history, ended)[-HISTORY:]
     new = dataclasses.replace(

@@ -7,15 +7,18 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from specwise.cli import main
+from specwise.collectors.snapshot import Snapshot
 from specwise.commands.status import format_status
 from specwise.config import SpecwiseConfig
 from specwise.controller.actuators import DryRunActuator
 from specwise.controller.exporter import controller_registry
 from specwise.controller.loop import Controller, class_config_from
 from specwise.controller.wiring import start_exporter
+from specwise.policies.probes import ProbeCost, ProbeRecord
 from specwise.sim.closed_loop import T0, closed_loop_config
 from specwise.sim.fleet import SimActuator, SimFleet, SimSource
 from specwise.sim.scenarios import HOUR, ClassScenario, Scenario, const, iid, step
@@ -228,3 +231,36 @@ def test_cli_probe_without_a_controller_is_one_error_line() -> None:
     assert status == 1
     assert err.startswith("Error: no specwise controller answered at http://127.0.0.1:1")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_canary_is_compared_with_the_other_replicas_over_the_same_minutes() -> None:
+    scenario = Scenario(
+        "c", "", HOUR, (ClassScenario("code", iid(const(0.8)), 0.05, 2, replicas=3),)
+    )
+    cfg = closed_loop_config(scenario, probes=PROBES)
+    ctl, _fleet, _clock = build(scenario, cfg)
+    cost = ProbeCost(restarts=2, seconds=1800.0, expected_loss=0.05, replica_share=1 / 3)
+    probe = ProbeRecord("re-enable", 2, 0, 100.0, "m", cost, instance="a")
+
+    def page(t: float, tokens: dict[str, float], seconds: float) -> None:
+        ctl._last = {
+            (("instance", i), ("model_name", "code")): Snapshot(
+                labels={"model_name": "code", "instance": i},
+                timestamp=t,
+                drafts=0.0,
+                draft_tokens=0.0,
+                accepted=0.0,
+                generation_tokens=n,
+                itl_seconds_sum=seconds,
+                itl_seconds_count=n,
+            )
+            for i, n in tokens.items()
+        }
+
+    page(160.0, {"b": 500.0, "c": 700.0}, 10.0)
+    assert ctl.probes._canary_ratio(ctl, "code", probe) is None  # the canary is restarting
+    page(170.0, {"a": 50.0, "b": 550.0, "c": 750.0}, 10.0)
+    assert ctl.probes._canary_ratio(ctl, "code", probe) is None  # nothing counted yet
+    page(230.0, {"a": 1850.0, "b": 1550.0, "c": 1750.0}, 20.0)
+    # canary: 1800 tokens in 10 s of request time; the others: 2000 in 20 s
+    assert ctl.probes._canary_ratio(ctl, "code", probe) == pytest.approx(1.8)

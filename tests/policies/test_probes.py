@@ -238,3 +238,18 @@ def test_a_new_regime_answers_a_pending_trigger_and_no_kind_drops_it() -> None:
     assert "nothing to probe at k = 3 with [probes] kinds re-enable" in on.reason
     assert "dropped" in on.reason
     assert on.state.trigger == ""
+
+
+def test_a_canary_result_says_how_it_compared_with_the_others() -> None:
+    v = view(replicas=("a", "b", "c", "d"))
+    start = plan(trigger(settled(0.0), "m"), v, S, now=10.0)
+    ev = ProbeEvidence(drafts=S.min_drafts, speedup=0.8, low=0.7, high=0.9, canary_ratio=0.82)
+    end = plan(start.state, v, S, now=700.0, evidence=ev)
+    assert end.probe is not None
+    assert end.probe.canary_ratio == 0.82
+    assert end.probe.result.startswith(
+        "canary a (1 of 4 replicas; the others kept k = 0 over the same minutes; it delivered "
+        "0.82x their tokens per second of request time): "
+    )
+    assert end.apply_k == 0
+    assert end.instance == "a"
