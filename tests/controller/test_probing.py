@@ -264,3 +264,34 @@ def test_canary_is_compared_with_the_other_replicas_over_the_same_minutes() -> N
     page(230.0, {"a": 1850.0, "b": 1550.0, "c": 1750.0}, 20.0)
     # canary: 1800 tokens in 10 s of request time; the others: 2000 in 20 s
     assert ctl.probes._canary_ratio(ctl, "code", probe) == pytest.approx(1.8)
+
+
+def test_a_probe_survives_a_controller_restart_and_ends_on_its_own_rules(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    broken = Scenario("b", "", 3 * HOUR, (ClassScenario("code", iid(const(0.1)), 0.3, 0),))
+    cfg = closed_loop_config(broken, probes=PROBES)
+    ctl, fleet, clock = build(broken, cfg, state_path=path)
+    run(ctl, clock, 300)
+    ctl.probes.request("code")
+    run(ctl, clock, 360)
+    assert ctl.probes.states["code"].running is not None
+    assert fleet.deployed_k("code") == 2
+    # a new controller process on the same state file and fleet
+    again = Controller(
+        cfg,
+        source=SimSource(fleet),
+        actuator=SimActuator(fleet),
+        clock=clock,
+        classes=class_config_from(cfg),
+        state_path=path,
+    )
+    assert again.probes.states["code"].running == ctl.probes.states["code"].running
+    run(again, clock, 360 + 25 * 60)
+    last = again.probes.states["code"].history[-1]
+    assert again.probes.states["code"].running is None
+    assert last.outcome == "loses"
+    assert last.ended is not None
+    assert last.ended - last.started <= 20 * 60 + 60
+    assert fleet.deployed_k("code") == 0
