@@ -137,6 +137,7 @@ class Prober:
         if running is not None and not running.instance and not self._deployed(ctl, name, running):
             # the actuator did not apply the probe (failed, or still in flight)
             if name in ctl._in_flight:
+                ctl.gate.states[name] = decision.before
                 return self._hold(decision, f"{running.kind} probe starting (actuator in flight)")
             state = self._abort(name, state, now, "the actuator did not apply it")
             running = None
@@ -166,6 +167,10 @@ class Prober:
         if p.action == "end" and p.probe is not None:
             self.counts[_count_key(name, p.probe.kind, p.probe.outcome)] += 1
             changes_log.info("class %s: %s", name, p.reason)
+            self._cmp_start.pop((name, p.probe.started), None)
+            mark = f"{name}\x1f{p.probe.started}\x1f"
+            for key in [k for k in self._plain_start if k.startswith(mark)]:
+                del self._plain_start[key]
             if p.apply_k is not None:
                 self._apply(ctl, name, decision, p.apply_k, p.instance, p.reason, now)
                 return self._hold(decision, p.reason)
@@ -221,8 +226,8 @@ class Prober:
                 attempts=st.attempts + 1,
             )
             self.counts[_count_key(name, probe.kind, outcome)] += 1
-            return decision
-        if probe.kind in ("re-enable", "explore") and not p.instance:
+            return self._hold(decision, p.reason)  # one proposal (or failure) per tick
+        if probe.kind in ("re-enable", "explore"):
             ctl.estimator.reset(name)  # the verdict rests on the probe's own drafts
         return self._hold(decision, p.reason)
 
@@ -432,7 +437,7 @@ class Prober:
                 continue
             if probe.instance and replica_id(snap.labels) != probe.instance:
                 continue
-            key = f"{name}\x1f{sorted(snap.labels.items())}"
+            key = f"{name}\x1f{probe.started}\x1f{sorted(snap.labels.items())}"
             first = self._plain_start.setdefault(key, snap.itl_seconds_count)
             total += max(0.0, snap.itl_seconds_count - first)
         return total
