@@ -286,7 +286,20 @@ def probe_seconds_in_day(history: Sequence[ProbeRecord], now: float) -> float:
     return total
 
 
-def _kind(view: ClassView, settings: ProbeSettings) -> tuple[ProbeKind, int] | None:
+def _measured_baseline(history: Sequence[ProbeRecord], now: float) -> bool:
+    """A baseline probe measured plain decoding within the last day."""
+    return any(
+        r.kind == "baseline"
+        and r.outcome == "measured"
+        and r.ended is not None
+        and now - r.ended < DAY
+        for r in history
+    )
+
+
+def _kind(
+    view: ClassView, settings: ProbeSettings, history: Sequence[ProbeRecord] = (), now: float = 0.0
+) -> tuple[ProbeKind, int] | None:
     if view.deployed_k == 0:
         if "re-enable" in settings.kinds:
             return "re-enable", min(settings.probe_k, view.k_max)
@@ -297,7 +310,11 @@ def _kind(view: ClassView, settings: ProbeSettings) -> tuple[ProbeKind, int] | N
         and view.explore_k > (view.deployed_k or 0)
     ):
         return "explore", min(view.explore_k, view.k_max)
-    if "baseline" in settings.kinds and not view.has_baseline:
+    if (
+        "baseline" in settings.kinds
+        and not view.has_baseline
+        and not _measured_baseline(history, now)
+    ):
         return "baseline", 0
     return None
 
@@ -375,7 +392,7 @@ def plan(
         return ProbePlan("none", state, reason="probes are disabled ([probes] enabled = false)")
     if not view.declared:
         return ProbePlan("none", state, reason="not declared in [[classes]]: never probed")
-    chosen = _kind(view, settings)
+    chosen = _kind(view, settings, state.history, now)
     if chosen is None or state.settled_at is None:
         why = (
             f"nothing to probe at k = {view.deployed_k} with [probes] kinds "

@@ -253,3 +253,18 @@ def test_a_canary_result_says_how_it_compared_with_the_others() -> None:
     )
     assert end.apply_k == 0
     assert end.instance == "a"
+
+
+def test_a_measured_baseline_holds_for_a_day() -> None:
+    s = ProbeSettings(kinds=("baseline",))
+    v = view(deployed_k=3)
+    st = trigger(plan(ProbeState(), v, s, now=0.0).state, "m")
+    start = plan(st, v, s, now=10.0)
+    end = plan(start.state, view(deployed_k=0), s, now=400.0, evidence=ProbeEvidence(plain_steps=9))
+    assert end.probe is not None
+    assert end.probe.outcome == "measured"
+    again = plan(trigger(end.state, "m"), v, s, now=500.0)
+    assert again.action == "none"
+    assert "nothing to probe" in again.reason
+    later = plan(trigger(end.state, "m"), v, s, now=400.0 + DAY)
+    assert later.action == "start"
