@@ -127,7 +127,17 @@ class Prober:
         self, ctl: Controller, name: str, ev: Evidence, decision: Decision, now: float
     ) -> Decision:
         """Plan probes for ``name``; run one through the actuator; hold the policy while a
-        probe runs. Returns the decision the controller goes on with."""
+        probe runs. Returns the decision the controller goes on with. A failure here (a
+        bug) is counted like the controller's own and never blocks the policy's decision."""
+        try:
+            return self._before_actuation(ctl, name, ev, decision, now)
+        except Exception as exc:
+            ctl._internal_error(f"probing class {name!r}", exc)
+            return decision
+
+    def _before_actuation(
+        self, ctl: Controller, name: str, ev: Evidence, decision: Decision, now: float
+    ) -> Decision:
         state = self.states.get(name, ProbeState())
         why = self._take_request(name)
         if why:

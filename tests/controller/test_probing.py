@@ -295,3 +295,18 @@ def test_a_probe_survives_a_controller_restart_and_ends_on_its_own_rules(
     assert last.ended is not None
     assert last.ended - last.started <= 20 * 60 + 60
     assert fleet.deployed_k("code") == 0
+
+
+def test_a_failure_in_probing_is_counted_and_the_policy_still_decides() -> None:
+    cfg = closed_loop_config(repair(1.0), probes=PROBES)
+    ctl, fleet, clock = build(repair(1.0), cfg)
+
+    def broken(*args: object, **kw: object) -> None:
+        raise RuntimeError("injected")
+
+    ctl.probes._view = broken  # type: ignore[method-assign,assignment]
+    ks = run(ctl, clock, 1800)
+    assert ctl.state().errors.get("internal", 0) >= 1
+    assert "probing class 'code'" in ctl.state().last_error
+    assert 0 in ks  # the losing drafter was still turned off by the policy
+    assert fleet.deployed_k("code") == 0
