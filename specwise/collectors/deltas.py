@@ -5,13 +5,21 @@ the gain since the restart. Over the raw samples of one series this is exactly w
 Prometheus' ``increase()`` computes when the window starts and ends on samples (no
 extrapolation). NaN samples are skipped. A change of ``process_start_time`` (or of k) between
 two samples is also a restart, even when the counters grew past their old values.
+
+The load and time counters (generation tokens, engine steps and tokens, inter-token latency,
+time per output token, decode time) get the same restart-safe gains; a family a series lacks
+(older vLLM) stays None. ``batch_samples`` collects the running-request samples inside the
+window. Load-only deltas (engines without speculation, ``spec_families=False``) are summed
+per class apart from the spec deltas of the same class.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from specwise.collectors.classes import ClassConfig
@@ -19,6 +27,8 @@ from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, lab
 from specwise.errors import DataError
 
 __all__ = [
+    "LOAD_COUNTERS",
+    "batch_samples",
     "check_delta",
     "check_snapshot",
     "counter_increase",
@@ -137,10 +147,14 @@ def check_delta(delta: CounterDelta, *, rel_tolerance: float = 0.0) -> None:
 
 
 def _opt_increase(values: list[float | None], forced: list[int]) -> float | None:
+    return _opt_increase_resets(values, forced)[0]
+
+
+def _opt_increase_resets(values: list[float | None], forced: list[int]) -> tuple[float | None, int]:
     if all(v is None for v in values):
-        return None
+        return None, 0
     clean = [math.nan if v is None else v for v in values]
-    return counter_increase(clean, resets_at=forced)[0]
+    return counter_increase(clean, resets_at=forced)
 
 
 def _position(s: Snapshot, i: int) -> float:
@@ -149,6 +163,57 @@ def _position(s: Snapshot, i: int) -> float:
     if i < len(s.accepted_per_position):
         return s.accepted_per_position[i]
     return 0.0 if s.accepted_per_position else math.nan
+
+
+#: Cumulative load and time counters of a Snapshot, summed (as gains) into a CounterDelta.
+LOAD_COUNTERS = (
+    "generation_tokens",
+    "itl_seconds_sum",
+    "itl_seconds_count",
+    "iteration_steps",
+    "iteration_tokens",
+    "decode_seconds_sum",
+    "decode_seconds_count",
+    "tpot_seconds_sum",
+    "tpot_seconds_count",
+)
+
+
+def _with_load(delta: CounterDelta, values: Mapping[str, float | None]) -> CounterDelta:
+    """``delta`` with the load and time counters of ``values`` (field -> gain or None)."""
+    return dataclasses.replace(
+        delta,
+        generation_tokens=values["generation_tokens"],
+        itl_seconds_sum=values["itl_seconds_sum"],
+        itl_seconds_count=values["itl_seconds_count"],
+        iteration_steps=values["iteration_steps"],
+        iteration_tokens=values["iteration_tokens"],
+        decode_seconds_sum=values["decode_seconds_sum"],
+        decode_seconds_count=values["decode_seconds_count"],
+        tpot_seconds_sum=values["tpot_seconds_sum"],
+        tpot_seconds_count=values["tpot_seconds_count"],
+    )
+
+
+def _samples_of(s: Snapshot) -> tuple[float, ...]:
+    """The running-request samples a Snapshot carries: a windowed source's samples, else
+    its one gauge reading."""
+    if s.batch_samples:
+        return tuple(v for v in s.batch_samples if not math.isnan(v))
+    if s.running_requests is None or math.isnan(s.running_requests):
+        return ()
+    return (s.running_requests,)
+
+
+def batch_samples(snaps: Sequence[Snapshot]) -> tuple[float, ...]:
+    """Running-request samples inside the window of time-ordered Snapshots of one series:
+    those of every Snapshot after the first (the first opens the window); a Snapshot no
+    newer than the one before it is the same reading again and adds nothing."""
+    out: list[float] = []
+    for a, b in itertools.pairwise(snaps):
+        if b.timestamp > a.timestamp:
+            out.extend(_samples_of(b))
+    return tuple(out)
 
 
 def _series_delta(snaps: list[Snapshot]) -> CounterDelta:
@@ -180,24 +245,30 @@ def _series_delta(snaps: list[Snapshot]) -> CounterDelta:
     notes = list(last.notes)
     if last.generation == "v0" and math.isnan(last.draft_tokens):
         notes.append("V0 scrape: no usable counters; use the lifetime gauges")
-    delta = CounterDelta(
-        labels=dict(last.labels),
-        start=first.timestamp,
-        end=last.timestamp,
-        drafts=drafts,
-        draft_tokens=draft_tokens,
-        accepted=accepted,
-        accepted_per_position=per_pos,
-        k=k,
-        generation=last.generation,
-        restarts=max(resets, r2, len(forced)),
-        series=1,
-        generation_tokens=_opt_increase([s.generation_tokens for s in snaps], forced),
-        itl_seconds_sum=_opt_increase([s.itl_seconds_sum for s in snaps], forced),
-        itl_seconds_count=_opt_increase([s.itl_seconds_count for s in snaps], forced),
-        running_requests=last.running_requests,
-        notes=tuple(dict.fromkeys(notes)),
-        classified=last.classified,
+    load = {f: _opt_increase_resets([getattr(s, f) for s in snaps], forced) for f in LOAD_COUNTERS}
+    gains = {f: g for f, (g, _) in load.items()}
+    # a load counter that dropped is a restart too (an engine without spec counters)
+    load_resets = max((r for _, r in load.values()), default=0)
+    delta = _with_load(
+        CounterDelta(
+            labels=dict(last.labels),
+            start=first.timestamp,
+            end=last.timestamp,
+            drafts=drafts,
+            draft_tokens=draft_tokens,
+            accepted=accepted,
+            accepted_per_position=per_pos,
+            k=k,
+            generation=last.generation,
+            restarts=max(resets, r2, len(forced), load_resets),
+            series=1,
+            running_requests=last.running_requests,
+            batch_samples=batch_samples(snaps),
+            spec_families=last.spec_families,
+            notes=tuple(dict.fromkeys(notes)),
+            classified=last.classified,
+        ),
+        gains,
     )
     if not math.isnan(delta.draft_tokens):
         check_delta(delta)
@@ -226,7 +297,7 @@ def window_deltas(previous: Sequence[Snapshot], current: Sequence[Snapshot]) -> 
 def since_start(snapshot: Snapshot) -> CounterDelta:
     """A cumulative snapshot read as the gain since the server started (counters start at 0)."""
     start = snapshot.process_start_time
-    return CounterDelta(
+    delta = CounterDelta(
         labels=dict(snapshot.labels),
         start=start if start is not None else snapshot.timestamp,
         end=snapshot.timestamp,
@@ -236,9 +307,13 @@ def since_start(snapshot: Snapshot) -> CounterDelta:
         accepted_per_position=snapshot.accepted_per_position,
         k=snapshot.k,
         generation=snapshot.generation,
+        running_requests=snapshot.running_requests,
+        batch_samples=_samples_of(snapshot),
+        spec_families=snapshot.spec_families,
         notes=(*snapshot.notes, "counts since the server started"),
         classified=snapshot.classified,
     )
+    return _with_load(delta, {f: getattr(snapshot, f) for f in LOAD_COUNTERS})
 
 
 def latest_per_series(snapshots: Sequence[Snapshot]) -> list[Snapshot]:
@@ -268,11 +343,15 @@ def sum_by_class(deltas: Iterable[CounterDelta], classes: ClassConfig) -> list[C
     mixes series with and without a drafts counter gets ``drafts=None`` and a note; V0 series
     without usable counters are left out with a note. Deltas already classified (the
     Prometheus source's per-class rows) keep their class labels: one classification only.
+    Load and time gains are summed like the counters and ``batch_samples`` pooled. Load-only
+    deltas (``spec_families=False``: engines without speculation) of a class are summed apart
+    and give that class a second, load-only delta (k = 0), after its spec delta.
     """
-    groups: dict[tuple[tuple[str, str], ...], _Acc] = {}
+    groups: dict[tuple[tuple[tuple[str, str], ...], bool], _Acc] = {}
     for d in deltas:
         cl = dict(d.labels) if d.classified else classes.classify(d.labels)
-        groups.setdefault(labels_key(cl), _Acc(cl, [])).deltas.append(d)
+        key = (labels_key(cl), not d.spec_families)
+        groups.setdefault(key, _Acc(cl, [])).deltas.append(d)
     out: list[CounterDelta] = []
     for _, acc in sorted(groups.items()):
         notes: list[str] = []
@@ -319,26 +398,29 @@ def sum_by_class(deltas: Iterable[CounterDelta], classes: ClassConfig) -> list[C
         gen = min((d.generation for d in usable), key=lambda g: _GEN_ORDER[g])
         for d in usable:
             notes.extend(d.notes)
+        summed = {f: _sum_opt(getattr(d, f) for d in usable) for f in LOAD_COUNTERS}
         out.append(
-            CounterDelta(
-                labels=dict(acc.labels),
-                start=min(d.start for d in usable),
-                end=max(d.end for d in usable),
-                drafts=drafts,
-                draft_tokens=math.fsum(d.draft_tokens for d in usable),
-                accepted=math.fsum(d.accepted for d in usable),
-                accepted_per_position=per_pos,
-                k=k,
-                generation=gen,
-                restarts=sum(d.restarts for d in usable),
-                series=sum(d.series for d in usable),
-                generation_tokens=_sum_opt(d.generation_tokens for d in usable),
-                itl_seconds_sum=_sum_opt(d.itl_seconds_sum for d in usable),
-                itl_seconds_count=_sum_opt(d.itl_seconds_count for d in usable),
-                running_requests=_sum_opt(d.running_requests for d in usable),
-                partial=any(d.partial for d in usable),
-                notes=tuple(dict.fromkeys(notes)),
-                classified=True,
+            _with_load(
+                CounterDelta(
+                    labels=dict(acc.labels),
+                    start=min(d.start for d in usable),
+                    end=max(d.end for d in usable),
+                    drafts=drafts,
+                    draft_tokens=math.fsum(d.draft_tokens for d in usable),
+                    accepted=math.fsum(d.accepted for d in usable),
+                    accepted_per_position=per_pos,
+                    k=k,
+                    generation=gen,
+                    restarts=sum(d.restarts for d in usable),
+                    series=sum(d.series for d in usable),
+                    running_requests=_sum_opt(d.running_requests for d in usable),
+                    batch_samples=tuple(v for d in usable for v in d.batch_samples),
+                    spec_families=usable[0].spec_families,
+                    partial=any(d.partial for d in usable),
+                    notes=tuple(dict.fromkeys(notes)),
+                    classified=True,
+                ),
+                summed,
             )
         )
     return out

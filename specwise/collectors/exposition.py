@@ -1,11 +1,18 @@
 """Read vLLM's Prometheus text exposition into Snapshots (one per engine series).
 
 The page is first cut down to the few families specwise needs (spec decode in both the
-``vllm:`` and ``vllm_`` spellings, plus running requests, generation tokens, inter-token
-latency ``_sum``/``_count`` and ``process_start_time_seconds``); ``_created`` and ``_bucket``
-lines are dropped there too. The remaining text goes through prometheus_client's own parser,
+``vllm:`` and ``vllm_`` spellings, plus the load and time families: running requests,
+generation tokens, engine steps and tokens per step (``iteration_tokens_total``, a histogram
+despite its name), inter-token latency, time per output token and decode time ``_sum``/
+``_count``, and ``process_start_time_seconds``); ``_created`` and ``_bucket`` lines are
+dropped there too. The remaining text goes through prometheus_client's own parser,
 so escaping and number formats are handled by the reference implementation. Samples are
 selected by family type (a histogram named ``..._total`` is never read as a counter).
+
+An engine running without speculation (vLLM registers the spec-decode families only with
+``--speculative-config``) still yields a *load-only* Snapshot (``spec_families=False``,
+k = 0, spec counters 0) when its page has any load family: the plain-decoding step T(0, B)
+is measured from such engines. A page with neither yields nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ _VLLM_PREFIXES = (
     "num_requests_running",
     "generation_tokens",
     "inter_token_latency_seconds",
+    "iteration_tokens_total",
+    "request_time_per_output_token_seconds",
+    "request_decode_time_seconds",
 )
 _PREFIXES = (
     *(f"vllm{sep}{p}" for sep in (":", "_") for p in _VLLM_PREFIXES),
@@ -67,6 +77,13 @@ _SAMPLES: dict[str, tuple[str, frozenset[str]]] = {
     "vllm:generation_tokens_total": ("generation_tokens", _COUNTER_TYPES),
     "vllm:inter_token_latency_seconds_sum": ("itl_seconds_sum", _HIST_TYPES),
     "vllm:inter_token_latency_seconds_count": ("itl_seconds_count", _HIST_TYPES),
+    # a histogram despite the ``_total`` name: _count = engine steps, _sum = tokens
+    "vllm:iteration_tokens_total_count": ("iteration_steps", _HIST_TYPES),
+    "vllm:iteration_tokens_total_sum": ("iteration_tokens", _HIST_TYPES),
+    "vllm:request_time_per_output_token_seconds_sum": ("tpot_seconds_sum", _HIST_TYPES),
+    "vllm:request_time_per_output_token_seconds_count": ("tpot_seconds_count", _HIST_TYPES),
+    "vllm:request_decode_time_seconds_sum": ("decode_seconds_sum", _HIST_TYPES),
+    "vllm:request_decode_time_seconds_count": ("decode_seconds_count", _HIST_TYPES),
     "process_start_time_seconds": ("process_start_time", _GAUGE_TYPES),
 }
 _SPEC_FIELDS = frozenset(
@@ -79,6 +96,19 @@ _SPEC_FIELDS = frozenset(
         "v0_acceptance_rate",
         "v0_efficiency",
     }
+)
+#: Snapshot fields read straight from the page (the load and time families).
+_LOAD_FIELDS = (
+    "running_requests",
+    "generation_tokens",
+    "itl_seconds_sum",
+    "itl_seconds_count",
+    "iteration_steps",
+    "iteration_tokens",
+    "tpot_seconds_sum",
+    "tpot_seconds_count",
+    "decode_seconds_sum",
+    "decode_seconds_count",
 )
 
 
@@ -116,7 +146,8 @@ def parse_exposition(
     source: str = "",
     extra_labels: Mapping[str, str] | None = None,
 ) -> list[Snapshot]:
-    """Snapshots for every spec-decode series in a /metrics page (none: speculation is off).
+    """Snapshots for every engine series in a /metrics page: spec-decode series, and
+    load-only Snapshots (``spec_families=False``) of engines running without speculation.
 
     ``extra_labels`` (e.g. ``{"instance": "host:8000"}``) are added to every Snapshot so
     engines of different targets never collide; labels already on the page win.
@@ -176,12 +207,16 @@ def parse_exposition(
                 s.values[name] = sample.value
     snapshots: list[Snapshot] = []
     for key, s in sorted(series.items()):
-        if not (_SPEC_FIELDS & s.values.keys()) and not s.per_pos:
-            continue  # context families of a series without speculation
+        spec = bool(_SPEC_FIELDS & s.values.keys()) or bool(s.per_pos)
+        if not spec and not any(f in s.values for f in _LOAD_FIELDS):
+            continue
         labels = dict(key)
         for lk, lv in (extra_labels or {}).items():
             labels.setdefault(lk, lv)
-        snapshots.append(_snapshot(labels, s, timestamp, source, process_start))
+        if spec:
+            snapshots.append(_snapshot(labels, s, timestamp, source, process_start))
+        else:  # an engine without speculation: its load families only
+            snapshots.append(_load_only(labels, s, timestamp, source, process_start))
     return snapshots
 
 
@@ -238,8 +273,48 @@ def _snapshot(
         generation_tokens=v.get("generation_tokens"),
         itl_seconds_sum=v.get("itl_seconds_sum"),
         itl_seconds_count=v.get("itl_seconds_count"),
+        iteration_steps=v.get("iteration_steps"),
+        iteration_tokens=v.get("iteration_tokens"),
+        tpot_seconds_sum=v.get("tpot_seconds_sum"),
+        tpot_seconds_count=v.get("tpot_seconds_count"),
+        decode_seconds_sum=v.get("decode_seconds_sum"),
+        decode_seconds_count=v.get("decode_seconds_count"),
         process_start_time=process_start,
         v0_acceptance_rate=v.get("v0_acceptance_rate"),
         v0_efficiency=v.get("v0_efficiency"),
         notes=tuple(notes),
+    )
+
+
+def _load_only(
+    labels: dict[str, str],
+    s: _Series,
+    timestamp: float,
+    source: str,
+    process_start: float | None,
+) -> Snapshot:
+    """A Snapshot of an engine without spec-decode families: k = 0, spec counters 0."""
+    v = s.values
+    return Snapshot(
+        labels=labels,
+        timestamp=timestamp,
+        drafts=0.0,
+        draft_tokens=0.0,
+        accepted=0.0,
+        accepted_per_position=(),
+        k=0,
+        generation="v1",
+        source=source,
+        running_requests=v.get("running_requests"),
+        generation_tokens=v.get("generation_tokens"),
+        itl_seconds_sum=v.get("itl_seconds_sum"),
+        itl_seconds_count=v.get("itl_seconds_count"),
+        iteration_steps=v.get("iteration_steps"),
+        iteration_tokens=v.get("iteration_tokens"),
+        tpot_seconds_sum=v.get("tpot_seconds_sum"),
+        tpot_seconds_count=v.get("tpot_seconds_count"),
+        decode_seconds_sum=v.get("decode_seconds_sum"),
+        decode_seconds_count=v.get("decode_seconds_count"),
+        process_start_time=process_start,
+        spec_families=False,
     )

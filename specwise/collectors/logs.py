@@ -19,10 +19,20 @@ collector returns the split nearest the printed rates and records, per line, eac
 range over every allowed split (``LogInterval.per_position_range``); so, given each line's
 drafts count, each summed position is within :func:`per_position_slack` of the counters,
 and the totals of accepted tokens, draft tokens and (with the drafts) drafts are exact sums.
+
+Load (#14): the ``Engine NNN: Avg prompt throughput: ..., Avg generation throughput: X
+tokens/s, Running: N reqs, Waiting: M reqs`` lines give batch-size samples (``Running``) and
+generation tokens (X times the logging interval, the commonest gap between an engine's
+lines: approximate, the throughput is printed to 0.1 tok/s). An engine with spec-decode
+lines carries them on its Snapshots (``generation_tokens`` cumulative, ``batch_samples`` the
+Running values since its previous Snapshot); an engine without any gets a load-only
+Snapshot (``spec_families=False``, k = 0) per line. Logs print no step times (no latency or
+iteration families), so a step-time fit gets nothing from them: :data:`LOG_LOAD_NOTE`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sys
@@ -36,10 +46,13 @@ from specwise.collectors.snapshot import Generation, Snapshot
 from specwise.errors import ParseError, SourceError
 
 __all__ = [
+    "LOG_LOAD_NOTE",
     "V0_LOG_NOTE",
+    "EngineLine",
     "LogInterval",
     "LogSource",
     "log_snapshots",
+    "parse_engine_lines",
     "parse_log_lines",
     "per_position_slack",
     "recover_drafts",
@@ -48,6 +61,10 @@ __all__ = [
 V0_LOG_NOTE = (
     "vLLM V0 log values are cumulative since the engine started, and V0 'accepted' counts "
     "every accepted position (per token, not the accepted prefix): not comparable with V1."
+)
+LOG_LOAD_NOTE = (
+    "vLLM logs print no step times (no latency or iteration families): batch sizes and "
+    "generation tokens only, so the step-time fit gets no data from a log"
 )
 _ESTIMATED_NOTE = "drafts estimated as ceil(draft_tokens / k): the interval accepted nothing"
 
@@ -65,6 +82,12 @@ _MAL = re.compile(r"Mean acceptance length: ([\d.]+)")
 _ACC = re.compile(r"Accepted: (\d+) tokens")
 _DRAFTED = re.compile(r"Drafted: (\d+) tokens")
 _PER_POS = re.compile(r"Per-position acceptance rate: (\d+(?:\.\d+)?(?:, \d+(?:\.\d+)?)*)")
+#: V1 ``Engine NNN: Avg prompt throughput: ...``; V0 printed no engine and ``Pending``
+_ENGINE_LOAD = re.compile(
+    r"(?:\bEngine (\d+): )?Avg prompt throughput: [\d.]+ tokens/s, Avg generation "
+    r"throughput: ([\d.]+) tokens/s, Running: (\d+) reqs"
+    r"(?:, (?:Swapped: \d+ reqs, )?(?:Waiting|Pending): (\d+) reqs)?"
+)
 _CONFIG_MODEL = re.compile(r"served_model_name=([^,\s]+)")
 _CONFIG_K = re.compile(r"num_spec_tokens=(\d+)")
 
@@ -90,6 +113,19 @@ class LogInterval:
     model_name: str | None = None
     notes: tuple[str, ...] = field(default=())
     per_position_range: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineLine:
+    """One ``Engine NNN: Avg prompt throughput: ...`` line: the engine's load at its time."""
+
+    line_no: int
+    timestamp: float
+    engine: str
+    generation_throughput: float
+    running: int
+    waiting: int | None = None
+    model_name: str | None = None
 
 
 def _rate_box(rates: list[float], d: int) -> tuple[list[int], list[int]]:
@@ -416,6 +452,67 @@ def _parse_line(
     )  # fmt: skip
 
 
+def parse_engine_lines(lines: Iterable[str], *, year: int, tz: tzinfo = UTC) -> list[EngineLine]:
+    """Every ``Engine NNN: Avg prompt throughput: ...`` line with a timestamp, in order."""
+    out: list[EngineLine] = []
+    model: str | None = None
+    last_md: tuple[int, int] | None = None
+    for no, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\n")
+        if "Initializing a V1 LLM engine" in line or "Initializing an LLM engine" in line:
+            mm = _CONFIG_MODEL.search(line)
+            model = mm.group(1) if mm else model
+        if "Avg generation throughput" not in line:
+            continue
+        m = _ENGINE_LOAD.search(line)
+        if m is None:
+            continue
+        ts, year = _timestamp(line, year, tz, last_md)
+        tsm = _TS.search(line)
+        if tsm:
+            last_md = (int(tsm.group(1)), int(tsm.group(2)))
+        if ts is None:
+            continue  # no time, no interval: nothing to count
+        engine, throughput, running, waiting = m.groups()
+        out.append(
+            EngineLine(
+                no,
+                ts,
+                str(int(engine)) if engine is not None else "0",
+                float(throughput),
+                int(running),
+                None if waiting is None else int(waiting),
+                model,
+            )
+        )
+    return out
+
+
+def log_interval(times: Iterable[float]) -> float | None:
+    """The logging interval of one engine's lines: the commonest gap between successive
+    lines (idle intervals print nothing, so longer gaps are skipped intervals); None with
+    fewer than two lines."""
+    ts = sorted(times)
+    gaps = [round(b - a) for a, b in itertools.pairwise(ts) if b > a]
+    if not gaps:
+        return None
+    counts: dict[int, int] = {}
+    for g in gaps:
+        counts[g] = counts.get(g, 0) + 1
+    return float(min(counts, key=lambda g: (-counts[g], g)))
+
+
+@dataclass
+class _Load:
+    """Running load state of one engine while a log is read."""
+
+    interval: float | None
+    generation_tokens: float = 0.0
+    running: float | None = None
+    last: float | None = None
+    pending: list[float] = field(default_factory=list)
+
+
 def log_snapshots(
     lines: Iterable[str],
     *,
@@ -424,19 +521,54 @@ def log_snapshots(
     labels: Mapping[str, str] | None = None,
     source: str = "",
 ) -> list[Snapshot]:
-    """A cumulative Snapshot per spec-decode line, per engine, in time order.
+    """A cumulative Snapshot per spec-decode line, per engine, in time order; plus a
+    load-only Snapshot per ``Engine NNN:`` line of an engine that prints no spec-decode line.
 
     Labels: ``engine``, ``model_name`` (from the engine start line, else ``labels``) and
-    ``labels``. V1 intervals are summed; V0 values are already since start.
+    ``labels``. V1 intervals are summed; V0 values are already since start. The engine lines'
+    load (see the module docstring) rides on the spec Snapshots of the same engine.
     """
+    lines = list(lines)
     extra = dict(labels or {})
+    intervals = parse_log_lines(lines, year=year, tz=tz, source=source)
+    engine_lines = parse_engine_lines(lines, year=year, tz=tz)
+
+    def key_of(engine: str, model_name: str | None) -> tuple[str, str]:
+        return engine, model_name or extra.get("model_name", "")
+
+    spec_keys = {key_of(it.engine, it.model_name) for it in intervals}
+    times: dict[tuple[str, str], list[float]] = {}
+    for el in engine_lines:
+        times.setdefault(key_of(el.engine, el.model_name), []).append(el.timestamp)
+    loads = {key: _Load(log_interval(ts)) for key, ts in times.items()}
+    events: list[tuple[int, LogInterval | EngineLine]] = sorted(
+        [(it.line_no, it) for it in intervals] + [(el.line_no, el) for el in engine_lines],
+        key=lambda e: e[0],
+    )
     totals: dict[tuple[str, str], list[float]] = {}
     per_pos: dict[tuple[str, str], list[float]] = {}
     out: list[Snapshot] = []
-    for it in parse_log_lines(lines, year=year, tz=tz, source=source):
-        model = it.model_name or extra.get("model_name", "")
-        snap_labels = {**extra, "engine": it.engine, "model_name": model}
-        key = (it.engine, model)
+    for _, ev in events:
+        key = key_of(ev.engine, ev.model_name)
+        snap_labels = {**extra, "engine": ev.engine, "model_name": key[1]}
+        load = loads.get(key)
+        if isinstance(ev, EngineLine):
+            assert load is not None
+            _count(load, ev)
+            if key not in spec_keys:
+                out.append(_load_only(snap_labels, ev.timestamp, load, source))
+            continue
+        it = ev
+        gen_tokens: float | None = None
+        running: float | None = None
+        samples: tuple[float, ...] = ()
+        notes = it.notes
+        if load is not None and load.last is not None:
+            gen_tokens = load.generation_tokens if load.interval is not None else None
+            running = load.running
+            samples = tuple(load.pending)
+            load.pending.clear()
+            notes = (*notes, LOG_LOAD_NOTE)
         if it.cumulative:
             out.append(
                 Snapshot(
@@ -450,7 +582,7 @@ def log_snapshots(
                     source=source,
                     v0_acceptance_rate=it.v0_acceptance_rate,
                     v0_efficiency=it.v0_efficiency,
-                    notes=it.notes,
+                    notes=notes,
                 )
             )
             continue
@@ -474,10 +606,41 @@ def log_snapshots(
                 k=it.k,
                 generation=it.generation,
                 source=source,
-                notes=it.notes,
+                running_requests=running,
+                generation_tokens=gen_tokens,
+                batch_samples=samples,
+                notes=notes,
             )
         )
     return out
+
+
+def _count(load: _Load, line: EngineLine) -> None:
+    """Add one engine line: its interval's generation tokens and its Running sample."""
+    gap = math.inf if load.last is None else line.timestamp - load.last
+    interval = min(gap, load.interval) if load.interval is not None else None
+    if interval is not None and math.isfinite(interval):
+        load.generation_tokens += line.generation_throughput * interval
+    load.running = float(line.running)
+    load.pending.append(float(line.running))
+    load.last = line.timestamp
+
+
+def _load_only(labels: dict[str, str], ts: float, load: _Load, source: str) -> Snapshot:
+    """An engine without spec-decode lines: its load alone (k = 0, spec counters 0)."""
+    return Snapshot(
+        labels=labels,
+        timestamp=ts,
+        drafts=0.0,
+        draft_tokens=0.0,
+        accepted=0.0,
+        k=0,
+        source=source,
+        running_requests=load.running,
+        generation_tokens=load.generation_tokens if load.interval is not None else None,
+        spec_families=False,
+        notes=(LOG_LOAD_NOTE,),
+    )
 
 
 @dataclass

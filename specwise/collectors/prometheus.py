@@ -14,6 +14,13 @@ rows it returns are already classified (``classified=True``): ``sum_by_class`` k
 One more query counts the positions each engine exports (its k) per class: a class whose
 engines run different k (a rollout) is re-read per series for that window and keeps the k
 that carries the most drafts, as the direct scrape does, with a note.
+
+With ``context`` (the default) two more queries read the load and time families
+(:mod:`specwise.collectors.prom_load`): every load gain and the running gauge per class in
+one instant query, split between engines with and without spec-decode counters in the
+window, and the batch-size samples from one bounded range query of
+``vllm:num_requests_running``. A class's engines without speculation give it a second,
+load-only delta (``spec_families=False``, k = 0).
 """
 
 from __future__ import annotations
@@ -33,6 +40,16 @@ import requests
 from specwise.collectors.classes import CLASS_LABEL, ClassConfig, Matcher
 from specwise.collectors.deltas import check_delta, sum_by_class
 from specwise.collectors.matrix import ColumnResult, ColumnSeries, parse_matrix_columns
+from specwise.collectors.prom_load import (
+    LOAD_METRICS,
+    LOAD_ONLY_LABEL,
+    batch_grid,
+    batch_query,
+    cap_samples,
+    load_query,
+    split_batch_row,
+    split_load_row,
+)
 from specwise.collectors.snapshot import CounterDelta, Generation, Snapshot, labels_key
 from specwise.collectors.urls import (
     basic_auth_from,
@@ -63,11 +80,6 @@ COUNTER_METRICS: dict[str, str] = {
     "draft_tokens": "spec_decode_num_draft_tokens_total",
     "accepted": "spec_decode_num_accepted_tokens_total",
     "accepted_per_position": "spec_decode_num_accepted_tokens_per_pos_total",
-}
-_CONTEXT_COUNTERS: dict[str, str] = {
-    "generation_tokens": "generation_tokens_total",
-    "itl_seconds_sum": "inter_token_latency_seconds_sum",
-    "itl_seconds_count": "inter_token_latency_seconds_count",
 }
 #: V0 exports draft/accepted token counters too, but broken ones, and without ``engine``.
 _V1_ONLY = Matcher("engine", "!=", "")
@@ -437,6 +449,10 @@ class _ClassAcc:
     per_pos: dict[int, float] = field(default_factory=dict)
     engine_ks: set[int] = field(default_factory=set)
     rows: int = 0
+    #: load gains and running requests of the class's engines without spec counters
+    plain: dict[str, float] = field(default_factory=dict)
+    #: (running value, engines at it) per part, from the batch-sample range query
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 class PrometheusSource:
@@ -494,13 +510,16 @@ class PrometheusSource:
             f'count_values by ({self._by()}) ("{_K_LABEL}", '
             f"count without (position) (increase({sel}[{window}])))"
         )
-        if self.context:
-            for fld, name in _CONTEXT_COUNTERS.items():
-                sel = metric_selector(name, self.selector)
-                out[fld] = f"sum by ({self._by()}) (increase({sel}[{window}]))"
-            sel = metric_selector("num_requests_running", self.selector)
-            out["running_requests"] = f"sum by ({self._by()}) ({sel})"
+        if self.context:  # every load gain and the running gauge, spec and plain engines apart
+            out["load"] = load_query(self._by(), self._selector, window)
         return out
+
+    def _selector(self, name: str) -> str:
+        return metric_selector(name, self.selector)
+
+    def batch_query(self) -> str:
+        """The range query of the batch-size samples (see :mod:`prom_load`)."""
+        return batch_query(self._by(), self._selector)
 
     def latest_queries(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -519,6 +538,16 @@ class PrometheusSource:
             self.warnings.extend(res.warnings)
             self.partial = self.partial or res.partial
             for s in res.series:
+                if fld == "load":
+                    row = split_load_row(s.labels)
+                    if row is None or math.isnan(s.value):
+                        continue
+                    part, name, rest = row
+                    cl = self.classes.classify(rest)
+                    acc = accs.setdefault(labels_key(cl), _ClassAcc(cl))
+                    target = acc.values if part == "spec" else acc.plain
+                    target[name] = target.get(name, 0.0) + s.value
+                    continue
                 if fld == "engine_k":
                     raw = s.labels.get(_K_LABEL, "")
                     labels = {n: v for n, v in s.labels.items() if n != _K_LABEL}
@@ -607,7 +636,9 @@ class PrometheusSource:
         return (summed[0] if summed else None), warnings
 
     def increase(self, now: float, window_s: float) -> list[CounterDelta]:
-        """Per-class deltas over ``[now - window_s, now]``, aggregated by the server."""
+        """Per-class deltas over ``[now - window_s, now]``, aggregated by the server: each
+        class's spec delta, then (with ``context``) a load-only delta of its engines without
+        spec-decode counters, where it has any."""
         window = _duration(window_s)
         queries = self.queries(window)
         accs = self._fold(self._run(queries, now))
@@ -617,18 +648,31 @@ class PrometheusSource:
             # a scrape stamped before ``now`` was committed between two of this tick's
             # queries: each query is consistent, the set is not; read them again
             accs = self._fold(self._run(queries, now))
+        batch_warnings: list[str] = []
+        if self.context and any(_has_load(acc) for acc in accs.values()):
+            # (no load family in the window: no batch-size samples either, no query)
+            batch_warnings = self._batch_samples(accs, now, window_s)
         out: list[CounterDelta] = []
         notes = tuple(f"server warning: {w}" for w in dict.fromkeys(self.warnings))
+        notes += tuple(f"server warning: {w}" for w in dict.fromkeys(batch_warnings))
         if self.partial:
             notes += ("partial response: some stores did not answer, counts may be low",)
         for _, acc in sorted(accs.items()):
-            if "draft_tokens" not in acc.values:
-                continue
-            k = max(acc.per_pos) + 1 if acc.per_pos else None
-            per_pos = tuple(acc.per_pos.get(i, 0.0) for i in range(k)) if k else ()
-            drafts = acc.values.get("drafts")
-            gen: Generation = "v1" if drafts is not None else "v1-0.8.4"
-            delta = CounterDelta(
+            if "draft_tokens" in acc.values:
+                out.append(self._spec_delta(acc, now, window_s, notes))
+            if acc.plain:
+                out.append(self._plain_delta(acc, now, window_s, notes))
+        return out
+
+    def _spec_delta(
+        self, acc: _ClassAcc, now: float, window_s: float, notes: tuple[str, ...]
+    ) -> CounterDelta:
+        k = max(acc.per_pos) + 1 if acc.per_pos else None
+        per_pos = tuple(acc.per_pos.get(i, 0.0) for i in range(k)) if k else ()
+        drafts = acc.values.get("drafts")
+        gen: Generation = "v1" if drafts is not None else "v1-0.8.4"
+        delta = _with_load(
+            CounterDelta(
                 labels=acc.labels,
                 start=now - window_s,
                 end=now,
@@ -639,34 +683,75 @@ class PrometheusSource:
                 k=k,
                 generation=gen,
                 series=acc.rows,
-                generation_tokens=acc.values.get("generation_tokens"),
-                itl_seconds_sum=acc.values.get("itl_seconds_sum"),
-                itl_seconds_count=acc.values.get("itl_seconds_count"),
-                running_requests=acc.values.get("running_requests"),
+                batch_samples=cap_samples(acc.samples.get("spec", ())),
                 partial=self.partial,
                 notes=notes,
                 classified=True,
-            )
-            if len(acc.engine_ks) > 1:
-                mixed, warned = self._per_series(acc, now, window_s)
-                if mixed is not None:
-                    extra = tuple(f"server warning: {w}" for w in dict.fromkeys(warned))
-                    delta = dataclasses.replace(
-                        mixed,
-                        labels=acc.labels,
-                        start=now - window_s,
-                        end=now,
-                        generation_tokens=delta.generation_tokens,
-                        itl_seconds_sum=delta.itl_seconds_sum,
-                        itl_seconds_count=delta.itl_seconds_count,
-                        running_requests=delta.running_requests,
-                        partial=self.partial,
-                        notes=tuple(dict.fromkeys((*notes, *extra, *mixed.notes))),
-                        classified=True,
-                    )
-            check_delta(delta, rel_tolerance=0.01)
-            out.append(delta)
-        return out
+            ),
+            acc.values,
+        )
+        if len(acc.engine_ks) > 1:
+            mixed, warned = self._per_series(acc, now, window_s)
+            if mixed is not None:
+                extra = tuple(f"server warning: {w}" for w in dict.fromkeys(warned))
+                delta = dataclasses.replace(
+                    _with_load(mixed, _load_of(delta)),
+                    labels=acc.labels,
+                    start=now - window_s,
+                    end=now,
+                    batch_samples=delta.batch_samples,
+                    partial=self.partial,
+                    notes=tuple(dict.fromkeys((*notes, *extra, *mixed.notes))),
+                    classified=True,
+                )
+        check_delta(delta, rel_tolerance=0.01)
+        return delta
+
+    def _plain_delta(
+        self, acc: _ClassAcc, now: float, window_s: float, notes: tuple[str, ...]
+    ) -> CounterDelta:
+        """The load-only delta of a class's engines without spec-decode counters."""
+        return _with_load(
+            CounterDelta(
+                labels=acc.labels,
+                start=now - window_s,
+                end=now,
+                drafts=0.0,
+                draft_tokens=0.0,
+                accepted=0.0,
+                k=0,
+                series=0,
+                batch_samples=cap_samples(acc.samples.get("plain", ())),
+                spec_families=False,
+                partial=self.partial,
+                notes=notes,
+                classified=True,
+            ),
+            acc.plain,
+        )
+
+    def _batch_samples(
+        self, accs: dict[tuple[tuple[str, str], ...], _ClassAcc], now: float, window_s: float
+    ) -> list[str]:
+        """Fill each class's running-request samples from one bounded range query; returns
+        the server's warnings. A failing query leaves the samples empty (the gains stand)."""
+        start, end, step = batch_grid(now, window_s)
+        try:
+            res = self.client.query_range(self.batch_query(), start=start, end=end, step=step)
+        except SourceError as exc:
+            return [f"batch-size samples not read: {exc}"]
+        for s in res.series:
+            row = split_batch_row(s.labels)
+            if row is None:
+                continue
+            part, value, rest = row
+            cl = self.classes.classify(rest)
+            acc = accs.get(labels_key(cl))
+            if acc is None:
+                continue  # a class without gains in the window: no delta to carry them
+            acc.samples.setdefault(part, []).extend((value, n) for _, n in s.points)
+        self.partial = self.partial or res.partial
+        return list(res.warnings)
 
     def latest(self, now: float) -> list[Snapshot]:
         """Raw cumulative counters summed per class at ``now`` (exact; not restart-safe)."""
@@ -704,7 +789,8 @@ class PrometheusSource:
         deltas = self.increase(now, window)
         previous = {s.key: s for s in self._totals}
         totals = [
-            _add(previous.get(labels_key(d.labels)), d, now, self.client.base_url) for d in deltas
+            _add(previous.get(labels_key(_total_labels(d))), d, now, self.client.base_url)
+            for d in deltas
         ]
         self._totals = sorted(totals, key=lambda s: s.key)
         self._last = now
@@ -718,7 +804,7 @@ class PrometheusSource:
         return {
             f: self.client.query_range(q, start=start, end=end, step=step)
             for f, q in self.queries(_duration(window_s)).items()
-            if f != "engine_k"
+            if f not in ("engine_k", "load")
         }
 
 
@@ -734,6 +820,10 @@ def _torn(acc: _ClassAcc) -> bool:
     return abs(math.fsum(acc.per_pos.values()) - accepted) > max(1e-6 * accepted, 0.5 + 1e-9)
 
 
+def _has_load(acc: _ClassAcc) -> bool:
+    return bool(acc.plain) or "running_requests" in acc.values
+
+
 def _opt_add(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
@@ -742,12 +832,43 @@ def _opt_add(a: float | None, b: float | None) -> float | None:
     return a + b
 
 
+def _load_of(d: CounterDelta) -> dict[str, float | None]:
+    """The load gains and running gauge of a delta, by field."""
+    return {
+        "running_requests": d.running_requests,
+        **{f: getattr(d, f) for f in LOAD_METRICS},
+    }
+
+
+def _with_load(delta: CounterDelta, values: Mapping[str, float | None]) -> CounterDelta:
+    """``delta`` with the load gains and running gauge of ``values`` (absent: None)."""
+    return dataclasses.replace(
+        delta,
+        running_requests=values.get("running_requests"),
+        generation_tokens=values.get("generation_tokens"),
+        itl_seconds_sum=values.get("itl_seconds_sum"),
+        itl_seconds_count=values.get("itl_seconds_count"),
+        iteration_steps=values.get("iteration_steps"),
+        iteration_tokens=values.get("iteration_tokens"),
+        decode_seconds_sum=values.get("decode_seconds_sum"),
+        decode_seconds_count=values.get("decode_seconds_count"),
+        tpot_seconds_sum=values.get("tpot_seconds_sum"),
+        tpot_seconds_count=values.get("tpot_seconds_count"),
+    )
+
+
+def _total_labels(d: CounterDelta) -> dict[str, str]:
+    """A running total's labels: a load-only total is kept apart from the class's spec one."""
+    return dict(d.labels) if d.spec_families else {**d.labels, LOAD_ONLY_LABEL: "true"}
+
+
 def _add(prev: Snapshot | None, d: CounterDelta, now: float, source: str) -> Snapshot:
     """``prev`` (the running total) plus one window; a new total when there is none or the
     window's k differs from it (positions of another k are not the same counters)."""
+    load = _load_of(d)
     if prev is None or prev.k != d.k:
         return Snapshot(
-            labels=dict(d.labels),
+            labels=_total_labels(d),
             timestamp=now,
             drafts=d.drafts,
             draft_tokens=d.draft_tokens,
@@ -757,16 +878,25 @@ def _add(prev: Snapshot | None, d: CounterDelta, now: float, source: str) -> Sna
             generation=d.generation,
             source=source,
             running_requests=d.running_requests,
-            generation_tokens=d.generation_tokens,
-            itl_seconds_sum=d.itl_seconds_sum,
-            itl_seconds_count=d.itl_seconds_count,
+            generation_tokens=load["generation_tokens"],
+            itl_seconds_sum=load["itl_seconds_sum"],
+            itl_seconds_count=load["itl_seconds_count"],
+            iteration_steps=load["iteration_steps"],
+            iteration_tokens=load["iteration_tokens"],
+            decode_seconds_sum=load["decode_seconds_sum"],
+            decode_seconds_count=load["decode_seconds_count"],
+            tpot_seconds_sum=load["tpot_seconds_sum"],
+            tpot_seconds_count=load["tpot_seconds_count"],
             # the total starts here: a reader holding an older total takes it as a restart
             process_start_time=d.start,
+            spec_families=d.spec_families,
+            batch_samples=d.batch_samples,
             notes=d.notes,
             classified=True,
         )
+    total = {f: _opt_add(getattr(prev, f), load[f]) for f in LOAD_METRICS}
     return Snapshot(
-        labels=dict(d.labels),
+        labels=_total_labels(d),
         timestamp=now,
         drafts=_opt_add(prev.drafts, d.drafts),
         draft_tokens=prev.draft_tokens + d.draft_tokens,
@@ -778,10 +908,18 @@ def _add(prev: Snapshot | None, d: CounterDelta, now: float, source: str) -> Sna
         generation=d.generation,
         source=source,
         running_requests=d.running_requests,
-        generation_tokens=_opt_add(prev.generation_tokens, d.generation_tokens),
-        itl_seconds_sum=_opt_add(prev.itl_seconds_sum, d.itl_seconds_sum),
-        itl_seconds_count=_opt_add(prev.itl_seconds_count, d.itl_seconds_count),
+        generation_tokens=total["generation_tokens"],
+        itl_seconds_sum=total["itl_seconds_sum"],
+        itl_seconds_count=total["itl_seconds_count"],
+        iteration_steps=total["iteration_steps"],
+        iteration_tokens=total["iteration_tokens"],
+        decode_seconds_sum=total["decode_seconds_sum"],
+        decode_seconds_count=total["decode_seconds_count"],
+        tpot_seconds_sum=total["tpot_seconds_sum"],
+        tpot_seconds_count=total["tpot_seconds_count"],
         process_start_time=prev.process_start_time,
+        spec_families=d.spec_families,
+        batch_samples=d.batch_samples,
         notes=d.notes,
         classified=True,
     )

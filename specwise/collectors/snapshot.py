@@ -67,6 +67,10 @@ class Snapshot:
     #: families): a load-only Snapshot, k = 0, spec counters 0. It feeds the plain-decoding
     #: step T(0, B), never the acceptance estimator.
     spec_families: bool = True
+    #: running-request samples a windowed source saw since its previous Snapshot of this
+    #: series (the Prometheus source's range query, a log's lines); empty for a scrape, whose
+    #: one sample is ``running_requests`` at ``timestamp``
+    batch_samples: tuple[float, ...] = ()
     #: V0 only: the lifetime gauges vLLM V0 exports instead of usable counters.
     v0_acceptance_rate: float | None = None
     v0_efficiency: float | None = None

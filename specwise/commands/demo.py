@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import requests
 
+from specwise.commands.demo_score import demo_score, score_lines
 from specwise.commands.run import install_stop_signals
 from specwise.commands.status import format_status
 from specwise.config import (
@@ -27,7 +28,36 @@ from specwise.controller.wiring import build_controller, start_exporter
 from specwise.sim.fleet import FileWatcher, SimFleet, SimServer, scaled_clock
 from specwise.sim.scenarios import get_scenario
 
-__all__ = ["demo_command", "demo_config"]
+__all__ = ["demo_command", "demo_config", "load_changes"]
+
+
+def load_changes(state: ControllerState, names: set[str], answers: dict[str, str]) -> list[str]:
+    """One line per load-varying class whose recommended configuration changed since the
+    last call (``answers`` remembers them): the load it saw and what it now recommends."""
+    out = []
+    for c in state.classes:
+        load = c.load or {}
+        rec = load.get("recommended") or {}
+        if c.name not in names or not rec:
+            continue
+        answer = "off (no drafter)" if rec.get("k") == 0 else str(rec.get("describe", ""))
+        if answers.get(c.name) == answer:
+            continue
+        answers[c.name] = answer
+        batch = load.get("batch") or {}
+        measured = load.get("measured") or {}
+        seen = (
+            f"mean batch {batch['mean']:.0f} running requests"
+            if isinstance(batch.get("mean"), (int, float))
+            else "its load"
+        )
+        got = (
+            f", measured {measured['value']:.2f}x at the deployed configuration"
+            if isinstance(measured.get("value"), (int, float))
+            else ""
+        )
+        out.append(f"{c.name}: {seen}{got}: recommends {answer}")
+    return out
 
 
 def demo_config(urls: list[str], out_dir: Path, *, port: int = 0) -> SpecwiseConfig:
@@ -127,10 +157,15 @@ def demo_command(
             click.echo(f"File actuator output: {out_dir} (temporary, removed on exit)\n")
             t0 = clock()
             last_table = [time.monotonic()]
+            varying = {c.name for c in scenario.classes if c.batch is not None}
+
+            answers: dict[str, str] = {}
 
             def on_tick(state: ControllerState) -> None:
                 for name, k in watcher.poll():
                     click.echo(f"[{(clock() - t0) / 60:5.1f} min] {name}: restarting with k = {k}")
+                for line in load_changes(state, varying, answers):
+                    click.echo(f"[{(clock() - t0) / 60:5.1f} min] {line}")
                 if time.monotonic() - last_table[0] >= refresh:
                     last_table[0] = time.monotonic()
                     click.echo(f"--- simulated minute {(clock() - t0) / 60:.0f} ---")
@@ -159,3 +194,8 @@ def demo_command(
                     f"{c.name}: {sum(e.stats.restarts for e in engines)} restart(s), "
                     f"k now {fleet.deployed_k(c.name)}"
                 )
+            fleet.advance(clock())
+            score = demo_score(fleet, scenario, seconds=clock() - fleet.t0, seed=seed)
+            click.echo("")
+            for line in score_lines(score):
+                click.echo(line)

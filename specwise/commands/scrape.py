@@ -34,7 +34,43 @@ def snapshot_row(s: Snapshot) -> dict[str, Any]:
         "generation": s.generation,
         "source": s.source,
         "notes": list(s.notes),
+        # the load and time families (None where the page lacks them); spec_families is
+        # False for an engine running without speculation (k = 0, spec counters 0)
+        "spec_families": s.spec_families,
+        "running_requests": s.running_requests,
+        "generation_tokens": s.generation_tokens,
+        "iteration_steps": s.iteration_steps,
+        "iteration_tokens": s.iteration_tokens,
+        "itl_seconds_sum": s.itl_seconds_sum,
+        "itl_seconds_count": s.itl_seconds_count,
+        "tpot_seconds_sum": s.tpot_seconds_sum,
+        "tpot_seconds_count": s.tpot_seconds_count,
+        "decode_seconds_sum": s.decode_seconds_sum,
+        "decode_seconds_count": s.decode_seconds_count,
     }
+
+
+def _has_load(s: Snapshot) -> bool:
+    return any(
+        v is not None
+        for v in (s.running_requests, s.generation_tokens, s.iteration_steps, s.itl_seconds_count)
+    )
+
+
+def _mean_ms(total: float | None, count: float | None) -> str | None:
+    if total is None or count is None or not count > 0:
+        return None
+    return f"{1000.0 * total / count:.2f}"
+
+
+def _load_cells(s: Snapshot) -> list[object]:
+    """running, engine steps, generation tokens, mean inter-token latency (ms)."""
+    return [
+        _num(s.running_requests),
+        _num(s.iteration_steps),
+        _num(s.generation_tokens),
+        _mean_ms(s.itl_seconds_sum, s.itl_seconds_count),
+    ]
 
 
 def _num(value: float | None) -> object:
@@ -118,7 +154,9 @@ def scrape_command(targets: tuple[str, ...], timeout: float, as_json: bool) -> N
     """Read vLLM spec-decode counters from each TARGET (a /metrics URL, a saved capture
     file, or - for stdin) and print one row per engine series: drafts, draft tokens,
     accepted, per-position accepted counts, k and mean acceptance length (1 + A/D, since
-    the server started).
+    the server started), and where the page has them the load families: running requests,
+    engine steps, generation tokens, mean inter-token latency (all since start). An engine
+    without speculation shows its load families alone (k = 0, "spec off").
 
     URLs are scraped concurrently; a failing target is reported and the others still print.
     """
@@ -146,10 +184,11 @@ def scrape_command(targets: tuple[str, ...], timeout: float, as_json: bool) -> N
             except SpecwiseError as exc:
                 failures.append(str(exc))
                 continue
-            if not found:
+            if not any(s.spec_families for s in found):
                 failures.append(
                     f"{target} has no vLLM spec-decode metrics: speculative decoding is off "
                     "there (start vLLM with --speculative-config) or its metrics are disabled."
+                    + (" Its load families are shown (k = 0)." if found else "")
                 )
             for snap in found:
                 problem = counter_problem(snap)
@@ -164,25 +203,25 @@ def scrape_command(targets: tuple[str, ...], timeout: float, as_json: bool) -> N
     if as_json:
         click.echo(to_json([snapshot_row(s) for s in snapshots]))
     elif snapshots:
+        load = any(_has_load(s) for s in snapshots)  # load columns only where present
         rows = [
             [
                 ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())),
-                _num(s.drafts),
-                _num(s.draft_tokens),
-                _num(s.accepted),
+                _num(s.drafts) if s.spec_families else "spec off",
+                _num(s.draft_tokens) if s.spec_families else None,
+                _num(s.accepted) if s.spec_families else None,
                 "/".join(f"{c:g}" for c in s.accepted_per_position) or None,
                 s.k,
                 s.mean_acceptance_length,
+                *(_load_cells(s) if load else []),
             ]
             for s in snapshots
         ]
-        click.echo(
-            format_table(
-                ["labels", "drafts", "draft tokens", "accepted", "per position", "k",
-                 "mean acc. length"],
-                rows,
-            )
-        )  # fmt: skip
+        headers = ["labels", "drafts", "draft tokens", "accepted", "per position", "k",
+                   "mean acc. length"]  # fmt: skip
+        if load:
+            headers += ["running", "engine steps", "gen. tokens", "mean ITL ms"]
+        click.echo(format_table(headers, rows))
         for note in dict.fromkeys(n for s in snapshots for n in s.notes):
             click.echo(f"Note: {note}")
     if not snapshots and len(failures) == 1:

@@ -409,6 +409,8 @@ def snapshot_counters(
             continue
         current = [state[key] for key in state if key in prev]
         for d in sum_by_class(window_deltas(list(prev.values()), current), classes):
+            if not d.spec_families:
+                continue  # engines without speculation: no spec-decode counters to show
             row: dict[str, object] = {
                 "time": t,
                 "class": class_name(d.labels),

@@ -43,10 +43,44 @@ def test_json_keys_and_values(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_no_spec_metrics_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scrape", FINAL, NOSPEC]) == 0
-    err = capsys.readouterr().err
-    assert f"{NOSPEC} has no vLLM spec-decode metrics" in err
-    assert "speculative decoding is off" in err
-    assert main(["scrape", NOSPEC]) == 1
+    captured = capsys.readouterr()
+    assert f"{NOSPEC} has no vLLM spec-decode metrics" in captured.err
+    assert "speculative decoding is off" in captured.err
+    # (#14) the engine without speculation still shows its load families, k = 0
+    assert "Its load families are shown (k = 0)" in captured.err
+    assert "spec off" in captured.out
+    assert main(["scrape", NOSPEC]) == 0
+    assert "1145" in capsys.readouterr().out
+
+
+def test_table_and_json_show_load_families(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scrape", FINAL]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    for column in ("running", "engine steps", "gen. tokens", "mean ITL ms"):
+        assert column in header
+    assert "2191" in out  # engine steps
+    assert "13854" in out  # generation tokens
+    assert f"{1000 * 18.31472114799982 / 5593:.2f}" in out  # mean ITL, ms
+    assert main(["scrape", FINAL, NOSPEC, "--json"]) == 0
+    spec, plain = json.loads(capsys.readouterr().out)
+    assert spec["spec_families"] is True
+    assert (spec["iteration_steps"], spec["iteration_tokens"]) == (2191, 15292)
+    assert spec["tpot_seconds_count"] == 81
+    assert spec["decode_seconds_sum"] == pytest.approx(18.31472114799982)
+    assert plain["spec_families"] is False
+    assert plain["k"] == 0
+    assert (plain["generation_tokens"], plain["itl_seconds_count"]) == (1145, 1125)
+    assert plain["running_requests"] == 0
+
+
+def test_page_without_any_vllm_family_still_fails(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    page = tmp_path / "other.txt"
+    page.write_text("# TYPE up gauge\nup 1\n")
+    assert main(["scrape", str(page)]) == 1
+    assert "has no vLLM spec-decode metrics" in capsys.readouterr().err
 
 
 def test_url_stdin_and_a_failing_target(
@@ -159,3 +193,11 @@ def test_binary_capture_is_one_error_without_its_bytes(
         f"Error: metrics file {blob} is binary data, not a Prometheus text page; give vLLM's "
         "/metrics URL or a capture saved with curl -s URL/metrics > FILE."
     )
+
+
+def test_recommend_on_an_engine_without_speculation_still_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # its load-only Snapshot is no acceptance evidence: the same Error line as before #14
+    assert main(["recommend", "--after", NOSPEC]) == 1
+    assert "has no vLLM spec-decode counters" in capsys.readouterr().err

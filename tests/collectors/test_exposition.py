@@ -69,9 +69,61 @@ def test_captures_grow_monotonically() -> None:
         assert b.accepted >= a.accepted
 
 
-def test_no_speculation_gives_nothing() -> None:
-    assert parse_exposition(read("metrics-nospec-baseline-after-20req.txt"), timestamp=0) == []
+def test_no_speculation_gives_a_load_only_snapshot() -> None:
+    # regression (#14): a vLLM page without spec-decode families used to yield nothing; its
+    # load families now make a load-only Snapshot (k = 0, spec counters 0)
+    [s] = parse_exposition(read("metrics-nospec-baseline-after-20req.txt"), timestamp=5.0)
+    assert dict(s.labels) == {"engine": "0", "model_name": "tiny-llama"}
+    assert s.spec_families is False
+    assert (s.k, s.drafts, s.draft_tokens, s.accepted) == (0, 0, 0, 0)
+    assert s.accepted_per_position == ()
+    assert s.generation == "v1"
+    assert (s.running_requests, s.generation_tokens) == (0, 1145)
+    assert (s.iteration_steps, s.iteration_tokens) == (1145, 1503)
+    assert (s.itl_seconds_count, s.itl_seconds_sum) == (1125, pytest.approx(1.6668552890002957))
+    assert (s.tpot_seconds_count, s.tpot_seconds_sum) == (20, pytest.approx(0.029952995969483406))
+    assert (s.decode_seconds_count, s.decode_seconds_sum) == (20, pytest.approx(1.6668552890002957))
+    assert s.process_start_time is not None
+
+
+def test_page_with_neither_family_gives_nothing() -> None:
     assert parse_exposition("", timestamp=0) == []
+    page = "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 5.0\nfoo 1\n"
+    assert parse_exposition(page, timestamp=0) == []
+    other = '# TYPE vllm:num_preemptions_total counter\nvllm:num_preemptions_total{engine="0"} 3\n'
+    assert parse_exposition(other, timestamp=0) == []
+
+
+def test_real_capture_load_and_time_families() -> None:
+    [s] = parse_exposition(read("metrics-ngram-5-final.txt"), timestamp=0.0)
+    assert s.spec_families is True
+    assert (s.iteration_steps, s.iteration_tokens) == (2191, 15292)
+    assert (s.tpot_seconds_count, s.tpot_seconds_sum) == (81, pytest.approx(0.15680081736124898))
+    assert (s.decode_seconds_count, s.decode_seconds_sum) == (81, pytest.approx(18.31472114799982))
+
+
+def test_load_families_both_spellings_and_histogram_named_total() -> None:
+    page = (
+        "# TYPE vllm:iteration_tokens_total histogram\n"
+        'vllm_iteration_tokens_total_bucket{engine="0",model_name="m",le="1.0"} 3\n'
+        'vllm_iteration_tokens_total_count{engine="0",model_name="m"} 7\n'
+        'vllm_iteration_tokens_total_sum{engine="0",model_name="m"} 30\n'
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm_num_requests_running{engine="0",model_name="m"} 4\n'
+    )
+    [s] = parse_exposition(page, timestamp=0.0)
+    assert (s.iteration_steps, s.iteration_tokens, s.running_requests) == (7, 30, 4)
+    assert s.spec_families is False
+    assert s.generation_tokens is None  # a family the page lacks stays None
+    # a counter named like the histogram's samples is not read as one
+    counter = (
+        "# TYPE vllm:iteration_tokens_total counter\n"
+        'vllm:iteration_tokens_total{engine="0",model_name="m"} 9\n'
+        'vllm:num_requests_running{engine="0",model_name="m"} 1\n'
+    )
+    [c] = parse_exposition(counter, timestamp=0.0)
+    assert c.iteration_steps is None
+    assert c.iteration_tokens is None
 
 
 def test_prefilter_equals_full_parse_on_real_page() -> None:

@@ -119,11 +119,14 @@ def test_garbage_body_is_a_parse_error_not_an_empty_page(
     fault_server.routes["/metrics"] = FaultResponse(body=b"\x89PNG\r\n\x1a\n garbage\n")
     with pytest.raises(ParseError, match="holds no Prometheus sample at all"):
         ScrapeSource([fault_server.base_url + "/metrics"], session=session).collect(0)
-    # a real vLLM page without speculation is an empty result, not an error
+    # a real vLLM page without speculation is a load-only Snapshot, not an error
     fault_server.routes["/metrics"] = FaultResponse(
         body=(FIXTURES / "metrics-nospec-baseline-after-20req.txt").read_bytes()
     )
-    assert ScrapeSource([fault_server.base_url + "/metrics"], session=session).collect(0) == []
+    [snap] = ScrapeSource([fault_server.base_url + "/metrics"], session=session).collect(0)
+    assert snap.spec_families is False
+    assert snap.k == 0
+    assert snap.iteration_steps == 1145
 
 
 def test_all_targets_failing_raises(session: requests.Session) -> None:
