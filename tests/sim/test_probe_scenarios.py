@@ -56,4 +56,9 @@ def test_replicas_probe_one_canary_then_roll_out() -> None:
     assert first.outcome == "pays"
     assert "rolled out to every replica" in first.result
     assert "the others kept k = 0 over the same minutes" in first.result
+    # measured side by side with the others' plain decoding (their load-only counters):
+    # the truth at k = 2, alpha 0.75, cost 0.05 is (1 + 0.75 + 0.5625) / 1.1 = 2.10
+    assert first.canary_ratio is not None
+    assert abs(first.canary_ratio - 2.10) < 0.15
+    assert "it delivered 2.1" in first.result
     assert min(fleet.deployed_ks("code")) > 0
