@@ -46,6 +46,7 @@ from specwise.policies.probes import (
     trigger,
 )
 from specwise.policies.speedup_policy import Recommendation
+from specwise.step_cost import SpecConfig
 
 if TYPE_CHECKING:  # the controller imports this module; no cycle at runtime
     from specwise.controller.loop import Controller
@@ -257,6 +258,7 @@ class Prober:
             decision.recommendation,
             recommended_k=k,
             schedule=None,
+            config=SpecConfig(k),  # a probe deploys a single k, never the policy's schedule
             off_mode="restart" if k == 0 else None,
             reason=f"probe: {reason}",
             change_allowed=True,

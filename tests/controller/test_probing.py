@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,18 @@ from specwise.cli import main
 from specwise.collectors.snapshot import Snapshot
 from specwise.commands.status import format_status
 from specwise.config import SpecwiseConfig
-from specwise.controller.actuators import DryRunActuator
+from specwise.controller.actuators import DryRunActuator, FileActuator
+from specwise.controller.decide import Decision
 from specwise.controller.exporter import controller_registry
 from specwise.controller.loop import Controller, class_config_from
 from specwise.controller.wiring import start_exporter
+from specwise.policies.hysteresis import HysteresisState
 from specwise.policies.probes import ProbeCost, ProbeRecord
+from specwise.policies.speedup_policy import Recommendation
 from specwise.sim.closed_loop import T0, closed_loop_config
 from specwise.sim.fleet import SimActuator, SimFleet, SimSource
 from specwise.sim.scenarios import HOUR, ClassScenario, Scenario, const, iid, step
+from specwise.step_cost import SpecConfig
 
 PROBES = {"backoff": "1h", "cap": "2h", "max_duration": "20m", "min_drafts": 1000}
 
@@ -310,3 +315,36 @@ def test_a_failure_in_probing_is_counted_and_the_policy_still_decides() -> None:
     assert "probing class 'code'" in ctl.state().last_error
     assert 0 in ks  # the losing drafter was still turned off by the policy
     assert fleet.deployed_k("code") == 0
+
+
+def test_a_probe_deploys_its_single_k_even_when_the_policy_holds_a_schedule(
+    tmp_path: Path,
+) -> None:
+    off = Scenario("off", "", HOUR, (ClassScenario("code", iid(const(0.8)), 0.05, 0),))
+    cfg = closed_loop_config(off, probes=PROBES)
+    clock = Clock()
+    fleet = SimFleet(off, clock=clock, seed=1)
+    ctl = Controller(
+        cfg,
+        source=SimSource(fleet),
+        actuator=FileActuator(tmp_path),
+        clock=clock,
+        classes=class_config_from(cfg),
+    )
+    rec = Recommendation(
+        class_name="code",
+        current_k=0,
+        recommended_k=4,
+        predicted_speedup_current=1.0,
+        predicted_speedup_recommended=1.5,
+        schedule=((1, 8, 4), (9, 256, 0)),
+        config=SpecConfig(4, ((1, 8, 4), (9, 256, 0))),
+    )
+    state = HysteresisState(0)
+    decision = Decision(rec, 0, state, state, act=False, stale=False, hold="", reason="")
+    assert ctl.probes._apply(ctl, "code", decision, 2, "", "probe", T0 + 60)
+    doc = json.loads((tmp_path / "code.json").read_text())
+    assert doc["num_speculative_tokens"] == 2
+    assert doc["speculative_config"]["num_speculative_tokens"] == 2
+    assert "num_speculative_tokens_per_batch_size" not in doc["speculative_config"]
+    assert ctl.gate.states["code"].current_k == 2
