@@ -183,7 +183,8 @@ class Prober:
             for key in [k for k in self._plain_start if k.startswith(mark)]:
                 del self._plain_start[key]
             if p.apply_k is not None:
-                self._apply(ctl, name, decision, p.apply_k, p.instance, p.reason, now)
+                back = p.probe.previous_schedule if p.apply_k == p.probe.previous_k else ()
+                self._apply(ctl, name, decision, p.apply_k, p.instance, p.reason, now, back)
                 return self._hold(decision, p.reason)
             return decision
         if p.state.running is not None:
@@ -214,6 +215,10 @@ class Prober:
         probe = p.probe
         assert probe is not None
         assert p.apply_k is not None
+        schedule = ctl.gate.states.get(name, HysteresisState()).current_schedule
+        if schedule and not probe.instance:  # restored with previous_k when the probe ends
+            probe = dataclasses.replace(probe, previous_schedule=tuple(schedule))
+            self.states[name] = dataclasses.replace(self.states[name], running=probe)
         applied = self._apply(ctl, name, decision, p.apply_k, p.instance, p.reason, now)
         if not applied:
             # dry-run: proposed, never run; failed: retried after the next backoff step.
@@ -251,14 +256,16 @@ class Prober:
         instance: str,
         reason: str,
         now: float,
+        schedule: tuple[tuple[int, int, int], ...] = (),
     ) -> bool:
         """Deploy k (on one replica when ``instance``) through the controller's actuation
-        path; True when applied (or started in the background)."""
+        path; True when applied (or started in the background). A probe deploys a single k,
+        never the policy's schedule; its end restores the schedule in force before it."""
         rec: Recommendation = dataclasses.replace(
             decision.recommendation,
             recommended_k=k,
-            schedule=None,
-            config=SpecConfig(k),  # a probe deploys a single k, never the policy's schedule
+            schedule=schedule or None,
+            config=SpecConfig(k, schedule or None),
             off_mode="restart" if k == 0 else None,
             reason=f"probe: {reason}",
             change_allowed=True,
@@ -290,7 +297,10 @@ class Prober:
             return bool(result.applied or result.pending)
         recent = tuple(t for t in before.changes if now - t < 3600.0)
         ctl.gate.states[name] = HysteresisState(
-            current_k=k, last_change=now, changes=(*recent, now)
+            current_k=k,
+            last_change=now,
+            changes=(*recent, now),
+            current_schedule=schedule or None,
         )
         ctl._actuate(name, rec, before, now)
         after = ctl.gate.states.get(name, HysteresisState())

@@ -156,6 +156,8 @@ class ProbeRecord:
     drafts: float = 0.0
     result: str = ""  # one sentence
     canary_ratio: float | None = None  # see ProbeEvidence
+    #: the batch-size schedule in force before the probe (restored with previous_k)
+    previous_schedule: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -170,6 +172,9 @@ class ProbeRecord:
     def from_json(cls, data: Mapping[str, Any]) -> ProbeRecord:
         d = dict(data)
         d["cost"] = ProbeCost(**d["cost"])
+        d["previous_schedule"] = tuple(
+            (int(a), int(b), int(k)) for a, b, k in d.get("previous_schedule", ())
+        )
         return cls(**d)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
@@ -21,7 +22,7 @@ from specwise.controller.exporter import controller_registry
 from specwise.controller.loop import Controller, class_config_from
 from specwise.controller.wiring import start_exporter
 from specwise.policies.hysteresis import HysteresisState
-from specwise.policies.probes import ProbeCost, ProbeRecord
+from specwise.policies.probes import ProbeCost, ProbePlan, ProbeRecord, ProbeState
 from specwise.policies.speedup_policy import Recommendation
 from specwise.sim.closed_loop import T0, closed_loop_config
 from specwise.sim.fleet import SimActuator, SimFleet, SimSource
@@ -348,3 +349,38 @@ def test_a_probe_deploys_its_single_k_even_when_the_policy_holds_a_schedule(
     assert doc["speculative_config"]["num_speculative_tokens"] == 2
     assert "num_speculative_tokens_per_batch_size" not in doc["speculative_config"]
     assert ctl.gate.states["code"].current_k == 2
+
+
+def test_a_probe_restores_the_schedule_in_force_before_it(tmp_path: Path) -> None:
+    on = Scenario("on", "", HOUR, (ClassScenario("code", iid(const(0.8)), 0.05, 4),))
+    cfg = closed_loop_config(on, probes={**PROBES, "kinds": ["baseline"]})
+    clock = Clock()
+    ctl = Controller(
+        cfg,
+        source=SimSource(SimFleet(on, clock=clock, seed=1)),
+        actuator=FileActuator(tmp_path),
+        clock=clock,
+        classes=class_config_from(cfg),
+    )
+    bands = ((1, 8, 4), (9, 256, 2))
+    state = HysteresisState(4, None, (), current_schedule=bands)
+    ctl.gate.states["code"] = state
+    rec = Recommendation("code", 4, 4, 1.5, 1.5)
+    decision = Decision(rec, 4, state, state, act=False, stale=False, hold="", reason="")
+    probe = ProbeRecord("baseline", 0, 4, T0 + 60, "m", ProbeCost(2, 1800.0, 0.2))
+    start = ProbePlan("start", ProbeState(T0, 4, running=probe), probe=probe, apply_k=0)
+    ctl.probes.states["code"] = start.state
+    ctl.probes._start(ctl, "code", decision, start, T0 + 60)
+    doc = json.loads((tmp_path / "code.json").read_text())
+    assert doc["speculative_config"] is None  # plain decoding: a restart without speculation
+    running = ctl.probes.states["code"].running
+    assert running is not None
+    assert running.previous_schedule == bands
+    assert ProbeRecord.from_json(json.loads(json.dumps(running.to_json()))) == running
+    done = dataclasses.replace(running, ended=T0 + 700, outcome="measured")
+    end = ProbePlan("end", ProbeState(T0, 4, history=(done,)), probe=done, apply_k=4)
+    ctl.probes._act(ctl, "code", decision, end, T0 + 700)
+    spec = json.loads((tmp_path / "code.json").read_text())["speculative_config"]
+    assert spec["num_speculative_tokens"] == 4
+    assert spec["num_speculative_tokens_per_batch_size"] == [[1, 8, 4], [9, 256, 2]]
+    assert ctl.gate.states["code"].current_schedule == bands
