@@ -380,8 +380,18 @@ class Prober:
             replicas=self._replicas(ctl, name, now),
             expected_speedup=expected,
             explore_k=explore,
-            has_baseline=False,
+            has_baseline=self._has_baseline(ctl, name, now),
         )
+
+    def _has_baseline(self, ctl: Controller, name: str, now: float) -> bool:
+        """Plain-decoding windows of the class within the load horizon (the load tracker's
+        k = 0 observations: before/after windows, or a replica running without speculation):
+        then a baseline probe has nothing to add."""
+        classes = getattr(getattr(ctl, "load", None), "_classes", None) or {}
+        tracked = classes.get(name)
+        if tracked is None:
+            return False
+        return any(o.k == 0 for o in tracked.window.observations(now))
 
     def _evidence(
         self,

@@ -384,3 +384,20 @@ def test_a_probe_restores_the_schedule_in_force_before_it(tmp_path: Path) -> Non
     assert spec["num_speculative_tokens"] == 4
     assert spec["num_speculative_tokens_per_batch_size"] == [[1, 8, 4], [9, 256, 2]]
     assert ctl.gate.states["code"].current_schedule == bands
+
+
+def test_plain_decoding_windows_make_a_baseline_probe_unnecessary() -> None:
+    scenario = Scenario(
+        "two",
+        "",
+        HOUR,
+        (
+            ClassScenario("code", iid(const(0.8)), 0.05, 4),
+            ClassScenario("plain", iid(const(0.8)), 0.05, 0),
+        ),
+    )
+    cfg = closed_loop_config(scenario, probes={**PROBES, "kinds": ["baseline"]})
+    ctl, _fleet, clock = build(scenario, cfg)
+    run(ctl, clock, 1800)
+    assert ctl.probes._has_baseline(ctl, "plain", clock.t)  # load-only windows at k = 0
+    assert not ctl.probes._has_baseline(ctl, "code", clock.t)  # only speculation seen
