@@ -16,7 +16,7 @@ import sys
 import time
 
 from specwise.sim.closed_loop import run_fixed, run_oracle, run_specwise
-from specwise.sim.scenarios import SCENARIOS
+from specwise.sim.scenarios import PROBE_SCENARIOS, SCENARIOS
 
 
 def main() -> int:
@@ -24,9 +24,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     args = parser.parse_args()
-    # the load-varying scenarios have their own benchmark (bench/bench_load.py)
+    # the load-varying scenarios have their own benchmark (bench/bench_load.py), the probe
+    # scenarios (a day each) theirs (bench/bench_probes.py)
     names = args.scenario or [
-        n for n, s in SCENARIOS.items() if n != "demo" and all(c.batch is None for c in s.classes)
+        n
+        for n, s in SCENARIOS.items()
+        if n != "demo" and n not in PROBE_SCENARIOS and all(c.batch is None for c in s.classes)
     ]
     header = (
         f"{'scenario':<16} {'specwise':>9} {'k=3':>7} {'k=5':>7} {'best k':>9} "

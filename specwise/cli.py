@@ -16,6 +16,7 @@ from specwise import __version__
 from specwise.commands.demo import demo_command
 from specwise.commands.export import export_command
 from specwise.commands.model import model_command
+from specwise.commands.probe import probe_command
 from specwise.commands.recommend import recommend_command
 from specwise.commands.report import report_command
 from specwise.commands.rules import rules_command
@@ -56,6 +57,7 @@ cli.add_command(scrape_command)
 cli.add_command(report_command)
 cli.add_command(rules_command)
 cli.add_command(export_command)
+cli.add_command(probe_command)
 
 
 def _one_line(message: str) -> str:

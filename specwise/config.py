@@ -20,6 +20,7 @@ from specwise.collectors.classes import ClassConfig, parse_selector
 from specwise.errors import ConfigError
 from specwise.model import MAX_K
 from specwise.policies.presets import DRAFTER_COSTS
+from specwise.policies.probes import PROBE_KINDS, ProbeSettings
 
 __all__ = [
     "ActuatorSettings",
@@ -230,6 +231,7 @@ class SpecwiseConfig:
     classes: tuple[ClassSettings, ...] = ()
     #: The file it was loaded from ("" when built in code): errors found later name it.
     path: str = ""
+    probes: ProbeSettings = field(default_factory=ProbeSettings)  # [probes] (#15)
 
     def class_settings(self, name: str) -> ClassSettings | None:
         for c in self.classes:
@@ -474,12 +476,60 @@ def _alerts(raw: object) -> AlertSettings:
     )
 
 
+_PROBE_KEYS = {
+    "enabled",
+    "kinds",
+    "backoff",
+    "cap",
+    "max_probe_fraction",
+    "probe_k",
+    "max_duration",
+    "min_duration",
+    "min_drafts",
+    "canary",
+}
+
+
+def _probes(raw: object, policy: PolicySettings) -> ProbeSettings:
+    """The ``[probes]`` table (:mod:`specwise.policies.probes`); min_gain is the policy's."""
+    d = ProbeSettings()
+    pr = _Section("probes", raw, _PROBE_KEYS)
+    kinds = pr.strings("kinds", d.kinds)
+    for kind in kinds:
+        if kind not in PROBE_KINDS:
+            raise ConfigError(
+                f"[probes] kinds entry {kind!r} is unknown{_did_you_mean(kind, set(PROBE_KINDS))}; "
+                f"use some of {', '.join(PROBE_KINDS)}",
+                field="[probes] kinds",
+            )
+    probe_k = pr.integer("probe_k", d.probe_k, low=1, high=MAX_K)
+    if probe_k > policy.k_max:
+        raise ConfigError(
+            f"[probes] probe_k = {probe_k} is above [policy] k_max = {policy.k_max}; "
+            "lower probe_k or raise k_max",
+            field="[probes] probe_k",
+        )
+    return ProbeSettings(
+        enabled=pr.boolean("enabled", d.enabled),
+        kinds=kinds,  # type: ignore[arg-type]
+        backoff=pr.duration("backoff", d.backoff),
+        cap=pr.duration("cap", d.cap),
+        max_probe_fraction=pr.number("max_probe_fraction", d.max_probe_fraction, low=0.0, high=0.5),
+        probe_k=probe_k,
+        max_duration=pr.duration("max_duration", d.max_duration),
+        min_duration=pr.duration("min_duration", d.min_duration),
+        min_drafts=pr.number("min_drafts", d.min_drafts, low=1.0),
+        min_gain=policy.min_gain,
+        canary=pr.boolean("canary", d.canary),
+    )
+
+
 def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
     """Validate a parsed TOML document into a SpecwiseConfig."""
     top = _Section(
         "top level",
         dict(data),
-        {"controller", "source", "estimator", "policy", "actuator", "alerts", "classes"},
+        {"controller", "source", "estimator", "policy", "actuator", "alerts", "classes", "probes"},
     )
     c = _Section(
         "controller",
@@ -613,7 +663,14 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         )
     alerts = _alerts(top.data.get("alerts"))
     return SpecwiseConfig(
-        controller, source, estimator, policy, actuator, alerts, _classes(top.data.get("classes"))
+        controller,
+        source,
+        estimator,
+        policy,
+        actuator,
+        alerts,
+        _classes(top.data.get("classes")),
+        probes=_probes(top.data.get("probes"), policy),
     )
 
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 from specwise.controller.state import ClassStatus, ControllerState
 from specwise.output import format_table
 
-__all__ = ["config_text", "format_status", "k_text", "measured_text", "speedup_text"]
+__all__ = [
+    "config_text",
+    "format_status",
+    "k_text",
+    "measured_text",
+    "probe_lines",
+    "speedup_text",
+]
 
 
 def _alpha(c: ClassStatus) -> str:
@@ -122,8 +130,35 @@ def format_status(state: ControllerState, *, width: int | None = None) -> str:
         )
     headers = ["class", "alpha [95% interval]", "k (now -> rec.)", "predicted", "measured"]
     table = format_table([*headers, "configuration", "why"], rows)
+    table += "".join(f"\n{line}" for line in probe_lines(state))  # probes (#15)
     applied = sum(c.changes for c in state.classes)
     proposed = sum(c.proposals for c in state.classes)
     if not applied and not proposed:
         return table
     return f"{table}\nactuator {state.actuator}: {applied} change(s) applied, {proposed} proposed"
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+
+
+def probe_lines(state: ControllerState) -> list[str]:
+    """One line per class with a probe running, planned, or a result (README "Probes")."""
+    out = []
+    for c in state.classes:
+        p = c.probe
+        if not p:
+            continue
+        run, planned, results = p.get("running"), p.get("planned"), p.get("results") or []
+        parts = []
+        if run:
+            where = f" on {run['instance']} (canary)" if run.get("instance") else ""
+            parts.append(f"{run['kind']} probe running at k = {run['k']}{where}")
+        elif planned and planned.get("at") is not None:
+            parts.append(f"next: {planned['kind']} probe at {_clock(planned['at'])}")
+        if results:
+            last = results[-1]
+            parts.append(f"last: {last['kind']} {last['outcome']} ({last['result']})")
+        if parts:
+            out.append(f"probe {c.name}: " + "; ".join(parts))
+    return out

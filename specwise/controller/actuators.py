@@ -202,10 +202,51 @@ class FileActuator:
                 f"cannot write {path} ({exc.strerror}); check that [actuator] dir exists and is "
                 "writable"
             ) from exc
+        # a class-wide config supersedes the canary files of the class (probes, #15)
+        for stale in self.directory.glob(f"{_safe_name(class_name)}@*.json"):
+            stale.unlink(missing_ok=True)
+        return ActuationResult(class_name, k, True, now, f"wrote {path}")
+
+    # one replica (a canary probe, #15)
+    def path_for_instance(self, class_name: str, instance: str) -> Path:
+        return self.directory / f"{_safe_name(class_name)}@{_safe_name(instance)}.json"
+
+    def apply_instance(
+        self,
+        class_name: str,
+        instance: str,
+        k: int,
+        *,
+        speculative_config: Mapping[str, Any] | None,
+        reason: str,
+        now: float,
+        engine: str = "",
+    ) -> ActuationResult:
+        """Writes ``<dir>/<class>@<instance>.json``: for that replica it overrides
+        ``<class>.json`` until the next class-wide config (which removes it)."""
+        path = self.path_for_instance(class_name, instance)
+        document = {
+            "class": class_name,
+            "instance": instance,
+            "engine": engine,
+            "num_speculative_tokens": k,
+            "speculative_config": None if speculative_config is None else dict(speculative_config),
+            "reason": reason,
+            "generated_at": now,
+        }
+        try:
+            write_atomically(
+                path, json.dumps(document, indent=2, sort_keys=True) + "\n", mode=self.mode
+            )
+        except OSError as exc:
+            raise ActuatorError(
+                f"cannot write {path} ({exc.strerror}); check that [actuator] dir exists and is "
+                "writable"
+            ) from exc
         return ActuationResult(class_name, k, True, now, f"wrote {path}")
 
 
-_PLACEHOLDER = re.compile(r"\{(class|k|speculative_config)\}")
+_PLACEHOLDER = re.compile(r"\{(class|k|speculative_config|instance|engine)\}")
 _K_LIMIT = 64  # the highest k the config accepts ([policy] k_max)
 _GROUP_POLL_SECONDS = 0.02
 _SIGKILL_WAIT_SECONDS = 5.0
@@ -367,9 +408,24 @@ class CommandActuator:
             raise ActuatorError(f"{where} cannot be written as JSON ({exc})") from exc
 
     def render(
-        self, class_name: str, k: int, speculative_config: Mapping[str, Any] | None
+        self,
+        class_name: str,
+        k: int,
+        speculative_config: Mapping[str, Any] | None,
+        *,
+        instance: str = "",
+        engine: str = "",
     ) -> list[str]:
-        """The argv for one run; ActuatorError if a substituted value is not allowed."""
+        """The argv for one run; ActuatorError if a substituted value is not allowed.
+
+        ``{instance}`` and ``{engine}`` name the one replica of a canary probe (#15); they
+        are empty for a change of the whole class."""
+        for what, value in (("instance", instance), ("engine", engine)):
+            if value.startswith("-") or any(ord(ch) < 32 for ch in value):
+                raise ActuatorError(
+                    f"class {class_name!r}: {what} {value!r} cannot be passed to the actuator "
+                    "command (starts with '-' or holds control characters)"
+                )
         if class_name not in self.classes:
             raise ActuatorError(
                 f"class {class_name!r} is not declared in [[classes]]; the command actuator "
@@ -384,6 +440,8 @@ class CommandActuator:
             "class": class_name,
             "k": str(k),
             "speculative_config": self._spec_argument(class_name, k, speculative_config),
+            "instance": instance,
+            "engine": engine,
         }
         return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], a) for a in self.argv]
 
@@ -403,7 +461,25 @@ class CommandActuator:
         now: float,
     ) -> ActuationResult:
         """Start the command in the background and answer ``pending`` (or refuse)."""
-        argv = self.render(class_name, k, speculative_config)
+        return self._start(class_name, k, self.render(class_name, k, speculative_config), now)
+
+    def apply_instance(
+        self,
+        class_name: str,
+        instance: str,
+        k: int,
+        *,
+        speculative_config: Mapping[str, Any] | None,
+        reason: str,
+        now: float,
+        engine: str = "",
+    ) -> ActuationResult:
+        """One replica (a canary probe, #15): ``{instance}`` and ``{engine}`` name it; the
+        same limits hold (one run per class at a time, ``min_interval``)."""
+        argv = self.render(class_name, k, speculative_config, instance=instance, engine=engine)
+        return self._start(class_name, k, argv, now)
+
+    def _start(self, class_name: str, k: int, argv: list[str], now: float) -> ActuationResult:
         with self._lock:
             busy = self._runs.get(class_name)
             if busy is not None:

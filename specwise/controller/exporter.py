@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -21,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from specwise.controller.probing import probe_families
 from specwise.controller.state import ControllerState
 from specwise.errors import ConfigError
 
@@ -203,6 +205,7 @@ class ControllerCollector(Collector):
         for kind in ("internal", "actuator", "load"):
             internal.add_metric([kind], st.errors.get(kind, 0))
         yield internal
+        yield from probe_families(st)  # specwise_probe_* (#15)
         if st.updated_at is not None:
             tick_at = GaugeMetricFamily(
                 "specwise_last_tick_timestamp_seconds", "Unix time of the last controller tick."
@@ -364,13 +367,20 @@ def controller_registry(state: StateFn) -> CollectorRegistry:
 
 
 def make_app(
-    registry: CollectorRegistry, state: StateFn, healthy: Callable[[], tuple[bool, str]]
+    registry: CollectorRegistry,
+    state: StateFn,
+    healthy: Callable[[], tuple[bool, str]],
+    *,
+    probe: ProbeTrigger | None = None,
 ) -> Callable[..., Iterable[bytes]]:
-    """WSGI app: ``/metrics`` (prometheus_client), ``/healthz``, ``/recommendations`` (JSON)."""
+    """WSGI app: ``/metrics`` (prometheus_client), ``/healthz``, ``/recommendations`` (JSON);
+    with ``probe``, ``POST /probe?class=NAME`` triggers a probe (#15)."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if path == "/probe" and probe is not None:
+            return _probe_endpoint(environ, start_response, probe)
         if path == "/metrics":
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/healthz":
@@ -388,6 +398,29 @@ def make_app(
         return [b"Not Found: try /metrics, /healthz or /recommendations\n"]
 
     return app
+
+
+#: ``class name -> (HTTP status, one sentence)`` (:func:`specwise.controller.probing.probe_trigger`)
+ProbeTrigger = Callable[[str], tuple[int, str]]
+_REASONS = {202: "202 Accepted", 400: "400 Bad Request", 404: "404 Not Found", 409: "409 Conflict"}
+
+
+def _probe_endpoint(
+    environ: dict[str, Any], start_response: Callable[..., Any], probe: ProbeTrigger
+) -> Iterable[bytes]:
+    """``POST /probe?class=NAME``: one sentence back, 202 when the probe was requested."""
+    if environ.get("REQUEST_METHOD", "GET") != "POST":
+        start_response(
+            "405 Method Not Allowed", [("Content-Type", "text/plain"), ("Allow", "POST")]
+        )
+        return [b"use POST /probe?class=NAME to request a probe\n"]
+    names = parse_qs(environ.get("QUERY_STRING", "")).get("class", [])
+    if len(names) != 1 or not names[0]:
+        code, text = 400, "name one class, as in POST /probe?class=code"
+    else:
+        code, text = probe(names[0])
+    start_response(_REASONS.get(code, f"{code} Error"), [("Content-Type", "text/plain")])
+    return [(text + "\n").encode()]
 
 
 class _SilentHandler(WSGIRequestHandler):

@@ -32,6 +32,7 @@ from specwise.controller.actuators import (
 )
 from specwise.controller.decide import Decision, DecisionRules, Evidence, decide
 from specwise.controller.load import LoadTracker, load_status
+from specwise.controller.probing import Prober
 from specwise.controller.records import ActuationRecords, SeriesLabels
 from specwise.controller.state import (
     ClassStatus,
@@ -185,6 +186,8 @@ class Controller:
                             name,
                             exc,
                         )
+        # probes (#15): planned and run around each decision; history in the state file
+        self.probes = Prober(config.probes, state_path=self.state_path)
 
     # ----------------------------------------------------------------------------- state
     def state(self) -> ControllerState:
@@ -427,7 +430,8 @@ class Controller:
             for st in (self.gate.states.get(name, HysteresisState()),)
         }
         try:
-            write_atomically(self.state_path, persisted_json(data))
+            text = persisted_json(data, extra={"probes": self.probes.persisted()})
+            write_atomically(self.state_path, text)
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.state_path, exc)
 
@@ -517,9 +521,11 @@ class Controller:
         ev = self._evidence(name, now)
         decision = decide(ev, self._rules(name))
         self.gate.states[name] = decision.after
+        # probes (#15): may run one through the actuator, and hold the policy while it runs
+        decision = self.probes.before_actuation(self, name, ev, decision, now)
         if decision.act:
             self._actuate(name, decision.recommendation, decision.before, now)
-        status = self._status(ev, decision)
+        status = self.probes.annotate(name, self._status(ev, decision), now)
         unmatched = self._unmatched(name, ev)
         if unmatched:
             status = dataclasses.replace(

@@ -75,6 +75,8 @@ class ClassStatus:
     load: Mapping[str, Any] | None = None
     #: the configuration in force: k and, when one is deployed, its batch-size schedule
     deployed_schedule: tuple[tuple[int, int, int], ...] = ()
+    #: probes (#15): running, planned, recent results (:mod:`specwise.controller.probing`)
+    probe: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -151,9 +153,13 @@ class PersistedClass:
     load_window: Mapping[str, Any] | None = None
 
 
-def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
+def persisted_json(
+    classes: Mapping[str, PersistedClass], *, extra: Mapping[str, Any] | None = None
+) -> str:
+    """The state file; ``extra`` adds top-level sections (``"probes"``: the probe history)."""
     return json.dumps(
         {
+            **(extra or {}),
             "version": 1,
             "classes": {
                 name: {

@@ -22,6 +22,7 @@ from specwise.config import SpecwiseConfig
 from specwise.controller.actuators import Actuator, CommandActuator, DryRunActuator, FileActuator
 from specwise.controller.exporter import ExporterServer, controller_registry, make_app
 from specwise.controller.loop import Controller, class_config_from
+from specwise.controller.probing import probe_trigger
 from specwise.errors import ConfigError
 
 __all__ = [
@@ -192,5 +193,10 @@ def build_controller(
 
 def start_exporter(controller: Controller, host: str, port: int) -> ExporterServer:
     """Serve the controller's /metrics, /healthz and /recommendations (port 0: a free one)."""
-    app = make_app(controller_registry(controller.state), controller.state, controller.healthy)
+    app = make_app(
+        controller_registry(controller.state),
+        controller.state,
+        controller.healthy,
+        probe=probe_trigger(controller),  # POST /probe?class=NAME (#15)
+    )
     return ExporterServer(app, host, port).start()

@@ -548,6 +548,26 @@ class SimFleet:
         with self.lock:
             return sum(e.set_config(config, t) for e in self.managed_of(class_name))
 
+    # per-replica actuation (canaries, #15): SimSource labels engine i as instance "sim-<i>"
+    def set_k_instance(
+        self, class_name: str, instance: str, k: int, now: float | None = None
+    ) -> int:
+        """Deploy k on one replica of a class (instance "sim-<i>"); returns restarts (0/1)."""
+        t = self.clock() if now is None else now
+        with self.lock:
+            for i, e in enumerate(self.engines):
+                if e.spec.name == class_name and f"sim-{i}" == instance:
+                    return int(e.set_k(k, t))
+        raise ConfigError(
+            f"the simulated class {class_name!r} has no replica {instance!r}", field="instance"
+        )
+
+    def deployed_ks(self, class_name: str) -> list[int]:
+        """The k of every replica of a class (a pending restart's k counts as deployed)."""
+        return [
+            e.pending_k if e.pending_k is not None else e.k for e in self.engines_of(class_name)
+        ]
+
     def deployed_k(self, class_name: str) -> int:
         e = self.managed_of(class_name)[0]
         return e.pending_k if e.pending_k is not None else e.k
@@ -729,6 +749,23 @@ class SimActuator:
             config = SpecConfig(k, config.schedule if config.schedule and k > 0 else None)
         restarted = self.fleet.set_config(class_name, config, now)
         return ActuationResult(class_name, k, True, now, f"{restarted} engine(s) restarting")
+
+    def apply_instance(
+        self,
+        class_name: str,
+        instance: str,
+        k: int,
+        *,
+        speculative_config: Mapping[str, Any] | None,
+        reason: str,
+        now: float,
+        engine: str = "",
+    ) -> ActuationResult:
+        """One replica only (a canary probe, #15)."""
+        restarted = self.fleet.set_k_instance(class_name, instance, k, now)
+        return ActuationResult(
+            class_name, k, True, now, f"{instance}: {restarted} engine(s) restarting"
+        )
 
 
 def scaled_clock(speed: float, *, start: float | None = None) -> Clock:

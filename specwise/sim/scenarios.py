@@ -28,6 +28,7 @@ from specwise.step_cost import SCHEDULE_OFF_OVERHEAD, SpecConfig, StepCost
 __all__ = [
     "EAGLE_ON_BUSY_GPU",
     "HEAVY_DRAFTER",
+    "PROBE_SCENARIOS",
     "SCENARIOS",
     "ClassScenario",
     "DraftLengthFn",
@@ -485,3 +486,49 @@ def get_scenario(name: str) -> Scenario:
             f"unknown scenario {name!r}; choose one of {', '.join(sorted(SCENARIOS))}",
             field="scenario",
         ) from None
+
+
+# ----------------------------------------------------------------------------- probes (#15)
+def _broken_between(good: float, broken: float, start: float, end: float) -> Schedule:
+    """``good``, except ``broken`` from ``start`` to ``end`` seconds (a drafter repaired)."""
+    return lambda t: broken if start <= t < end else good
+
+
+def _probe_scenarios() -> dict[str, Scenario]:
+    """Scenarios where only a probe can bring a class back (README "Probes"; bench_probes).
+
+    A day each: what matters is the backoff (6 h, 12 h, 24 h) and the daily budget.
+    """
+    day = 24 * HOUR
+    repaired = iid(_broken_between(0.75, 0.02, HOUR, 5 * HOUR))
+    return {
+        s.name: s
+        for s in (
+            Scenario(
+                "repair",
+                "An EAGLE-style drafter (alpha 0.75) breaks after one hour (alpha 0.02), is "
+                "turned off, and is fixed four hours later: the class must come back.",
+                day,
+                (ClassScenario("code", repaired, cost=0.05, initial_k=4),),
+            ),
+            Scenario(
+                "new-drafter",
+                "A class off from the start (a small draft model at alpha 0.25, cost 0.3, "
+                "loses) gets a better drafter after three hours (alpha 0.8).",
+                day,
+                (ClassScenario("summarize", iid(step(0.25, 0.8, 3 * HOUR)), 0.3, initial_k=0),),
+            ),
+            Scenario(
+                "replicas",
+                "The repair scenario on four replicas: a probe runs on one of them (a canary) "
+                "while the others keep the configuration.",
+                day,
+                (ClassScenario("code", repaired, cost=0.05, initial_k=4, replicas=4),),
+            ),
+        )
+    }
+
+
+#: the probe scenarios, apart, so benchmarks of the others can leave them out
+PROBE_SCENARIOS: dict[str, Scenario] = _probe_scenarios()
+SCENARIOS.update(PROBE_SCENARIOS)
