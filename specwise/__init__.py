@@ -13,6 +13,12 @@ from specwise.errors import (
     SourceError,
     SpecwiseError,
 )
+from specwise.estimation.step_fit import (
+    MeasuredSpeedup,
+    StepCostFit,
+    fit_step_cost,
+    measured_speedup,
+)
 from specwise.model import (
     VerifyCost,
     alpha_from_acceptance_length,
@@ -33,19 +39,25 @@ from specwise.model import (
     survival_two_state,
     verify_cost_at,
 )
+from specwise.step_cost import BatchDistribution, SpecConfig, StepCost
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActuatorError",
     "AlertDeliveryError",
+    "BatchDistribution",
     "ConfigError",
     "DataError",
+    "MeasuredSpeedup",
     "ModelInputError",
     "ParseError",
     "ReportError",
     "SourceError",
+    "SpecConfig",
     "SpecwiseError",
+    "StepCost",
+    "StepCostFit",
     "VerifyCost",
     "__version__",
     "alpha_from_acceptance_length",
@@ -53,7 +65,9 @@ __all__ = [
     "expected_tokens_from_survival",
     "expected_tokens_per_verify",
     "expected_tokens_two_state",
+    "fit_step_cost",
     "marginal_value",
+    "measured_speedup",
     "mixture_survival",
     "optimal_k",
     "optimal_k_from_survival",
