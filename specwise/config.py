@@ -132,6 +132,12 @@ class PolicySettings:
     tolerance: float = 0.01
     off_mode: Literal["restart", "schedule"] = "restart"
     verify_slope: float = 0.0
+    #: load-aware pricing (docs/design.md, the cost side)
+    schedules: bool = True
+    max_batch_size: int = 256
+    edge_margin: float = 0.25
+    load_horizon: float = 86400.0
+    min_band_share: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -560,6 +566,11 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
             "tolerance",
             "off_mode",
             "verify_slope",
+            "schedules",
+            "max_batch_size",
+            "edge_margin",
+            "load_horizon",
+            "min_band_share",
         },
     )
     policy = PolicySettings(
@@ -570,6 +581,11 @@ def parse_config(data: Mapping[str, Any]) -> SpecwiseConfig:
         tolerance=p.number("tolerance", 0.01, low=0.0, high=1.0),
         off_mode=p.string("off_mode", "restart", choices=("restart", "schedule")),  # type: ignore[arg-type]
         verify_slope=p.number("verify_slope", 0.0, low=0.0, high=10.0),
+        schedules=p.boolean("schedules", True),
+        max_batch_size=p.integer("max_batch_size", 256, low=1, high=1 << 20),
+        edge_margin=p.number("edge_margin", 0.25, low=0.0, high=4.0),
+        load_horizon=p.duration("load_horizon", 86400.0),
+        min_band_share=p.number("min_band_share", 0.05, low=0.0, high=0.5),
     )
     a = _Section(
         "actuator",

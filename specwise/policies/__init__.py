@@ -6,6 +6,12 @@
 from __future__ import annotations
 
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState, gate
+from specwise.policies.load_policy import (
+    BandPrice,
+    ConfigRecommendation,
+    LoadEvidence,
+    recommend_config,
+)
 from specwise.policies.presets import DRAFTER_COSTS, drafter_cost
 from specwise.policies.schedule import (
     ScheduleEntry,
@@ -25,10 +31,13 @@ from specwise.policies.speedup_policy import (
 
 __all__ = [
     "DRAFTER_COSTS",
+    "BandPrice",
     "BatchVerifyCost",
+    "ConfigRecommendation",
     "HysteresisConfig",
     "HysteresisGate",
     "HysteresisState",
+    "LoadEvidence",
     "OffMode",
     "PolicyConfig",
     "Recommendation",
@@ -37,6 +46,7 @@ __all__ = [
     "drafter_cost",
     "gate",
     "recommend",
+    "recommend_config",
     "schedule_k_at",
     "speculative_config",
     "validate_schedule",

@@ -4,6 +4,10 @@ vLLM cannot change k at runtime, so every change costs a restart. A recommendati
 the gate only when the predicted gain over the current k exceeds ``min_gain``, the policy
 is confident enough, no drift is settling, at least ``min_dwell_seconds`` passed since the
 last change, and fewer than ``max_changes_per_hour`` changes happened in the last hour.
+
+A recommendation under load is a configuration (k plus a batch-size schedule): a change of
+the schedule alone is a restart too, so it needs the same ``min_gain`` over the current
+configuration's speedup; specwise never restarts to move a band edge for less.
 Pure: the state is a frozen value passed in and returned; ``now`` comes from the caller.
 """
 
@@ -13,6 +17,7 @@ import math
 from dataclasses import dataclass, replace
 
 from specwise.errors import ConfigError
+from specwise.policies.schedule import ScheduleEntry
 from specwise.policies.speedup_policy import Recommendation, with_change_allowed
 
 __all__ = ["HysteresisConfig", "HysteresisGate", "HysteresisState", "gate"]
@@ -61,6 +66,25 @@ class HysteresisState:
     changes: tuple[float, ...] = ()
     #: the last "change" was a dry-run proposal (nothing deployed)
     proposed: bool = False
+    #: the batch-size schedule in force with ``current_k`` (None: one k at every batch size)
+    current_schedule: tuple[ScheduleEntry, ...] | None = None
+
+
+def _norm(
+    k: int | None, schedule: tuple[ScheduleEntry, ...] | None
+) -> tuple[int | None, tuple[ScheduleEntry, ...] | None]:
+    """A configuration as a comparable value: a schedule that runs one k everywhere is k."""
+    if not k or not schedule or all(e[2] == k for e in schedule):
+        return (k, None)
+    return (k, tuple(schedule))
+
+
+def _describe(k: int | None, schedule: tuple[ScheduleEntry, ...] | None) -> str:
+    if k is None:
+        return "the current k"
+    if _norm(k, schedule)[1] is None:
+        return f"k = {k}"
+    return f"k = {k} with its batch-size schedule"
 
 
 def gate(
@@ -74,20 +98,27 @@ def gate(
     """Decide whether ``rec`` may be acted on; return it with the verdict and the new state.
 
     The new state assumes an allowed change is applied; ``state.current_k`` (when set)
-    overrides the recommendation's current k.
+    overrides the recommendation's current k. With a configuration (``rec.config``, load
+    evidence) the schedule counts too: a schedule-only change needs ``min_gain`` over the
+    current configuration's speedup like a change of k.
     """
     cfg = config or HysteresisConfig()
     current = state.current_k if state.current_k is not None else rec.current_k
     recent = tuple(t for t in state.changes if now - t < 3600.0)
     state = replace(state, current_k=current, changes=recent)
     target = rec.recommended_k
-    if current is not None and target == current:
+    current_schedule = state.current_schedule
+    target_schedule = rec.config.schedule if rec.config is not None else current_schedule
+    same_k = current is not None and target == current
+    if same_k and _norm(target, target_schedule) == _norm(current, current_schedule):
         return with_change_allowed(rec, False, rec.reason), state
     blocked = ""
     gain = rec.gain
     if rec.predicted_speedup_recommended is None:  # no evidence: the reason says so already
         return with_change_allowed(rec, False, rec.reason), state
-    if gain is not None and gain < cfg.min_gain:
+    if same_k and gain is None:
+        blocked = "the current configuration's speedup is unknown: a schedule change is unpriced"
+    elif gain is not None and gain < cfg.min_gain:
         blocked = f"predicted gain {gain:+.1%} is below the {cfg.min_gain:.0%} threshold"
     elif rec.confidence < cfg.min_confidence:
         blocked = f"confidence {rec.confidence:.2f} is below {cfg.min_confidence:.2f}"
@@ -104,10 +135,14 @@ def gate(
         return with_change_allowed(
             rec,
             False,
-            f"{rec.reason}; hold {'the current k' if current is None else f'k = {current}'}: "
-            f"{blocked}",
+            f"{rec.reason}; hold {_describe(current, current_schedule)}: {blocked}",
         ), state
-    new_state = HysteresisState(current_k=target, last_change=now, changes=(*recent, now))
+    new_state = HysteresisState(
+        current_k=target,
+        last_change=now,
+        changes=(*recent, now),
+        current_schedule=None if target == 0 or not target_schedule else tuple(target_schedule),
+    )
     return with_change_allowed(rec, True, rec.reason), new_state
 
 

@@ -42,4 +42,10 @@ def policy_config(
         verify_cost=verify_slope,
         plateau=pol.tolerance,
         off=pol.off_mode,
+        max_batch_size=pol.max_batch_size,
+        min_gain=pol.min_gain,
+        schedules=pol.schedules,
+        edge_margin=pol.edge_margin,
+        min_band_share=pol.min_band_share,
+        load_horizon=pol.load_horizon,
     )

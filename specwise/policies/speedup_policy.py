@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+import specwise.step_cost as _sc  # resolves through sys.modules (import cycle via schedule)
 from specwise.errors import ConfigError
 from specwise.estimation.estimator import Estimate
 from specwise.model import (
@@ -34,10 +35,20 @@ from specwise.model import (
     survival_curve,
     verify_cost_at,
 )
+from specwise.policies.load_policy import (
+    ConfigRecommendation,
+    LoadEvidence,
+    recommend_config,
+)
 from specwise.policies.off import OffMode, choose_off
 from specwise.policies.schedule import ScheduleEntry, compress_schedule
 
+if TYPE_CHECKING:
+    from specwise.estimation.step_fit import MeasuredSpeedup
+    from specwise.step_cost import SpecConfig
+
 __all__ = [
+    "CONSTANT_COST_NOTE",
     "BatchVerifyCost",
     "OffMode",
     "PolicyConfig",
@@ -47,6 +58,11 @@ __all__ = [
 ]
 
 PricedFrom = Literal["alpha", "survival", "none"]
+
+#: The note of a recommendation priced without load evidence (no latency families).
+CONSTANT_COST_NOTE = (
+    "no latency families: priced with the constant-cost model (draft cost c from the preset)"
+)
 
 #: v(k, batch_size) in target decode steps, e.g.
 #: ``lambda k, b: saturating_verify_cost(k, b, knee_tokens=256)``.
@@ -67,6 +83,12 @@ class PolicyConfig:
     ``num_speculative_tokens_per_batch_size`` schedule over 1..``max_batch_size`` is emitted.
     ``max_step`` bounds one change: at most that many positions past the measured ones
     (the deployed k), since prices beyond them are extrapolated (None: no bound).
+
+    With load evidence (:mod:`specwise.policies.load_policy`): ``schedules`` allows a
+    batch-size schedule, kept only when it gains ``min_gain`` over the best single k;
+    ``edge_margin`` keeps band edges away from batch sizes where the traffic hovers;
+    ``min_band_share`` merges bands with less of the busy time into a neighbour;
+    ``load_horizon`` (seconds) is how long the batch-size distribution is kept.
     """
 
     cost: float = 0.05
@@ -78,6 +100,11 @@ class PolicyConfig:
     batch_verify_cost: BatchVerifyCost | None = None
     max_batch_size: int = 256
     max_step: int | None = 2
+    min_gain: float = 0.05
+    schedules: bool = True
+    edge_margin: float = 0.25
+    min_band_share: float = 0.05
+    load_horizon: float = 86400.0
 
     def __post_init__(self) -> None:
         if not (self.cost >= 0 and math.isfinite(self.cost)):
@@ -122,6 +149,27 @@ class PolicyConfig:
                 f"max_step = {self.max_step!r} must be a whole number >= 1 (e.g. 2) or None",
                 field="max_step",
             )
+        if not (0 <= self.min_gain <= 10):
+            raise ConfigError(
+                f"min_gain = {self.min_gain!r} must lie in 0..10, e.g. 0.05 (5%)",
+                field="min_gain",
+            )
+        if not (0 <= self.edge_margin <= 4):
+            raise ConfigError(
+                f"edge_margin = {self.edge_margin!r} must lie in 0..4, e.g. 0.25 (25%)",
+                field="edge_margin",
+            )
+        if not (0 <= self.min_band_share <= 0.5):
+            raise ConfigError(
+                f"min_band_share = {self.min_band_share!r} must lie in 0..0.5, e.g. 0.05",
+                field="min_band_share",
+            )
+        if not (self.load_horizon > 0 and math.isfinite(self.load_horizon)):
+            raise ConfigError(
+                f"load_horizon = {self.load_horizon!r} must be a positive number of seconds, "
+                "e.g. 86400 (24h)",
+                field="load_horizon",
+            )
 
 
 @dataclass(frozen=True)
@@ -156,6 +204,10 @@ class Recommendation:
     reason: str = ""
     notes: tuple[str, ...] = field(default=())
     optimal_k: int | None = None
+    #: with load evidence: the configuration to run, its pricing, and the measured speedup
+    config: SpecConfig | None = None
+    load: ConfigRecommendation | None = None
+    measured: MeasuredSpeedup | None = None
 
     @property
     def gain(self) -> float | None:
@@ -274,13 +326,21 @@ def recommend(
     *,
     config: PolicyConfig | None = None,
     current_k: int | None = None,
+    load: LoadEvidence | None = None,
+    current_schedule: tuple[ScheduleEntry, ...] | None = None,
 ) -> Recommendation:
     """The k to run for ``estimate``'s class, priced under its uncertainty, with a reason.
 
-    ``current_k`` defaults to the estimate's k (the deployed k the counters show).
+    ``current_k`` defaults to the estimate's k (the deployed k the counters show). With
+    ``load`` (the fitted step time and the batch-size distribution) the answer is a
+    configuration (:func:`specwise.policies.load_policy.recommend_config`): a single k, a
+    batch-size schedule or off; ``current_schedule`` is the schedule in force with
+    ``current_k``. Without it, the constant-cost model prices k, and a note says so.
     """
     cfg = config or PolicyConfig()
     cur = estimate.k if current_k is None else current_k
+    if load is not None and estimate.ok:
+        return _recommend_load(estimate, cfg, cur, load, current_schedule)
     if not estimate.ok:
         keep = cur if cur is not None else 0
         return Recommendation(
@@ -379,6 +439,7 @@ def recommend(
     if cfg.verify_cost is None and cfg.batch_verify_cost is None:
         notes.append("verify cost taken as 1 target step: the answer holds for light load")
     notes.append(f"k = {chosen}: {e_tokens:.2f} expected tokens per verify")
+    notes.append(CONSTANT_COST_NOTE)
     return Recommendation(
         class_name=estimate.class_name,
         current_k=cur,
@@ -399,6 +460,82 @@ def recommend(
         reason=reason,
         notes=tuple(notes),
         optimal_k=_best(speedups),
+    )
+
+
+def _recommend_load(
+    estimate: Estimate,
+    cfg: PolicyConfig,
+    cur: int | None,
+    load: LoadEvidence,
+    current_schedule: tuple[ScheduleEntry, ...] | None,
+) -> Recommendation:
+    """The configuration under load (see :func:`recommend`)."""
+    if not cur or not current_schedule or all(e[2] == cur for e in current_schedule):
+        current_schedule = None  # one k at every batch size is that k
+    current = None if cur is None else _sc.SpecConfig(cur, current_schedule)
+    deployed_top = max([cur or 0, *(e[2] for e in current_schedule or ())])
+    wide = replace(cfg, k_max=min(MAX_K, max(cfg.k_max, deployed_top)))
+    priced_from, samples, _top, note = _curves(estimate, wide)
+    notes = list(estimate.notes)
+    if note:
+        notes.append(note)
+    measured = len(estimate.survival) or (estimate.k or 0)
+    k_top = cfg.k_max
+    if cfg.max_step is not None and measured >= 1:
+        k_top = min(k_top, measured + cfg.max_step)
+    out = recommend_config(
+        samples,
+        load,
+        k_max=k_top,
+        plateau=cfg.plateau,
+        min_gain=cfg.min_gain,
+        current=current,
+        max_batch_size=cfg.max_batch_size,
+        edge_margin=cfg.edge_margin,
+        off_overhead=cfg.schedule_off_overhead,
+        min_band_share=cfg.min_band_share,
+        schedules=cfg.schedules,
+    )
+    notes.extend(out.notes)
+    notes.extend(out.warnings)
+    chosen = out.config.k
+    if k_top < cfg.k_max and chosen == k_top:
+        notes.append(
+            f"step bound applied: k priced up to {k_top} ({measured} measured positions + "
+            f"max_step {cfg.max_step}); beyond them the price is extrapolated"
+        )
+    speedups = out.speedups
+    off_mode: OffMode | None = None
+    off_cost = ""
+    s_rec = out.speedup
+    if chosen == 0:  # "auto" restarts: no schedule drafts anywhere
+        off_mode, off_cost, s_off = choose_off(cfg.off, None, overhead=cfg.schedule_off_overhead)
+        s_rec = s_rec if s_off is None else s_off
+    reason = f"{_fmt_alpha(estimate)}, fitted step cost {out.reason}"
+    return Recommendation(
+        class_name=estimate.class_name,
+        current_k=cur,
+        recommended_k=chosen,
+        predicted_speedup_current=out.current_speedup,
+        predicted_speedup_recommended=s_rec,
+        recommended_low=min(out.low, s_rec),
+        recommended_high=min(out.high, s_rec) if chosen == 0 else out.high,
+        confidence=out.confidence,
+        priced_from=priced_from,
+        extrapolated=estimate.k is not None and chosen > estimate.k,
+        off_mode=off_mode,
+        off_cost=off_cost,
+        schedule=out.config.schedule,
+        speedups=speedups,
+        cost=cfg.cost,
+        change_allowed=current is not None and out.config != current,
+        reason=reason,
+        notes=tuple(notes),
+        optimal_k=_best(speedups) if len(speedups) > 1 else 0,
+        config=out.config,
+        load=out,
+        measured=load.measured,
     )
 
 
