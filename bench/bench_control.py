@@ -24,7 +24,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     args = parser.parse_args()
-    names = args.scenario or [n for n in SCENARIOS if n != "demo"]
+    # the load-varying scenarios have their own benchmark (bench/bench_load.py)
+    names = args.scenario or [
+        n for n, s in SCENARIOS.items() if n != "demo" and all(c.batch is None for c in s.classes)
+    ]
     header = (
         f"{'scenario':<16} {'specwise':>9} {'k=3':>7} {'k=5':>7} {'best k':>9} "
         f"{'oracle':>7} {'restarts/h':>10}  verdict"

@@ -9,6 +9,16 @@ seconds) and resets its counters, exactly like restarting vLLM with a new
 ``--speculative-config``. k = 0 means restarted without speculation: the spec-decode
 families disappear from the page.
 
+Load-varying classes (``ClassScenario.batch``) run the cost side's ground truth
+(:mod:`specwise.sim.load_truth`): engines deploy a whole :class:`SpecConfig` (k plus a
+``num_speculative_tokens_per_batch_size`` schedule), per-step batch sizes spread around the
+scenario's mean, steps take T(k_B, B), and the page carries vLLM 0.32's load and time
+families consistent with it: ``vllm:num_requests_running``, ``vllm:iteration_tokens_total``
+(a histogram despite its name: one observation per engine step), ``vllm:generation_tokens``,
+``vllm:inter_token_latency_seconds`` (one observation per request per step: the step time),
+``vllm:request_time_per_output_token_seconds`` and ``vllm:request_decode_time_seconds`` (per
+finished request), also at k = 0.
+
 The clock is passed in, so tests and the benchmark drive simulated time directly.
 """
 
@@ -30,7 +40,9 @@ from prometheus_client.registry import Collector
 from specwise.collectors.snapshot import Snapshot
 from specwise.controller.actuators import ActuationResult
 from specwise.errors import ConfigError
+from specwise.policies.schedule import ScheduleEntry, validate_schedule
 from specwise.sim.scenarios import ClassScenario, Scenario
+from specwise.step_cost import SpecConfig
 
 __all__ = [
     "EngineStats",
@@ -40,7 +52,9 @@ __all__ = [
     "SimFleet",
     "SimServer",
     "SimSource",
+    "config_from_speculative",
     "scaled_clock",
+    "speculative_config_of",
 ]
 
 Clock = Callable[[], float]
@@ -50,6 +64,43 @@ _SPEC_HELP = {
     "accepted": "Number of accepted tokens.",
     "per_pos": "Accepted tokens per draft position.",
 }
+#: vLLM 0.32's default histogram buckets (as on its /metrics page)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
+               7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
+TPOT_BUCKETS = ITL_BUCKETS
+ITERATION_BUCKETS = tuple(float(x) for x in (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
+                                             8192, 16384))  # fmt: skip
+DECODE_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
+                  60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+
+
+def _bucket_index(bounds: tuple[float, ...], values: np.ndarray) -> np.ndarray:
+    """Index of the first bucket whose upper bound is >= each value (len(bounds): +Inf)."""
+    return np.searchsorted(np.asarray(bounds), values, side="left")
+
+
+class _Histogram:
+    """A cumulative Prometheus histogram: per-bucket counts (not cumulative), sum, count."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = np.zeros(len(bounds) + 1)
+        self.sum = 0.0
+
+    @property
+    def count(self) -> float:
+        return float(self.counts.sum())
+
+    def observe(self, values: np.ndarray, weights: np.ndarray) -> None:
+        """``weights[i]`` observations of ``values[i]`` each."""
+        np.add.at(self.counts, _bucket_index(self.bounds, values), weights)
+        self.sum += float(np.dot(values, weights))
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cum = np.cumsum(self.counts)
+        out = [(repr(float(b)), float(c)) for b, c in zip(self.bounds, cum[:-1], strict=True)]
+        out.append(("+Inf", float(cum[-1])))
+        return out
 
 
 @dataclass
@@ -59,8 +110,15 @@ class EngineStats:
     target_seconds: float = 0.0  # seconds the engine was asked to serve
     down_seconds: float = 0.0  # seconds lost to restarts
     expected_tokens: float = 0.0  # tokens the deployed k yields, in expectation
-    restarts: int = 0  # k changes (each a restart)
+    restarts: int = 0  # configuration changes (each a restart)
     crashes: int = 0  # scenario-driven restarts at the same k
+    #: restarts that changed only the schedule (the same num_speculative_tokens): band-edge
+    #: moves, counted in ``restarts`` too
+    schedule_restarts: int = 0
+    #: plain decoding's tokens over the same seconds, up or down (load-varying classes)
+    plain_tokens: float = 0.0
+    #: seconds lost to k flapping at band edges, in expectation (load-varying classes)
+    flap_seconds: float = 0.0
 
 
 @dataclass
@@ -76,6 +134,8 @@ class SimEngine:
     last: float = 0.0
     up_at: float = 0.0
     pending_k: int | None = None
+    schedule: tuple[ScheduleEntry, ...] | None = None
+    pending_schedule: tuple[ScheduleEntry, ...] | None = None
     started_at: float = 0.0
     next_crash: float | None = None
     drafts: float = 0.0
@@ -86,9 +146,20 @@ class SimEngine:
     itl_sum: float = 0.0
     itl_count: float = 0.0
     stats: EngineStats = field(default_factory=EngineStats)
+    #: load-varying classes only: the running batch at the last step, and the histograms
+    running: float = 0.0
+    #: False for a replica served without speculation that the class's configuration
+    #: changes leave alone (``ClassScenario.plain_replicas``); not scored
+    managed: bool = True
+    itl: _Histogram = field(default_factory=lambda: _Histogram(ITL_BUCKETS))
+    iteration: _Histogram = field(default_factory=lambda: _Histogram(ITERATION_BUCKETS))
+    tpot: _Histogram = field(default_factory=lambda: _Histogram(TPOT_BUCKETS))
+    decode: _Histogram = field(default_factory=lambda: _Histogram(DECODE_BUCKETS))
 
     def __post_init__(self) -> None:
-        self.k = self.spec.initial_k
+        self.k = self.spec.initial_k if self.managed else 0
+        if self.spec.initial_schedule and self.k > 0:
+            self.schedule = validate_schedule(self.spec.initial_schedule, self.k)
         self.last = self.started_at = self.up_at = self.t0
         self.per_pos = [0.0] * self.k
         if self.spec.restart_every:
@@ -97,34 +168,74 @@ class SimEngine:
 
     @property
     def name(self) -> str:
-        return f"{self.spec.name}-{self.replica}"
+        return f"{self.spec.name}-{self.replica}" if self.managed else f"{self.spec.name}-plain"
 
     def is_up(self, now: float) -> bool:
         return now >= self.up_at
 
+    @property
+    def config(self) -> SpecConfig:
+        """The configuration running now (the old one while a restart is pending)."""
+        return SpecConfig(self.k, self.schedule if self.k > 0 else None)
+
+    @property
+    def target_config(self) -> SpecConfig:
+        """The configuration deployed: the pending one while the engine restarts."""
+        if self.pending_k is not None:
+            return SpecConfig(self.pending_k, self.pending_schedule if self.pending_k else None)
+        return self.config
+
     def set_k(self, k: int, now: float) -> bool:
         """Restart with a new k (no-op when it is already deployed); True if it restarts."""
-        if k < 0:
-            raise ConfigError(f"k = {k} for {self.name} must be >= 0", field="k")
+        return self.set_config(SpecConfig(k), now)
+
+    def set_config(self, config: SpecConfig, now: float) -> bool:
+        """Restart with a new configuration (no-op when it is already deployed); True if it
+        restarts. A change of the schedule alone is a restart too (vLLM reads it at start-up),
+        counted in ``stats.schedule_restarts``."""
+        k = config.k
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ConfigError(f"k = {k!r} for {self.name} must be a whole number >= 0", field="k")
+        schedule = validate_schedule(config.schedule, k) if config.schedule and k > 0 else None
+        wanted = SpecConfig(k, schedule)
         self.advance(now)
-        target = self.pending_k if self.pending_k is not None else self.k
-        if k == target:
+        current = self.target_config
+        if wanted == current:
             return False
         self.pending_k = k
+        self.pending_schedule = schedule
         self.up_at = now + self.restart_delay
         self.stats.restarts += 1
+        if k == current.k and k > 0:
+            self.stats.schedule_restarts += 1
         return True
 
-    def _restart_now(self, at: float, k: int) -> None:
+    def _restart_now(
+        self, at: float, k: int, schedule: tuple[ScheduleEntry, ...] | None = None
+    ) -> None:
+        if schedule is None:  # a restart at the deployed configuration keeps its schedule
+            if self.pending_k is not None and k == self.pending_k:
+                schedule = self.pending_schedule
+            elif self.pending_k is None and k == self.k:
+                schedule = self.schedule
         self.k = k
+        self.schedule = schedule if k > 0 else None
         self.pending_k = None
+        self.pending_schedule = None
         self.started_at = at
         self.drafts = self.draft_tokens = self.accepted = 0.0
         self.generation_tokens = self.itl_sum = self.itl_count = 0.0
         self.per_pos = [0.0] * k
+        self.itl = _Histogram(ITL_BUCKETS)
+        self.iteration = _Histogram(ITERATION_BUCKETS)
+        self.tpot = _Histogram(TPOT_BUCKETS)
+        self.decode = _Histogram(DECODE_BUCKETS)
 
-    def advance(self, now: float, *, max_step: float = 10.0) -> None:
-        """Sample the counters up to ``now`` in steps of at most ``max_step`` seconds."""
+    def advance(self, now: float, *, max_step: float | None = None) -> None:
+        """Sample the counters up to ``now`` in steps of at most ``max_step`` seconds (10;
+        30 for a load-varying class, whose truth moves slowly and costs more to sample)."""
+        if max_step is None:
+            max_step = 10.0 if self.spec.batch is None else 30.0
         while self.last < now:
             t = min(now, self.last + max_step)
             if self.next_crash is not None and self.last < self.next_crash <= t:
@@ -134,6 +245,7 @@ class SimEngine:
             if self.next_crash is not None and t >= self.next_crash and self.is_up(t):
                 self.up_at = t + min(self.restart_delay, 30.0)
                 self.pending_k = self.k
+                self.pending_schedule = self.schedule
                 self.stats.crashes += 1
                 assert self.spec.restart_every is not None
                 self.next_crash = t + self.spec.restart_every
@@ -141,6 +253,9 @@ class SimEngine:
     def _advance_interval(self, a: float, b: float) -> None:
         dt = b - a
         self.stats.target_seconds += dt
+        if self.spec.batch is not None:
+            self._advance_load(a, b)
+            return
         if b <= self.up_at:
             self.stats.down_seconds += dt
             return
@@ -170,6 +285,15 @@ class SimEngine:
         n = int(self.rng.poisson(load / mean_cost))
         if n == 0:
             return
+        _, tokens, accepted = self._sample_drafts(n, k, survival)
+        self.generation_tokens += n + accepted
+        self.itl_count += n
+        self.itl_sum += (n + tokens * cost) * step
+
+    def _sample_drafts(self, n: int, k: int, survival: Sequence[float]) -> tuple[int, float, float]:
+        """Sample ``n`` request-steps drafting up to k tokens (proposal lengths from the
+        scenario) into the spec-decode counters; returns (drafts, draft tokens, accepted)."""
+        lengths = self.spec.draft_lengths(k) if self.spec.draft_lengths else [0.0] * k + [1.0]
         if self.spec.draft_lengths is None:  # every step drafts k tokens
             per_length = np.zeros(k + 1, dtype=np.int64)
             per_length[k] = n
@@ -192,9 +316,66 @@ class SimEngine:
         self.accepted += accepted
         for i in range(k):
             self.per_pos[i] += float(reached[i + 1])
-        self.generation_tokens += n + accepted
-        self.itl_count += n
-        self.itl_sum += (n + tokens * cost) * step
+        return drafted, tokens, accepted
+
+    def _advance_load(self, a: float, b: float) -> None:
+        """A load-varying class: the cost side's truth (module docstring)."""
+        spec = self.spec
+        dt = b - a
+        self.stats.plain_tokens += spec.plain_rate_at(0.5 * (a + b) - self.t0) * dt
+        if b <= self.up_at:
+            self.stats.down_seconds += dt
+            return
+        if a < self.up_at:  # came back up inside this interval
+            self.stats.down_seconds += self.up_at - a
+            if self.pending_k is not None:
+                self._restart_now(self.up_at, self.pending_k)
+            a = self.up_at
+            dt = b - a
+        elif self.pending_k is not None:
+            self._restart_now(self.up_at, self.pending_k)
+        t_mid = 0.5 * (a + b) - self.t0
+        config = self.config
+        rates = spec.rates_at(t_mid, config)
+        self.stats.expected_tokens += rates.tokens * dt
+        self.stats.flap_seconds += rates.flap_overhead * dt
+        pmf = spec.batch_pmf_at(b - self.t0)
+        self.running = float(self.rng.choice(pmf.size, p=pmf))
+        if rates.sizes.size == 0:
+            return
+        steps = self.rng.poisson(rates.steps * dt).astype(np.float64)
+        req_steps = steps * rates.sizes  # one inter-token observation per request per step
+        total = float(req_steps.sum())
+        if total <= 0:
+            return
+        accepted_total = 0.0
+        per_step_tokens = rates.sizes.astype(np.float64).copy()  # plain: one token each
+        if config.k > 0:
+            survival = spec.survival(t_mid, config.k)
+            for kb in sorted({int(x) for x in rates.ks if x > 0}):
+                group = rates.ks == kb
+                n = int(req_steps[group].sum())
+                if n == 0:
+                    continue
+                _, _, accepted = self._sample_drafts(n, kb, survival[:kb])
+                accepted_total += accepted
+                per_step_tokens[group] = rates.sizes[group] * (1.0 + accepted / n)
+        generated = total + accepted_total
+        self.generation_tokens += generated
+        self.itl_count += total
+        self.itl_sum += float(np.dot(req_steps, rates.step_seconds))
+        self.itl.observe(rates.step_seconds, req_steps)
+        self.iteration.observe(per_step_tokens, steps)
+        # finished requests: decode time = (output tokens - 1) / tokens per request-step
+        # x the mean step the requests saw; time per output token = that over (tokens - 1)
+        finished = float(self.rng.poisson(generated / max(1, spec.output_tokens)))
+        if finished > 0 and spec.output_tokens > 1:
+            per_req_step = generated / total
+            mean_step = float(np.dot(req_steps, rates.step_seconds)) / total
+            tpot = mean_step / per_req_step
+            decode = tpot * (spec.output_tokens - 1)
+            self.tpot.observe(np.asarray([tpot]), np.asarray([finished]))
+            self.decode.observe(np.asarray([decode]), np.asarray([finished]))
 
 
 class _EngineCollector(Collector):
@@ -222,20 +403,48 @@ class _EngineCollector(Collector):
             "Number of requests in model execution batches.",
             labels=base,
         )
-        running.add_metric(values, 8.0)
+        load = e.spec.batch is not None
+        running.add_metric(values, e.running if load else 8.0)
         yield running
         gen = CounterMetricFamily(
             "vllm:generation_tokens", "Number of generation tokens processed.", labels=base
         )
         gen.add_metric(values, e.generation_tokens, created=created)
         yield gen
+        if load:
+            yield from _histogram(
+                "vllm:iteration_tokens_total",
+                "Histogram of number of tokens per engine_step.",
+                values,
+                e.iteration,
+                created,
+            )
         itl = HistogramMetricFamily(
             "vllm:inter_token_latency_seconds",
             "Histogram of inter-token latency in seconds.",
             labels=base,
         )
-        itl.add_metric(values, buckets=[("+Inf", e.itl_count)], sum_value=e.itl_sum)
-        yield itl
+        if load:
+            itl.add_metric(values, buckets=e.itl.buckets(), sum_value=e.itl.sum)
+            yield itl
+            yield _created("vllm:inter_token_latency_seconds", itl.documentation, values, created)
+            yield from _histogram(
+                "vllm:request_time_per_output_token_seconds",
+                "Histogram of time_per_output_token_seconds per request.",
+                values,
+                e.tpot,
+                created,
+            )
+            yield from _histogram(
+                "vllm:request_decode_time_seconds",
+                "Histogram of time spent in DECODE phase for request.",
+                values,
+                e.decode,
+                created,
+            )
+        else:
+            itl.add_metric(values, buckets=[("+Inf", e.itl_count)], sum_value=e.itl_sum)
+            yield itl
         if e.k == 0:
             return  # started without --speculative-config: no spec-decode families at all
         for key, value in (
@@ -259,6 +468,21 @@ class _EngineCollector(Collector):
         yield pos
 
 
+def _histogram(
+    name: str, documentation: str, values: list[str], hist: _Histogram, created: float
+) -> list[HistogramMetricFamily | GaugeMetricFamily]:
+    fam = HistogramMetricFamily(name, documentation, labels=["engine", "model_name"])
+    fam.add_metric(values, buckets=hist.buckets(), sum_value=hist.sum)
+    # vLLM's page has each histogram's _created as a gauge family of its own
+    return [fam, _created(name, documentation, values, created)]
+
+
+def _created(name: str, documentation: str, values: list[str], created: float) -> GaugeMetricFamily:
+    fam = GaugeMetricFamily(f"{name}_created", documentation, labels=["engine", "model_name"])
+    fam.add_metric(values, created)
+    return fam
+
+
 class SimFleet:
     """Every engine of a scenario, advanced lazily to the clock on each read."""
 
@@ -276,11 +500,19 @@ class SimFleet:
         t0 = clock()
         self.t0 = t0
         rng = np.random.default_rng(seed)
-        self.engines: list[SimEngine] = [
-            SimEngine(spec, r, t0, restart_delay, np.random.default_rng(rng.integers(2**32)))
-            for spec in scenario.classes
-            for r in range(spec.replicas)
-        ]
+        self.engines: list[SimEngine] = []
+        for spec in scenario.classes:
+            for r in range(spec.replicas + spec.plain_replicas):
+                self.engines.append(
+                    SimEngine(
+                        spec,
+                        r,
+                        t0,
+                        restart_delay,
+                        np.random.default_rng(rng.integers(2**32)),
+                        managed=r < spec.replicas,
+                    )
+                )
 
     def engines_of(self, class_name: str) -> list[SimEngine]:
         found = [e for e in self.engines if e.spec.name == class_name]
@@ -291,6 +523,10 @@ class SimFleet:
                 field="class",
             )
         return found
+
+    def managed_of(self, class_name: str) -> list[SimEngine]:
+        """The engines of a class that its configuration changes restart (no plain replicas)."""
+        return [e for e in self.engines_of(class_name) if e.managed]
 
     def advance(self, now: float | None = None) -> float:
         t = self.clock() if now is None else now
@@ -303,11 +539,22 @@ class SimFleet:
         """Deploy k on every engine of a class (each restarts); returns how many restarted."""
         t = self.clock() if now is None else now
         with self.lock:
-            return sum(e.set_k(k, t) for e in self.engines_of(class_name))
+            return sum(e.set_k(k, t) for e in self.managed_of(class_name))
+
+    def set_config(self, class_name: str, config: SpecConfig, now: float | None = None) -> int:
+        """Deploy a configuration (k plus an optional batch-size schedule) on every engine of
+        a class (each restarts unless it already runs it); returns how many restarted."""
+        t = self.clock() if now is None else now
+        with self.lock:
+            return sum(e.set_config(config, t) for e in self.managed_of(class_name))
 
     def deployed_k(self, class_name: str) -> int:
-        e = self.engines_of(class_name)[0]
+        e = self.managed_of(class_name)[0]
         return e.pending_k if e.pending_k is not None else e.k
+
+    def deployed_config(self, class_name: str) -> SpecConfig:
+        """The configuration deployed on a class's first engine (pending restarts included)."""
+        return self.managed_of(class_name)[0].target_config
 
     def render(self, index: int, now: float | None = None) -> bytes | None:
         """The /metrics page of engine ``index``; None while it is restarting."""
@@ -327,12 +574,33 @@ class SimFleet:
         """
         data = json.loads(path.read_text())
         class_name = data.get("class")
-        config = data.get("speculative_config")
-        k = 0 if config is None else int(config.get("num_speculative_tokens", 0))
+        config = config_from_speculative(data.get("speculative_config"))
         if not isinstance(class_name, str) or class_name not in {e.spec.name for e in self.engines}:
             return None
-        self.set_k(class_name, k, now)
-        return k
+        self.set_config(class_name, config, now)
+        return config.k
+
+
+def config_from_speculative(speculative_config: Mapping[str, Any] | None) -> SpecConfig:
+    """The :class:`SpecConfig` a ``--speculative-config`` object runs (None: no speculation):
+    ``num_speculative_tokens`` and ``num_speculative_tokens_per_batch_size`` when present."""
+    if speculative_config is None:
+        return SpecConfig(0)
+    k = int(speculative_config.get("num_speculative_tokens", 0))
+    table = speculative_config.get("num_speculative_tokens_per_batch_size")
+    if not table or k == 0:
+        return SpecConfig(k)
+    return SpecConfig(k, validate_schedule([tuple(int(v) for v in e) for e in table], k))
+
+
+def speculative_config_of(config: SpecConfig, method: str = "x") -> dict[str, Any] | None:
+    """The ``--speculative-config`` object for a configuration (None: run without one)."""
+    if config.k == 0:
+        return None
+    out: dict[str, Any] = {"method": method, "num_speculative_tokens": config.k}
+    if config.schedule:
+        out["num_speculative_tokens_per_batch_size"] = [list(e) for e in config.schedule]
+    return out
 
 
 class FileWatcher:
@@ -400,8 +668,19 @@ class SimSource:
         out: list[Snapshot] = []
         with self.fleet.lock:
             for i, e in enumerate(self.fleet.engines):
-                if not e.is_up(now) or e.k == 0:
+                if not e.is_up(now):
                     continue
+                load = e.spec.batch is not None
+                load_fields: dict[str, Any] = {}
+                if load:
+                    load_fields = {
+                        "iteration_steps": e.iteration.count,
+                        "iteration_tokens": e.iteration.sum,
+                        "decode_seconds_sum": e.decode.sum,
+                        "decode_seconds_count": e.decode.count,
+                        "tpot_seconds_sum": e.tpot.sum,
+                        "tpot_seconds_count": e.tpot.count,
+                    }
                 out.append(
                     Snapshot(
                         labels={"engine": "0", "model_name": e.spec.name, "instance": f"sim-{i}"},
@@ -412,17 +691,24 @@ class SimSource:
                         accepted_per_position=tuple(e.per_pos),
                         k=e.k,
                         source="sim",
+                        running_requests=e.running if load else 8.0,
                         generation_tokens=e.generation_tokens,
                         itl_seconds_sum=e.itl_sum,
                         itl_seconds_count=e.itl_count,
                         process_start_time=e.started_at,
+                        # k = 0: started without --speculative-config, a load-only snapshot
+                        spec_families=e.k > 0,
+                        **load_fields,
                     )
                 )
         return out
 
 
 class SimActuator:
-    """Applies k straight to the fleet (the closed loop without files); k changes restart."""
+    """Applies k straight to the fleet (the closed loop without files); k changes restart.
+
+    The schedule rides in ``speculative_config["num_speculative_tokens_per_batch_size"]``
+    (as vLLM reads it); a change of the schedule alone is a restart too."""
 
     kind = "sim"
 
@@ -438,7 +724,10 @@ class SimActuator:
         reason: str,
         now: float,
     ) -> ActuationResult:
-        restarted = self.fleet.set_k(class_name, k, now)
+        config = config_from_speculative(speculative_config) if k > 0 else SpecConfig(0)
+        if config.k != k:  # the controller's k wins over a config without the key
+            config = SpecConfig(k, config.schedule if config.schedule and k > 0 else None)
+        restarted = self.fleet.set_config(class_name, config, now)
         return ActuationResult(class_name, k, True, now, f"{restarted} engine(s) restarting")
 
 

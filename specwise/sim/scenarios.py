@@ -9,8 +9,11 @@ against the oracle that knows it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from specwise.errors import ConfigError
 from specwise.model import (
@@ -19,14 +22,20 @@ from specwise.model import (
     survival_curve,
     survival_two_state,
 )
+from specwise.sim.load_truth import LoadRates, batch_pmf, load_rates, plain_rate
+from specwise.step_cost import SCHEDULE_OFF_OVERHEAD, SpecConfig, StepCost
 
 __all__ = [
+    "EAGLE_ON_BUSY_GPU",
+    "HEAVY_DRAFTER",
     "SCENARIOS",
     "ClassScenario",
     "DraftLengthFn",
     "Scenario",
     "SurvivalFn",
+    "busy_hour",
     "const",
+    "day_shape",
     "get_scenario",
     "iid",
     "linear",
@@ -64,6 +73,46 @@ def step(before: float, after: float, at: float) -> Schedule:
 def const(value: float) -> Schedule:
     """The same value at every time."""
     return lambda _t: value
+
+
+def day_shape(
+    night: float,
+    peak: float,
+    *,
+    peaks: Sequence[float] = (11.0, 16.0),
+    width: float = 2.5,
+    start_hour: float = 0.0,
+) -> Schedule:
+    """A day of load: ``night`` in the quiet hours, rising to ``peak`` around each hour of
+    ``peaks`` (flat-topped bumps about ``width`` hours wide each side, the larger one wins);
+    t = 0 is ``start_hour`` o'clock and the day repeats."""
+
+    def value(t: float) -> float:
+        hour = (start_hour + t / HOUR) % 24.0
+        bump = 0.0
+        for p in peaks:
+            d = min(abs(hour - p), 24.0 - abs(hour - p))
+            bump = max(bump, math.exp(-((d / width) ** 4)))
+        return night + (peak - night) * bump
+
+    return value
+
+
+def busy_hour(
+    quiet: float, busy: float, *, start: float, end: float, ramp: float = 300.0
+) -> Schedule:
+    """``quiet`` outside [start, end] seconds, ``busy`` inside, with linear ramps of ``ramp``."""
+
+    def value(t: float) -> float:
+        if t <= start - ramp or t >= end + ramp:
+            return quiet
+        if t < start:
+            return quiet + (busy - quiet) * (t - start + ramp) / ramp
+        if t > end:
+            return busy + (quiet - busy) * (t - end) / ramp
+        return busy
+
+    return value
 
 
 _DEFAULT_LOAD = const(400.0)
@@ -119,7 +168,19 @@ class ClassScenario:
     sets how much evidence arrives); ``restart_every`` crashes and restarts each engine
     periodically at the same k (counters reset); ``target_step_seconds`` is one target
     forward, for the inter-token latency histogram. ``draft_lengths`` (None: every step
-    drafts k tokens) gives the proposal lengths of n-gram and suffix drafters.
+    drafts k tokens) gives the proposal lengths of n-gram and suffix drafters. ``cost`` is
+    the drafter cost the controller's ``[[classes]]`` entry is given (the preset).
+
+    Load-varying classes (``batch`` set; None keeps the constant-cost behaviour above
+    exactly): ``batch`` is the mean number of running requests per engine over time, spread
+    per step with variance ``batch_dispersion`` x mean (1 = Poisson) up to ``max_batch``;
+    ``step_cost`` is the true T(k, B) (None: ``StepCost.constant(cost)`` at
+    ``target_step_seconds``); engines then deploy whole :class:`SpecConfig` s (a schedule by
+    batch size included), k flapping at a band edge costs ``flap_penalty`` plain steps per
+    change on a share ``flap_rate`` of steps, and a k = 0 band under a loaded drafter runs
+    ``off_overhead`` slower (vLLM #49548; :mod:`specwise.sim.load_truth`). Plain throughput
+    is then B / T(0, B) and ``load`` is not read. ``output_tokens``: the mean tokens a
+    request generates (for the per-request latency histograms).
     """
 
     name: str
@@ -131,6 +192,69 @@ class ClassScenario:
     restart_every: float | None = None
     target_step_seconds: float = 0.02
     draft_lengths: DraftLengthFn | None = None
+    step_cost: StepCost | None = None
+    batch: Schedule | None = None
+    batch_dispersion: float = 1.0
+    max_batch: int = 256
+    flap_rate: float = 0.5
+    flap_penalty: float = 1.0
+    off_overhead: float = SCHEDULE_OFF_OVERHEAD
+    output_tokens: int = 256
+    #: replicas of the same model served without speculation and left alone by the
+    #: class's configuration changes (a baseline pool): their load-only pages measure
+    #: T(0, B); they are not scored
+    plain_replicas: int = 0
+    #: the batch-size schedule the engines start with (with ``initial_k`` as its maximum)
+    initial_schedule: tuple[tuple[int, int, int], ...] | None = None
+
+    @property
+    def initial_config(self) -> SpecConfig:
+        return SpecConfig(self.initial_k, self.initial_schedule if self.initial_k else None)
+
+    @property
+    def load_varying(self) -> bool:
+        """Whether this class has a batch-size schedule (the cost-side simulation)."""
+        return self.batch is not None
+
+    @property
+    def truth_cost(self) -> StepCost:
+        """The true T(k, B) (seconds)."""
+        if self.step_cost is not None:
+            return self.step_cost
+        c = StepCost.constant(self.cost)
+        return StepCost(
+            base=self.target_step_seconds, draft_base=c.draft_base * self.target_step_seconds
+        )
+
+    def batch_pmf_at(self, t: float) -> np.ndarray:
+        """P(B = b), b = 0..max_batch, at time t (a single size 8 without ``batch``)."""
+        mean = self.batch(t) if self.batch is not None else 8.0
+        return batch_pmf(mean, dispersion=self.batch_dispersion, max_batch=self.max_batch)
+
+    def rates_at(self, t: float, config: SpecConfig) -> LoadRates:
+        """What ``config`` delivers at time t, per second of engine time (the truth)."""
+        survival = self.survival(t, config.k) if config.k > 0 else []
+        return load_rates(
+            self.batch_pmf_at(t),
+            config,
+            survival,
+            self.truth_cost,
+            off_overhead=self.off_overhead,
+            flap_rate=self.flap_rate,
+            flap_penalty=self.flap_penalty,
+        )
+
+    def plain_rate_at(self, t: float) -> float:
+        """Plain decoding's tokens per second at time t."""
+        if self.batch is None:
+            return self.load(t)
+        return plain_rate(self.batch_pmf_at(t), self.truth_cost)
+
+    def config_speedup_at(self, t: float, config: SpecConfig) -> float:
+        """The true speedup of a whole configuration at time t (k alone without ``batch``)."""
+        if self.batch is None:
+            return self.speedup_at(t, config.k)
+        return self.rates_at(t, config).speedup
 
     def speedup_at(self, t: float, k: int) -> float:
         """The true speedup of k at time t: expected tokens per cycle over its cost, a
@@ -158,6 +282,24 @@ class Scenario:
     classes: tuple[ClassScenario, ...]
 
 
+#: The ground truth of the load-varying scenarios: a target whose decode step (20 ms) is
+#: memory-bound up to 72 verified tokens per step, then 0.4 ms per token, and an EAGLE-style
+#: drafter step of 3.5 ms + 0.1 ms per running request (c = 0.185 at batch size 2). With
+#: alpha 0.8 the best k is 4 up to batch size 12, 3 to 18, 2 to 26, 1 to 47, then 0.
+EAGLE_ON_BUSY_GPU = StepCost(
+    base=0.02, per_token=0.0004, knee=72.0, draft_base=0.0035, draft_per_seq=0.0001
+)
+#: A drafter that really costs 0.15 of a target step (3x the EAGLE preset of 0.05).
+HEAVY_DRAFTER = StepCost(
+    base=0.02, per_token=0.0004, knee=64.0, draft_base=0.003, draft_per_seq=0.00002
+)
+DAY = 24 * HOUR
+
+
+def _hover(center: float, swing: float, period: float) -> Schedule:
+    return lambda t: center + swing * math.sin(2.0 * math.pi * t / period)
+
+
 def _suite() -> dict[str, Scenario]:
     six_hours = 6 * HOUR
     return {
@@ -165,14 +307,24 @@ def _suite() -> dict[str, Scenario]:
         for s in (
             Scenario(
                 "demo",
-                "Three classes: code (EAGLE, alpha 0.82), chat (EAGLE whose acceptance falls "
-                "from 0.7 to 0.3 after 40 minutes) and summarize (a small draft model that "
-                "loses: alpha 0.3 at cost 0.4).",
+                "Four classes: code (EAGLE, alpha 0.82), chat (EAGLE whose acceptance falls "
+                "from 0.7 to 0.3 after 40 minutes), summarize (a small draft model that "
+                "loses: alpha 0.3 at cost 0.4) and docs (EAGLE, alpha 0.8, whose load rises "
+                "from 3 to 48 running requests for a busy hour from 0:40: k = 4 pays when "
+                "it is quiet, speculation loses while it is busy).",
                 2 * HOUR,
                 (
                     ClassScenario("code", iid(const(0.82)), cost=0.05, initial_k=3),
                     ClassScenario("chat", iid(step(0.7, 0.3, 40 * 60)), cost=0.05, initial_k=5),
                     ClassScenario("summarize", iid(const(0.3)), cost=0.4, initial_k=3),
+                    ClassScenario(
+                        "docs",
+                        iid(const(0.8)),
+                        cost=0.2,
+                        initial_k=4,
+                        step_cost=EAGLE_ON_BUSY_GPU,
+                        batch=busy_hour(3.0, 48.0, start=40 * 60, end=100 * 60, ramp=600.0),
+                    ),
                 ),
             ),
             Scenario(
@@ -245,6 +397,77 @@ def _suite() -> dict[str, Scenario]:
                 "Correlated acceptance (in-phrase 0.95, boundary 0.3): i.i.d. misprices k.",
                 six_hours,
                 (ClassScenario("code", two_state(0.95, 0.3, 0.08, 0.25), 0.05, 4),),
+            ),
+            Scenario(
+                "peak-hours",
+                "A simulated day: an EAGLE-style drafter (alpha 0.8, c about 0.19 at batch "
+                "size 2) pays at night (3 running requests: best k = 4) and loses at the "
+                "afternoon peak (48: best k = 0); the engines start at k = 4.",
+                DAY,
+                (
+                    ClassScenario(
+                        "chat",
+                        iid(const(0.8)),
+                        cost=0.2,
+                        initial_k=4,
+                        step_cost=EAGLE_ON_BUSY_GPU,
+                        batch=day_shape(3.0, 48.0, peaks=(14.0,), width=1.25),
+                    ),
+                ),
+            ),
+            Scenario(
+                "heavy-drafter",
+                "A drafter whose true cost is 0.15 of a target step, 3x the EAGLE preset "
+                "(0.05) its [[classes]] entry gives: alpha 0.7, 3 to 12 running requests "
+                "over a day; the preset says k = 6, the truth k = 3; the engines start at 5.",
+                DAY,
+                (
+                    ClassScenario(
+                        "code",
+                        iid(const(0.7)),
+                        cost=0.05,
+                        initial_k=5,
+                        step_cost=HEAVY_DRAFTER,
+                        batch=day_shape(3.0, 12.0, width=3.0),
+                    ),
+                ),
+            ),
+            Scenario(
+                "flat-load",
+                "Constant load (6 running requests, steady) and alpha 0.75: the best k is 3 "
+                "at every batch size the server sees, so a schedule has nothing to gain; the "
+                "engines start at k = 2.",
+                DAY,
+                (
+                    ClassScenario(
+                        "chat",
+                        iid(const(0.75)),
+                        cost=0.2,
+                        initial_k=2,
+                        step_cost=EAGLE_ON_BUSY_GPU,
+                        batch=const(6.0),
+                        batch_dispersion=0.25,
+                    ),
+                ),
+            ),
+            Scenario(
+                "schedule-flapping",
+                "Load hovering at the batch size where the best k drops from 2 to 1 (24 to 29 "
+                "running requests, a 40-minute swing): a schedule edge there flaps k between "
+                "steps (vLLM #49548: 2 plain steps lost per change), and moving the edge with "
+                "the load is a restart each time; the best answer is one k.",
+                DAY,
+                (
+                    ClassScenario(
+                        "chat",
+                        iid(const(0.8)),
+                        cost=0.2,
+                        initial_k=2,
+                        step_cost=EAGLE_ON_BUSY_GPU,
+                        batch=_hover(26.5, 2.5, 2400.0),
+                        flap_penalty=2.0,
+                    ),
+                ),
             ),
         )
     }

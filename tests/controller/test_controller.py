@@ -108,7 +108,7 @@ def test_estimates_and_recommendations_match_the_truth(
         run_ticks(controller, clock, 8)
     state = controller.state()
     by_name = {c.name: c for c in state.classes}
-    assert set(by_name) == {"code", "chat", "summarize"}
+    assert set(by_name) == {"code", "chat", "summarize", "docs"}  # docs: the load-varying class
     code, chat, summarize = by_name["code"], by_name["chat"], by_name["summarize"]
     assert code.alpha is not None
     assert code.alpha_low is not None
@@ -368,7 +368,7 @@ def test_exporter_serves_metrics_health_and_recommendations(
     assert value("specwise_source_up", source=server.urls[0]) == 1
     assert health.status_code == 200
     assert "ok" in health.text
-    assert {c["class"] for c in recs["classes"]} == {"code", "chat", "summarize"}
+    assert {c["class"] for c in recs["classes"]} == {"code", "chat", "summarize", "docs"}
     summarize = next(c for c in recs["classes"] if c["class"] == "summarize")
     assert summarize["recommended_k"] == 0
     assert summarize["reason"]
