@@ -13,16 +13,24 @@ from dataclasses import dataclass
 
 from specwise.estimation.estimator import Estimate
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisState, gate
+from specwise.policies.load_policy import LoadEvidence
 from specwise.policies.off import effective_k, off_on_purpose, off_reason
 from specwise.policies.speedup_policy import PolicyConfig, Recommendation, recommend
 
-__all__ = ["Decision", "DecisionRules", "Evidence", "decide", "held_because"]
+__all__ = ["Decision", "DecisionRules", "Evidence", "decide", "held_because", "load_hold"]
 
 STALE_HOLD = "data is stale: holding the last safe k until the source answers"
 UNDECLARED_HOLD = (
     "not declared in [[classes]]: observed, estimated and reported, never actuated "
     "(its drafter cost and speculative config are unknown; declare it to steer it)"
 )
+
+
+def load_hold(error: str) -> str:
+    """Why a class whose cost side failed on this tick keeps its configuration."""
+    return (
+        f"the load-aware pricing failed on this tick ({error}): holding the deployed configuration"
+    )
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,11 @@ class Evidence:
     declared: bool = True
     #: when every series of the class seen on this tick last restarted (empty: none seen)
     restarted_at: tuple[float, ...] = ()
+    #: the cost side: fitted step time, batch-size distribution, measured speedup (None:
+    #: no latency families, the constant-cost model prices k)
+    load: LoadEvidence | None = None
+    #: the cost side failed on this tick (one sentence): nothing changes on its account
+    load_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,8 @@ def _adopt_observed(ev: Evidence, rules: DecisionRules) -> tuple[HysteresisState
         # Within min_dwell of our own change the counters may still come from engines that
         # have not restarted yet (the old k); once every series restarted after the change,
         # what they show is the k in force, whoever set it.
-        state = dataclasses.replace(state, current_k=observed)
+        # (a k someone else deployed comes with a schedule specwise does not know)
+        state = dataclasses.replace(state, current_k=observed, current_schedule=None)
     return state, observed
 
 
@@ -124,11 +138,21 @@ def decide(ev: Evidence, rules: DecisionRules) -> Decision:
     deployed = before.current_k if before.current_k is not None else observed
     if stale and off_on_purpose(deployed, sources_answered=ev.sources_answered):
         stale = False
-    rec = recommend(estimate, config=rules.policy, current_k=deployed)
+    # the deployed configuration: k and, when specwise deployed one with it, its schedule
+    schedule = before.current_schedule if deployed == before.current_k else None
+    rec = recommend(
+        estimate,
+        config=rules.policy,
+        current_k=deployed,
+        load=ev.load,
+        current_schedule=schedule,
+    )
     rec, after = gate(rec, before, now=now, config=rules.hysteresis, drifting=ev.drifting)
     hold = ""
     if not ev.declared:
         hold = UNDECLARED_HOLD
+    elif rec.change_allowed and ev.load_error:
+        hold = load_hold(ev.load_error)
     elif rec.change_allowed and stale:
         hold = STALE_HOLD
     if hold:

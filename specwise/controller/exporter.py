@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -60,6 +61,20 @@ METRIC_NAMES = (
     "specwise_ticks_total",
     "specwise_controller_errors_total",
     "specwise_last_tick_timestamp_seconds",
+    # the cost side (#14): what the engine delivers, the fitted step time, the load
+    "specwise_measured_speedup_ratio",
+    "specwise_measured_speedup_lower_ratio",
+    "specwise_measured_speedup_upper_ratio",
+    "specwise_band_measured_speedup_ratio",
+    "specwise_band_predicted_speedup_ratio",
+    "specwise_band_share_ratio",
+    "specwise_band_k",
+    "specwise_step_cost_seconds",
+    "specwise_implied_draft_cost_ratio",
+    "specwise_implied_verify_cost_ratio",
+    "specwise_batch_size",
+    "specwise_batch_size_mean",
+    "specwise_load_aware",
 )
 
 
@@ -156,6 +171,7 @@ class ControllerCollector(Collector):
         yield from (alpha, low, high, mal, surv, drafts, deployed, recommended, speed)
         yield from (paying, fit, drift, stale, age, last, changes, proposals)
         yield _off_by_specwise(st)
+        yield from _load_families(st)
 
         up = gauge("specwise_source_up", "1 when the source answered on the last tick.", ["source"])
         ok_at = gauge(
@@ -180,10 +196,11 @@ class ControllerCollector(Collector):
         yield ticks
         internal = CounterMetricFamily(
             "specwise_controller_errors",
-            "The controller's own failures by kind (internal, actuator); k is held.",
+            "The controller's own failures by kind (internal, actuator, load: the cost side "
+            "failed for a class); k is held.",
             labels=["kind"],
         )
-        for kind in ("internal", "actuator"):
+        for kind in ("internal", "actuator", "load"):
             internal.add_metric([kind], st.errors.get(kind, 0))
         yield internal
         if st.updated_at is not None:
@@ -209,6 +226,134 @@ def _off_by_specwise(st: ControllerState) -> GaugeMetricFamily:
             for labels in c.series_labels or ({},):
                 fam.add_metric([c.name, *(labels.get(label, "") for label in join)], 1.0)
     return fam
+
+
+#: ``specwise_step_cost_seconds`` parts, from the ``costs`` block of a class's load status
+STEP_COST_PARTS = ("base", "per_token", "knee_tokens", "draft_base", "draft_per_seq")
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None (JSON null, a missing key, an infinite knee)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _load_families(st: ControllerState) -> Iterator[GaugeMetricFamily]:
+    """The cost side of each class (its ``load`` block, :mod:`specwise.controller.load`)."""
+    cls = ["class"]
+    band = [*cls, "band"]
+    measured = GaugeMetricFamily(
+        "specwise_measured_speedup_ratio",
+        "Measured speedup at the deployed configuration: tokens per second of target time "
+        "over plain decoding at the same batch size.",
+        labels=cls,
+    )
+    m_low = GaugeMetricFamily(
+        "specwise_measured_speedup_lower_ratio",
+        "Lower end of the measured speedup's 90% interval.",
+        labels=cls,
+    )
+    m_high = GaugeMetricFamily(
+        "specwise_measured_speedup_upper_ratio",
+        "Upper end of the measured speedup's 90% interval.",
+        labels=cls,
+    )
+    b_measured = GaugeMetricFamily(
+        "specwise_band_measured_speedup_ratio",
+        "Measured speedup per batch-size band of the deployed schedule (band = start-end).",
+        labels=band,
+    )
+    b_predicted = GaugeMetricFamily(
+        "specwise_band_predicted_speedup_ratio",
+        "Predicted speedup per batch-size band of the recommended configuration.",
+        labels=band,
+    )
+    b_share = GaugeMetricFamily(
+        "specwise_band_share_ratio",
+        "Share of busy time the batch size spent in each band of the recommended configuration.",
+        labels=band,
+    )
+    b_k = GaugeMetricFamily(
+        "specwise_band_k",
+        "k of the recommended configuration per batch-size band (0: no drafts there).",
+        labels=band,
+    )
+    costs = GaugeMetricFamily(
+        "specwise_step_cost_seconds",
+        "Fitted engine step time T(k, B) parameters: base, per_token and the drafter's "
+        "draft_base and draft_per_seq in seconds; knee_tokens in tokens per step.",
+        labels=[*cls, "part"],
+    )
+    implied_c = GaugeMetricFamily(
+        "specwise_implied_draft_cost_ratio",
+        "Drafter cost c implied by the fit at the mean batch size (one drafter step over a "
+        "plain step).",
+        labels=cls,
+    )
+    implied_v = GaugeMetricFamily(
+        "specwise_implied_verify_cost_ratio",
+        "Verify cost v(k) implied by the fit at the deployed k and the mean batch size (in "
+        "plain steps).",
+        labels=cls,
+    )
+    quantiles = GaugeMetricFamily(
+        "specwise_batch_size",
+        "Running batch size (requests) quantiles over the load horizon, busy time only.",
+        labels=[*cls, "quantile"],
+    )
+    mean = GaugeMetricFamily(
+        "specwise_batch_size_mean",
+        "Mean running batch size (requests) over the load horizon, busy time only.",
+        labels=cls,
+    )
+    aware = GaugeMetricFamily(
+        "specwise_load_aware",
+        "1 when the class is priced from its measured step times and batch sizes, 0 when "
+        "its latency families are missing (constant-cost model).",
+        labels=cls,
+    )
+    for c in st.classes:
+        load = c.load
+        if load is None:
+            continue
+        v = [c.name]
+        aware.add_metric(v, 1.0 if load.get("load_aware") else 0.0)
+        m = load.get("measured") or {}
+        for fam, key in ((measured, "value"), (m_low, "low"), (m_high, "high")):
+            x = _number(m.get(key))
+            if x is not None:
+                fam.add_metric(v, x)
+        for b in load.get("bands_measured") or ():
+            x = _number(b.get("value"))
+            if x is not None:
+                b_measured.add_metric([c.name, str(b.get("band", ""))], x)
+        for b in load.get("bands") or ():
+            name = [c.name, str(b.get("band", ""))]
+            for fam, key in ((b_predicted, "speedup"), (b_share, "share"), (b_k, "k")):
+                x = _number(b.get(key))
+                if x is not None:
+                    fam.add_metric(name, x)
+        cost = load.get("costs") or {}
+        for part in STEP_COST_PARTS:
+            x = _number(cost.get(part))
+            if x is not None:
+                costs.add_metric([c.name, part], x)
+        for fam, key in ((implied_c, "implied_draft_cost"), (implied_v, "implied_verify_cost")):
+            x = _number(cost.get(key))
+            if x is not None:
+                fam.add_metric(v, x)
+        batch = load.get("batch") or {}
+        for q, key in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+            x = _number(batch.get(key))
+            if x is not None:
+                quantiles.add_metric([c.name, q], x)
+        x = _number(batch.get("mean"))
+        if x is not None:
+            mean.add_metric(v, x)
+    yield from (measured, m_low, m_high, b_measured, b_predicted, b_share, b_k)
+    yield from (costs, implied_c, implied_v, quantiles, mean, aware)
 
 
 def controller_registry(state: StateFn) -> CollectorRegistry:

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from specwise.controller.actuators import (
     write_atomically,
 )
 from specwise.controller.decide import Decision, DecisionRules, Evidence, decide
+from specwise.controller.load import LoadTracker, load_status
 from specwise.controller.records import ActuationRecords, SeriesLabels
 from specwise.controller.state import (
     ClassStatus,
@@ -42,12 +43,16 @@ from specwise.controller.state import (
 from specwise.controller.tracking import SourceTrack
 from specwise.errors import ActuatorError, DataError, SpecwiseError
 from specwise.estimation.drift import DriftConfig, DriftDetector, DriftStatus
+from specwise.estimation.estimator import Estimate
 from specwise.estimation.rolling import RollingEstimator
 from specwise.estimation.settings import estimator_config
 from specwise.policies.hysteresis import HysteresisConfig, HysteresisGate, HysteresisState
-from specwise.policies.off import deployment_config
+from specwise.policies.load_policy import LoadEvidence
+from specwise.policies.off import deployment_config, is_schedule_off
+from specwise.policies.schedule import ScheduleEntry, validate_schedule
 from specwise.policies.settings import policy_config
 from specwise.policies.speedup_policy import PolicyConfig, Recommendation
+from specwise.step_cost import SpecConfig
 
 __all__ = ["Controller", "class_config_from"]
 
@@ -55,6 +60,28 @@ log = logging.getLogger("specwise.controller")
 #: one line per applied change (file written, command run); ``specwise run`` shows it at INFO
 changes_log = logging.getLogger("specwise.changes")
 AlertSink = Callable[[ControllerState, float], None]
+#: how often the state file is rewritten for the load windows alone (controller clock)
+LOAD_PERSIST_SECONDS = 300.0
+SCHEDULE_KEY = "num_speculative_tokens_per_batch_size"
+
+
+def _declared_schedule(spec: Mapping[str, Any]) -> tuple[ScheduleEntry, ...] | None:
+    """The schedule a class's declared ``speculative_config`` deploys (None: none, or one
+    that does not validate: the policy then prices the class as a single k)."""
+    raw = spec.get(SCHEDULE_KEY)
+    if not raw:
+        return None
+    try:
+        return validate_schedule(raw, spec.get("num_speculative_tokens"))
+    except (SpecwiseError, TypeError, ValueError):
+        return None
+
+
+def _deployed_schedule(spec: Mapping[str, Any] | None) -> tuple[ScheduleEntry, ...] | None:
+    """The schedule a speculative config deploys (None: none, or k = 0 in schedule form)."""
+    if spec is None or is_schedule_off(spec):
+        return None
+    return _declared_schedule(spec)
 
 
 def class_config_from(config: SpecwiseConfig) -> ClassConfig:
@@ -119,6 +146,13 @@ class Controller:
         self._in_flight: dict[
             str, tuple[HysteresisState, HysteresisState, dict[str, Any] | None, Recommendation]
         ] = {}
+        # the cost side: per class a load window and the last step-time fit
+        self.load = LoadTracker(
+            horizon=config.policy.load_horizon, recent=est.window, max_observations=2000
+        )
+        self._load_errors: dict[str, str] = {}  # class -> this tick's load-path failure
+        self._load_notes: dict[str, str] = {}  # class -> why it is not priced with its load
+        self._load_persisted_at = float("-inf")
         self._lock = threading.Lock()
         self._started = clock()
         self._ticks = 0
@@ -128,15 +162,29 @@ class Controller:
         )
         for c in config.classes:
             if c.k is not None:
-                self.gate.states[c.name] = HysteresisState(current_k=c.k)
+                self.gate.states[c.name] = HysteresisState(
+                    current_k=c.k, current_schedule=_declared_schedule(c.speculative_config)
+                )
         if self.state_path is not None:
             for name, p in load_persisted(self.state_path).items():
                 last = max(p.change_times) if p.change_times else None
-                self.gate.states[name] = HysteresisState(p.deployed_k, last, p.change_times)
+                self.gate.states[name] = HysteresisState(
+                    p.deployed_k, last, p.change_times, current_schedule=p.deployed_schedule
+                )
                 if p.off_by_specwise:
                     self._records.turned_off.add(name)
                 for labels in p.series_labels:
                     self._series.add(name, labels)
+                if p.load_window is not None:
+                    try:
+                        self.load.restore(name, p.load_window)
+                    except Exception as exc:  # an old or damaged window: start it afresh
+                        log.warning(
+                            "class %s: the state file's load window is unusable (%s); "
+                            "collecting the load afresh",
+                            name,
+                            exc,
+                        )
 
     # ----------------------------------------------------------------------------- state
     def state(self) -> ControllerState:
@@ -242,18 +290,30 @@ class Controller:
         return cfg
 
     def _speculative_config(self, name: str, rec: Recommendation) -> dict[str, Any] | None:
+        """The ``--speculative-config`` that deploys the recommendation; a configuration
+        with a batch-size schedule carries it as ``num_speculative_tokens_per_batch_size``
+        with its maximum k as ``num_speculative_tokens``."""
         settings = self.config.class_settings(name)
-        return deployment_config(
+        spec = deployment_config(
             settings.speculative_config if settings else {},
             k=rec.recommended_k,
             off_mode=rec.off_mode,
             schedule=rec.schedule,
             keep_k=self._observed_k.get(name) or self.config.policy.k_max,
         )
+        config = rec.config
+        if spec is not None and config is not None and config.k > 0 and config.schedule:
+            spec["num_speculative_tokens"] = config.k
+            spec[SCHEDULE_KEY] = [list(e) for e in validate_schedule(config.schedule, config.k)]
+        return spec
 
     def _actuate(self, name: str, rec: Recommendation, before: HysteresisState, now: float) -> None:
         """The one call into the actuator; what it did is recorded by ``_record``."""
         spec = self._speculative_config(name, rec)
+        if name in self.gate.states:  # the schedule in force once applied: the one deployed
+            self.gate.states[name] = dataclasses.replace(
+                self.gate.states[name], current_schedule=_deployed_schedule(spec)
+            )
         try:
             result: ActuationResult = self.actuator.apply(
                 name, rec.recommended_k, speculative_config=spec, reason=rec.reason, now=now
@@ -295,7 +355,10 @@ class Controller:
         elif not result.applied:  # dry-run: proposed, not deployed; re-proposed after the dwell
             after = self.gate.states.get(name, HysteresisState())
             self.gate.states[name] = dataclasses.replace(
-                after, current_k=before.current_k, proposed=True
+                after,
+                current_k=before.current_k,
+                current_schedule=before.current_schedule,
+                proposed=True,
             )
             self._records.proposed(name, result)
             log.info("class %s: proposed k -> %d: %s", name, rec.recommended_k, rec.reason)
@@ -345,23 +408,75 @@ class Controller:
         flight, kill what is left, record the outcomes. Safe to call more than once."""
         if isinstance(self.actuator, PollingActuator):
             self._actuations_finished(self.actuator.close(timeout))
+        self._persist()  # the load windows too, whatever the last periodic save
 
     def _persist(self) -> None:
         if self.state_path is None:
             return
+        names = set(self.gate.states) | set(self.load.classes())
         data = {
             name: PersistedClass(
                 st.current_k,
                 st.changes,
                 name in self._records.turned_off,
                 self._series.of(name),
+                st.current_schedule,
+                self._load_window_json(name),
             )
-            for name, st in self.gate.states.items()
+            for name in names
+            for st in (self.gate.states.get(name, HysteresisState()),)
         }
         try:
             write_atomically(self.state_path, persisted_json(data))
         except OSError as exc:
             log.error("cannot write state file %s: %s", self.state_path, exc)
+
+    def _load_window_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.load.to_json(name)
+        except Exception as exc:  # the state file still keeps k; the window is rebuilt
+            self._load_failed(name, "saving the load window", exc)
+            return None
+
+    def _persist_load(self, now: float) -> None:
+        """Save the load windows at most every LOAD_PERSIST_SECONDS (they change every tick)."""
+        if self.state_path is not None and now - self._load_persisted_at >= LOAD_PERSIST_SECONDS:
+            self._load_persisted_at = now
+            self._persist()
+
+    def _load_failed(self, name: str, where: str, exc: BaseException) -> None:
+        """A failure of the cost side for one class: counted (kind "load"), exported, logged;
+        the class keeps its configuration this tick (see ``decide.load_hold``)."""
+        self._errors["load"] += 1
+        text = f"{where}: {type(exc).__name__}: {exc}"
+        self._load_errors[name] = text
+        self._last_error = f"class {name!r}: {text}"
+        log.error("class %s: %s; holding the deployed configuration", name, text)
+        log.debug("traceback of the failure", exc_info=exc)
+
+    def _deployed_config(self, name: str) -> SpecConfig | None:
+        st = self.gate.states.get(name, HysteresisState())
+        k = st.current_k if st.current_k is not None else self._observed_k.get(name)
+        if k is None:
+            return None
+        return SpecConfig(k, st.current_schedule if k and st.current_schedule else None)
+
+    def _load_evidence(self, name: str, estimate: Estimate, now: float) -> LoadEvidence | None:
+        """The cost side of one class on this tick (None: constant-cost; failures recorded)."""
+        try:
+            survival = tuple(p.value for p in estimate.survival) if estimate.ok else None
+            evidence, note = self.load.evidence(
+                name,
+                now,
+                prior_cost=self._policy(name).cost,
+                survival=survival or None,
+                deployed=self._deployed_config(name),
+            )
+        except Exception as exc:
+            self._load_failed(name, "pricing with the load", exc)
+            return None
+        self._load_notes[name] = note
+        return evidence
 
     def _class_names(self) -> list[str]:
         names = {c.name for c in self.config.classes}
@@ -370,9 +485,11 @@ class Controller:
         return sorted(names)
 
     def _evidence(self, name: str, now: float) -> Evidence:
+        estimate = self.estimator.estimate(name, now=now)
+        load = self._load_evidence(name, estimate, now)
         return Evidence(
             name=name,
-            estimate=self.estimator.estimate(name, now=now),
+            estimate=estimate,
             now=now,
             last_seen=self._seen.get(name),
             observed_k=self._observed_k.get(name),
@@ -385,6 +502,8 @@ class Controller:
                 self._restarted.get((name, key), float("-inf"))
                 for key in self._series_now.get(name, ())
             ),
+            load=load,
+            load_error=self._load_errors.get(name, ""),
         )
 
     def _rules(self, name: str) -> DecisionRules:
@@ -479,7 +598,24 @@ class Controller:
             speculative_config=self._speculative_config(name, rec) if rec.recommended_k else None,
             schedule=tuple(rec.schedule or ()),
             notes=rec.notes,
+            load=self._load_block(ev, rec),
+            deployed_schedule=tuple(after.current_schedule or ()) if after.current_k else (),
         )
+
+    def _load_block(self, ev: Evidence, rec: Recommendation) -> dict[str, Any] | None:
+        """The ``load`` block of the status (a failure to render it is a load failure)."""
+        try:
+            return load_status(
+                evidence=ev.load,
+                recommendation=rec.load,
+                note=self._load_notes.get(ev.name, ""),
+                error=ev.load_error,
+                batches=None if ev.load is not None else self.load.batches(ev.name, ev.now),
+                deployed_k=ev.gate_state.current_k,
+            )
+        except Exception as exc:
+            self._load_failed(ev.name, "rendering the load status", exc)
+            return {"load_aware": False, "note": "", "error": self._load_errors[ev.name]}
 
     # ----------------------------------------------------------------------------- tick
     def _ingest(self, snapshots: Sequence[Snapshot], t: float) -> None:
@@ -487,13 +623,16 @@ class Controller:
         # Load-only deltas (engines without speculation, spec_families=False) carry no
         # acceptance evidence: they must not reach the estimator, mark a class seen or set its
         # observed k (k = 0 there). Their baselines are still kept in self._last by _deltas.
-        # TODO(l5): feed them (with the spec deltas) to the class's LoadWindow.
+        # They feed the class's load window as plain steps (T(0, B) at the same batch sizes).
         self._load_deltas = [d for d in raw if not d.spec_families]
         raw = [d for d in raw if d.spec_families]
+        for delta in sum_by_class(self._load_deltas, self.classes):
+            self._add_load(delta.labels.get(CLASS_LABEL, ""), delta)
         self._series.note(raw, lambda labels: self.classes.classify(labels)[CLASS_LABEL])
         self._note_restarts(raw, t)
         for delta in sum_by_class(raw, self.classes):
             name = delta.labels.get(CLASS_LABEL, "")
+            self._add_load(name, delta)
             self._seen[name] = t
             if delta.k is not None:
                 self._observed_k[name] = delta.k
@@ -514,6 +653,22 @@ class Controller:
                 continue
             self._drifting[name] = status.drifting
             self._drift_suspected[name] = self._suspected(status)
+
+    def _add_load(self, name: str, delta: CounterDelta) -> None:
+        """Every class delta feeds the class's load window: with speculation at its k, and
+        load-only ones (engines of the class running without it) as plain steps, k = 0."""
+        try:
+            if delta.spec_families:
+                deployed = self._deployed_config(name)
+                if name in self._records.schedule_off:  # off through a k = 0 schedule entry
+                    deployed = SpecConfig(0)
+                elif deployed is not None and deployed.k == 0:
+                    deployed = None  # spec counters again: someone turned it on; k unknown
+                self.load.add(name, delta, delta.k, deployed=deployed)
+            else:
+                self.load.add(name, delta, 0)
+        except Exception as exc:
+            self._load_failed(name, "adding to the load window", exc)
 
     def _suspected(self, status: DriftStatus) -> bool:
         """alpha has moved past the drift thresholds but not yet for ``persist_ticks``: the
@@ -555,6 +710,7 @@ class Controller:
     def step(self, now: float | None = None) -> ControllerState:
         """One tick; never raises: any failure is recorded and exported, and k is held."""
         t = self.clock() if now is None else now
+        self._load_errors = {}
         try:
             if isinstance(self.actuator, PollingActuator):
                 self._actuations_finished(self.actuator.poll(t))
@@ -573,6 +729,10 @@ class Controller:
                 self._internal_error(f"deciding class {name!r}", exc)
                 if name in previous:
                     statuses.append(previous[name])
+        try:
+            self._persist_load(t)
+        except Exception as exc:
+            self._internal_error("saving the load windows", exc)
         self._ticks += 1
         state = ControllerState(
             started_at=self._started,

@@ -69,6 +69,12 @@ class ClassStatus:
     off_by_specwise: bool = False
     #: the values of the alert rules' class labels (e.g. model_name) of the class's series
     series_labels: tuple[Mapping[str, str], ...] = ()
+    #: the cost side (see :mod:`specwise.controller.load`): measured and predicted speedup,
+    #: fitted step costs, the batch-size distribution, the recommended configuration and
+    #: its bands; ``load_aware`` False (and the note) when the latency families are missing
+    load: Mapping[str, Any] | None = None
+    #: the configuration in force: k and, when one is deployed, its batch-size schedule
+    deployed_schedule: tuple[tuple[int, int, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -139,6 +145,10 @@ class PersistedClass:
     change_times: tuple[float, ...] = ()
     off_by_specwise: bool = False
     series_labels: tuple[Mapping[str, str], ...] = ()
+    #: the batch-size schedule specwise deployed with ``deployed_k`` (None: none)
+    deployed_schedule: tuple[tuple[int, int, int], ...] | None = None
+    #: the class's load window (``LoadWindow.to_json``), so a restart keeps the day's load
+    load_window: Mapping[str, Any] | None = None
 
 
 def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
@@ -151,12 +161,24 @@ def persisted_json(classes: Mapping[str, PersistedClass]) -> str:
                     "change_times": list(p.change_times),
                     "off_by_specwise": p.off_by_specwise,
                     "series_labels": [dict(labels) for labels in p.series_labels],
+                    "deployed_schedule": (
+                        None
+                        if p.deployed_schedule is None
+                        else [list(e) for e in p.deployed_schedule]
+                    ),
+                    "load_window": None if p.load_window is None else dict(p.load_window),
                 }
                 for name, p in sorted(classes.items())
             },
         },
         indent=2,
     )
+
+
+def _schedule(raw: Any) -> tuple[tuple[int, int, int], ...] | None:
+    if raw is None:
+        return None
+    return tuple((int(a), int(b), int(k)) for a, b, k in raw)
 
 
 def load_persisted(path: Path) -> dict[str, PersistedClass]:
@@ -181,6 +203,8 @@ def load_persisted(path: Path) -> dict[str, PersistedClass]:
                     {str(k): str(v) for k, v in labels.items()}
                     for labels in item.get("series_labels", ())
                 ),
+                _schedule(item.get("deployed_schedule")),
+                item.get("load_window") if isinstance(item.get("load_window"), dict) else None,
             )
             for name, item in data["classes"].items()
         }

@@ -49,6 +49,7 @@ def test_holds_name_why() -> None:
         "never actuated": _evidence(declared=False),
         "alpha is drifting": _evidence(drifting=True),
         "data is stale": _evidence(last_seen=NOW - 900),
+        "load-aware pricing failed": _evidence(load_error="pricing with the load: boom"),
     }
     for why, ev in cases.items():
         d = decide(ev, RULES)
@@ -86,3 +87,18 @@ def test_a_k_set_by_someone_else_within_dwell_is_adopted_once_every_series_resta
     assert decide(pending, RULES).deployed == 7
     # no series seen on this tick: nothing to adopt
     assert decide(dataclasses.replace(after_change, restarted_at=()), RULES).deployed == 7
+
+
+def test_a_schedule_deployed_by_specwise_is_the_current_configuration() -> None:
+    """The gate compares configurations: k = 3 with a schedule in force is passed to the
+    policy as the current schedule; a foreign k seen in the counters forgets it."""
+    schedule = ((1, 16, 3), (17, 256, 0))
+    ev = _evidence(gate_state=HysteresisState(current_k=3, current_schedule=schedule))
+    d = decide(ev, RULES)
+    assert d.before.current_schedule == schedule
+    foreign = _evidence(
+        gate_state=HysteresisState(current_k=3, current_schedule=schedule), observed_k=5
+    )
+    d = decide(foreign, RULES)
+    assert d.before.current_k == 5
+    assert d.before.current_schedule is None
