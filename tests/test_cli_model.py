@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -128,3 +129,128 @@ def test_help_and_version_and_module_entry_point() -> None:
         [sys.executable, "-m", "specwise", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("specwise, version ")
+
+
+# --- `specwise model --batch`: the speedup map over k and batch size -------------------
+
+
+def test_batch_view_pays_at_night_and_turns_off_at_peak(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Memory-bound at small B: drafts are nearly free and k = 5 wins; past the knee
+    verifying k drafts per request costs and plain decoding wins at B = 256."""
+    assert main(["model", "--alpha", "0.7", "--cost", "eagle", "--batch", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    from specwise.step_cost import StepCost, speedup_at_batch
+
+    cost = StepCost(base=0.02, per_token=0.02 / 256, knee=256, draft_base=0.001)
+    assert data["step_cost"]["draft_base_seconds"] == pytest.approx(0.001)
+    assert data["step_cost"]["per_token_seconds"] == pytest.approx(0.02 / 256)
+    cols = data["batch_sizes"]
+    assert cols == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    row4 = data["map"][4]["speedup"]
+    survival = [0.7**i for i in range(1, 17)]
+    for b, s in zip(cols, row4, strict=True):
+        assert s == pytest.approx(speedup_at_batch(survival, 4, b, cost))
+    best = {r["batch_size"]: r["k"] for r in data["best_k"]}
+    assert best[1] == 5
+    assert best[256] == 0
+    assert list(best.values()) == sorted(best.values(), reverse=True)
+    rec = data["recommended"]
+    assert rec["kind"] == "schedule"
+    spec = rec["speculative_config"]
+    assert spec["method"] == "eagle"
+    assert spec["num_speculative_tokens"] == 5
+    table = spec["num_speculative_tokens_per_batch_size"]
+    assert table[0][0] == 1
+    assert table[-1][1] == 256
+    assert table[-1][2] == 0
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(table))
+    assert any("#49548" in n for n in data["notes"])  # the k = 0 band's trap is named
+
+
+def test_batch_view_table_and_vllm_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["model", "--alpha", "0.7", "--batch", "--k-max", "6"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[2].split() == ["k", "\\", "B", "1", "2", "4", "8", "16", "32", "64", "128", "256"]
+    best = next(line for line in lines if line.startswith("best k")).split()[2:]
+    assert best[0] == "5"
+    assert best[-1] == "0"
+    cfg = next(line for line in lines if line.startswith("--speculative-config "))
+    payload = json.loads(cfg.split(" ", 1)[1].strip("'"))
+    assert payload["num_speculative_tokens_per_batch_size"][0][:2] == [1, 43]
+    assert "Recommended: k = 5, by batch size 1-43: 5" in out
+
+
+def test_batch_view_no_knee_is_one_k_and_heavy_drafter_is_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without a knee the cost does not depend on load: one k, no schedule. A drafter as
+    slow as the target loses at every batch size: run without speculation."""
+    args = ["model", "--alpha", "0.7", "--batch", "--json", "--knee-tokens", "inf"]
+    assert main([*args, "--cost", "0.05"]) == 0
+    flat = json.loads(capsys.readouterr().out)
+    assert flat["recommended"]["kind"] == "single"
+    assert flat["recommended"]["num_speculative_tokens"] == 5  # as the constant table says
+    assert "num_speculative_tokens_per_batch_size" not in flat["recommended"]["speculative_config"]
+    assert main(["model", "--alpha", "0.3", "--batch", "--json", "--draft-ms", "20"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["recommended"]["kind"] == "off"
+    assert off["recommended"]["speculative_config"] is None
+    assert set(off["best_k_all"]) == {0}
+
+
+def test_batch_schedule_keeps_k_where_a_zero_band_would_cost_more() -> None:
+    """A k = 0 band under a drafter runs off_overhead slower than plain decoding (#49548):
+    where the best k >= 1 loses less than that, the schedule keeps it."""
+    from specwise.commands.model_batch import batch_map
+    from specwise.step_cost import StepCost
+
+    cost = StepCost(base=0.02, per_token=0.02 / 256, knee=256, draft_base=0.001)
+    survival = [0.7**i for i in range(1, 9)]
+    bm = batch_map(survival, cost, k_max=8, max_batch_size=256, off_overhead=0.14)
+    zero_plain = [b for b in range(1, 257) if bm.best_k[b - 1] == 0]
+    assert zero_plain  # plain decoding wins at peak
+    kept = [b for b in zero_plain if bm.schedule_k[b - 1] > 0]
+    assert kept  # ... but just past the crossover, k = 1 beats a k = 0 band
+    for b in kept:
+        assert bm.speedup(bm.schedule_k[b - 1], b) > 1 / 1.14
+        assert bm.speedup(bm.schedule_k[b - 1], b) < 1.0
+    none = batch_map(survival, cost, k_max=8, max_batch_size=256, off_overhead=0.0)
+    assert [b for b in range(1, 257) if none.schedule_k[b - 1] == 0] == zero_plain
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["model", "--alpha", "0.7"], "Missing option '--cost'"),
+        (["model", "--alpha", "0.7", "--cost", "warp"], "neither a number nor a known method"),
+        (["model", "--alpha", "0.7", "--batch", "--base-ms", "0"], "step base time = 0.0"),
+        (["model", "--alpha", "0.7", "--batch", "--draft-ms", "-1"], "draft_base = -0.001"),
+        (["model", "--alpha", "1.5", "--batch"], "alpha = 1.5 is outside [0, 1]"),
+        (["model", "--alpha", "0.7", "--batch", "--max-batch-size", "0"], "--max-batch-size"),
+        (["model", "--alpha", "0.7", "--batch", "--plot", "x.png"], "--plot"),
+    ],
+)
+def test_batch_bad_arguments_give_one_error_line(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: ")
+    assert needle in lines[0]
+
+
+def test_batch_help_documents_the_defaults() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "specwise", "model", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = " ".join(run.stdout.split())
+    for needle in ["--batch", "default: 20.0", "default: 256.0", "base / knee", "--cost x"]:
+        assert needle in text

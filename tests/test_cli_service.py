@@ -45,6 +45,16 @@ def test_demo_runs_the_closed_loop_and_exits_cleanly() -> None:
     assert "Traceback" not in done.stderr
     final = out.split("--- final, after", 1)[1]
     assert "summarize: 1 restart(s), k now 0" in final
+    # the load-varying class is priced with its load (its plain replica gives T(0, B))
+    assert "docs: mean batch " in out
+    assert "at the deployed configuration: recommends " in out
+    # the closing lines: what specwise gained, measured on the simulated fleet
+    assert "--- what specwise gained over" in final
+    assert "docs (load-varying)" in final
+    last = final.strip().splitlines()[-1]
+    assert last.startswith("specwise delivered ")
+    assert "over the configuration it started from" in last
+    assert "against the best static k" in last
 
 
 def test_sim_serves_targets_for_a_duration() -> None:

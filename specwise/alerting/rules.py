@@ -16,6 +16,7 @@ exporters).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -23,16 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from specwise.config import AlertSettings, format_duration
-from specwise.controller.state import ControllerState
+from specwise.controller.state import ClassStatus, ControllerState
 
 __all__ = [
     "ALERT_NAMES",
     "Alert",
     "AlertEvaluator",
     "AlertRule",
+    "MeasuredView",
     "RecordingRule",
     "RuleGroup",
     "build_rules",
+    "measured_view",
     "rules_document",
     "rules_yaml",
     "vllm_selector",
@@ -43,6 +46,7 @@ ValueFormat = Literal["x2", "pct", "int", "none"]
 #: Every alert ``specwise rules`` generates, in file order.
 ALERT_NAMES = (
     "SpecDecodeNotPayingOff",
+    "SpecDecodePredictedNotPayingOff",
     "SpecDecodeAcceptanceDropped",
     "SpecDecodeKMismatch",
     "SpecDecodeMetricsAbsent",
@@ -88,6 +92,8 @@ class AlertRule:
             "none": "",
         }[self.value_format]
         text = self.description.replace("{value}", value)
+        for key, (go, _) in _CONDITIONAL.items():
+            text = text.replace("{" + key + "}", go)
         for label in ("class", "source", "group"):
             text = text.replace("{" + label + "}", "{{ $labels." + label + " }}")
         return text
@@ -101,6 +107,8 @@ class AlertRule:
             "none": "",
         }[self.value_format]
         text = self.description.replace("{value}", formatted)
+        for key, (_, render) in _CONDITIONAL.items():
+            text = text.replace("{" + key + "}", render(labels))
         for label in ("class", "source", "group"):
             text = text.replace("{" + label + "}", labels.get(label, ""))
         return text
@@ -111,6 +119,19 @@ class AlertRule:
             "description": self.go_description(),
             "runbook_url": self.runbook_url,
         }
+
+
+#: Description placeholders that depend on a label: (Go template, the same in Python).
+_CONDITIONAL: dict[str, tuple[str, Any]] = {
+    "ran": (
+        '{{ if eq $labels.basis "measured" }}ran{{ else }}is predicted to run{{ end }}',
+        lambda labels: "ran" if labels.get("basis") == "measured" else "is predicted to run",
+    ),
+    "in_band": (
+        "{{ with $labels.band }} at batch sizes {{ . }}{{ end }}",
+        lambda labels: f" at batch sizes {labels['band']}" if labels.get("band") else "",
+    ),
+}
 
 
 Rule = RecordingRule | AlertRule
@@ -162,6 +183,33 @@ def _anchor(name: str) -> str:
     return name.lower()
 
 
+def _predicted_expr(below: float) -> str:
+    """Today's alert: the deployed k's predicted speedup (constant-cost or fitted model)."""
+    return (
+        f'min without (k_kind) (specwise_predicted_speedup_ratio{{k_kind="deployed"}})'
+        f" < {below:g}\nand specwise_deployed_k > 0"
+    )
+
+
+def _not_paying_expr(below: float) -> str:
+    """What vLLM delivered: the measured speedup per class and per batch band (label
+    ``band``), labelled ``basis="measured"``; where nothing is measured (``specwise_load_aware``
+    0, or no measured series) the prediction stands in, labelled ``basis="predicted"``."""
+    measured = f"specwise_measured_speedup_ratio < {below:g}\n  and specwise_deployed_k > 0"
+    band = (
+        f"specwise_band_measured_speedup_ratio < {below:g}\n"
+        "  and ignoring (band) specwise_deployed_k > 0"
+    )
+    fallback = (
+        _predicted_expr(below).replace("\n", "\n  ")
+        + "\n  unless (specwise_measured_speedup_ratio and specwise_load_aware == 1)"
+    )
+    return "\nor\n".join(
+        f'label_replace(\n  {expr},\n  "basis", "{basis}", "", ""\n)'
+        for expr, basis in ((measured, "measured"), (band, "measured"), (fallback, "predicted"))
+    )
+
+
 def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple[AlertRule, ...]:
     d = format_duration
     base = runbook.rstrip("#")
@@ -183,16 +231,28 @@ def _alert_rules(s: AlertSettings, labels: Sequence[str], runbook: str) -> tuple
     return (
         AlertRule(
             "SpecDecodeNotPayingOff",
-            f'min without (k_kind) (specwise_predicted_speedup_ratio{{k_kind="deployed"}})'
-            f" < {s.speedup_below:g}\nand specwise_deployed_k > 0",
+            _not_paying_expr(s.speedup_below),
             s.not_paying_for,
             s.not_paying_severity,
+            "Speculative decoding delivers less than plain decoding.",
+            "Class {class}{in_band} {ran} at {value}x the speed of plain decoding at its "
+            f"deployed configuration (threshold {s.speedup_below:g}x, for "
+            f"{d(s.not_paying_for)}): speculation costs throughput; compare "
+            "specwise_recommended_k and specwise_band_k.",
+            "x2",
+            url("SpecDecodeNotPayingOff"),
+        ),
+        AlertRule(
+            "SpecDecodePredictedNotPayingOff",
+            _predicted_expr(s.speedup_below),
+            s.not_paying_for,
+            "warning",
             "Speculative decoding is predicted to be slower than plain decoding.",
             "Class {class} is predicted to run at {value}x the speed of plain decoding at its "
             f"deployed k (threshold {s.speedup_below:g}x, for {d(s.not_paying_for)}): speculation "
             "costs throughput; compare specwise_recommended_k.",
             "x2",
-            url("SpecDecodeNotPayingOff"),
+            url("SpecDecodePredictedNotPayingOff"),
         ),
         AlertRule(
             "SpecDecodeAcceptanceDropped",
@@ -360,6 +420,48 @@ def rules_yaml(groups: Sequence[RuleGroup], *, header: str = "") -> str:
 # -- evaluating the same alerts from the controller's state (direct push) -------------------
 
 
+def _number(value: Any) -> float | None:
+    """A finite float, or None, as the exporter reads the load block."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class MeasuredView:
+    """What the exporter publishes of a class's measured speedup (``ClassStatus.load``):
+    ``measured`` = ``specwise_measured_speedup_ratio``, ``bands`` =
+    ``specwise_band_measured_speedup_ratio`` by band, ``load_aware`` =
+    ``specwise_load_aware`` (None: the class has no load block, nothing exported)."""
+
+    measured: float | None
+    bands: tuple[tuple[str, float], ...]
+    load_aware: bool | None
+
+    @property
+    def replaces_prediction(self) -> bool:
+        """The rule's ``unless (specwise_measured_speedup_ratio and specwise_load_aware
+        == 1)``: a measurement exists, so the prediction does not stand in for it."""
+        return self.measured is not None and bool(self.load_aware)
+
+
+def measured_view(status: ClassStatus) -> MeasuredView:
+    """The measured side of one class, read the way the exporter exports it."""
+    load = status.load
+    if not isinstance(load, Mapping):
+        return MeasuredView(None, (), None)
+    m = load.get("measured")
+    measured = _number(m.get("value")) if isinstance(m, Mapping) else None
+    bands: list[tuple[str, float]] = []
+    for b in load.get("bands_measured") or ():
+        if isinstance(b, Mapping):
+            x = _number(b.get("value"))
+            if x is not None:
+                bands.append((str(b.get("band", "")), x))
+    return MeasuredView(measured, tuple(bands), bool(load.get("load_aware")))
+
+
 @dataclass(frozen=True)
 class Alert:
     """A firing alert: what the direct push sends, labelled like the rule's alert."""
@@ -419,8 +521,20 @@ class AlertEvaluator:
         for c in state.classes:
             labels = {"class": c.name}
             speed = c.predicted_speedup_deployed
-            if c.deployed_k and speed is not None and speed < s.speedup_below:
-                out.append(("SpecDecodeNotPayingOff", labels, speed))
+            predicted_losing = bool(c.deployed_k) and speed is not None and speed < s.speedup_below
+            if predicted_losing and speed is not None:
+                out.append(("SpecDecodePredictedNotPayingOff", labels, speed))
+            view = measured_view(c)
+            if c.deployed_k:
+                if view.measured is not None and view.measured < s.speedup_below:
+                    measured_labels = {**labels, "basis": "measured"}
+                    out.append(("SpecDecodeNotPayingOff", measured_labels, view.measured))
+                for band, value in view.bands:
+                    if value < s.speedup_below:
+                        band_labels = {**labels, "band": band, "basis": "measured"}
+                        out.append(("SpecDecodeNotPayingOff", band_labels, value))
+            if predicted_losing and speed is not None and not view.replaces_prediction:
+                out.append(("SpecDecodeNotPayingOff", {**labels, "basis": "predicted"}, speed))
             if c.alpha is not None:
                 base = self._baseline(c.name, c.alpha, now)
                 if base and c.alpha / base < s.acceptance_drop_ratio:

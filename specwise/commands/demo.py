@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 import requests
 
+from specwise.commands.demo_score import demo_score, score_lines
 from specwise.commands.run import install_stop_signals
 from specwise.commands.status import format_status
 from specwise.config import (
@@ -25,9 +27,57 @@ from specwise.config import (
 from specwise.controller.state import ControllerState
 from specwise.controller.wiring import build_controller, start_exporter
 from specwise.sim.fleet import FileWatcher, SimFleet, SimServer, scaled_clock
-from specwise.sim.scenarios import get_scenario
+from specwise.sim.scenarios import Scenario, get_scenario
 
-__all__ = ["demo_command", "demo_config"]
+__all__ = ["demo_command", "demo_config", "demo_scenario", "load_changes"]
+
+
+def load_changes(state: ControllerState, names: set[str], answers: dict[str, str]) -> list[str]:
+    """One line per load-varying class whose recommended configuration changed since the
+    last call (``answers`` remembers them): the load it saw and what it now recommends."""
+    out = []
+    for c in state.classes:
+        load = c.load or {}
+        rec = load.get("recommended") or {}
+        if c.name not in names or not rec:
+            continue
+        answer = "off (no drafter)" if rec.get("k") == 0 else str(rec.get("describe", ""))
+        if answers.get(c.name) == answer:
+            continue
+        answers[c.name] = answer
+        batch = load.get("batch") or {}
+        measured = load.get("measured") or {}
+        seen = (
+            f"mean batch {batch['mean']:.0f} running requests"
+            if isinstance(batch.get("mean"), (int, float))
+            else "its load"
+        )
+        got = (
+            f", measured {measured['value']:.2f}x at the deployed configuration"
+            if isinstance(measured.get("value"), (int, float))
+            else ""
+        )
+        out.append(f"{c.name}: {seen}{got}: recommends {answer}")
+    return out
+
+
+#: Suffix of the plain replica the demo serves beside each load-varying class.
+PLAIN_SUFFIX = "-plain"
+
+
+def demo_scenario() -> Scenario:
+    """The "demo" scenario plus, for each load-varying class, a replica of the same model
+    served without speculation (its own ``model_name``, ``<class>-plain``, matched into the
+    same class): its load-only windows give the plain step T(0, B) the measured speedup is
+    taken against, as a replica without speculation does on a real fleet. The actuator only
+    ever restarts the class's own engines; the replica stays plain."""
+    base = get_scenario("demo")
+    plain = tuple(
+        dataclasses.replace(c, name=c.name + PLAIN_SUFFIX, initial_k=0, initial_schedule=None)
+        for c in base.classes
+        if c.batch is not None
+    )
+    return dataclasses.replace(base, classes=(*base.classes, *plain))
 
 
 def demo_config(urls: list[str], out_dir: Path, *, port: int = 0) -> SpecwiseConfig:
@@ -42,6 +92,11 @@ def demo_config(urls: list[str], out_dir: Path, *, port: int = 0) -> SpecwiseCon
         classes=tuple(
             ClassSettings(
                 c.name,
+                match=(
+                    f'{{model_name=~"{c.name}|{c.name}{PLAIN_SUFFIX}"}}'
+                    if c.batch is not None
+                    else ""
+                ),
                 cost=c.cost,
                 k=c.initial_k,
                 speculative_config={"method": "eagle" if c.cost < 0.1 else "draft_model"},
@@ -55,7 +110,7 @@ def demo_config(urls: list[str], out_dir: Path, *, port: int = 0) -> SpecwiseCon
     "demo",
     epilog="""\b
 Examples:
-  specwise demo                      # 60 s: one simulated hour, then exits
+  specwise demo                      # 60 s: two simulated hours, then exits
   specwise demo --duration 0         # until Ctrl-C
   specwise demo --speed 120 --port 9464
 """,
@@ -70,9 +125,9 @@ Examples:
 @click.option(
     "--speed",
     type=click.FloatRange(min=1.0, max=600.0),
-    default=60.0,
+    default=120.0,
     show_default=True,
-    help="Simulated seconds per wall-clock second (60: a minute of traffic per second).",
+    help="Simulated seconds per wall-clock second (120: the scenario's two hours in a minute).",
 )
 @click.option(
     "--port",
@@ -107,7 +162,7 @@ def demo_command(
         level=logging.INFO if verbose else logging.ERROR,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    scenario = get_scenario("demo")
+    scenario = demo_scenario()
     clock = scaled_clock(speed)
     fleet = SimFleet(scenario, clock=clock, seed=seed, restart_delay=120.0)
     stop = threading.Event()
@@ -127,10 +182,15 @@ def demo_command(
             click.echo(f"File actuator output: {out_dir} (temporary, removed on exit)\n")
             t0 = clock()
             last_table = [time.monotonic()]
+            varying = {c.name for c in scenario.classes if c.batch is not None}
+
+            answers: dict[str, str] = {}
 
             def on_tick(state: ControllerState) -> None:
                 for name, k in watcher.poll():
                     click.echo(f"[{(clock() - t0) / 60:5.1f} min] {name}: restarting with k = {k}")
+                for line in load_changes(state, varying, answers):
+                    click.echo(f"[{(clock() - t0) / 60:5.1f} min] {line}")
                 if time.monotonic() - last_table[0] >= refresh:
                     last_table[0] = time.monotonic()
                     click.echo(f"--- simulated minute {(clock() - t0) / 60:.0f} ---")
@@ -159,3 +219,8 @@ def demo_command(
                     f"{c.name}: {sum(e.stats.restarts for e in engines)} restart(s), "
                     f"k now {fleet.deployed_k(c.name)}"
                 )
+            fleet.advance(clock())
+            score = demo_score(fleet, get_scenario("demo"), seconds=clock() - fleet.t0, seed=seed)
+            click.echo("")
+            for line in score_lines(score):
+                click.echo(line)

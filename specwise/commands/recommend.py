@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,19 +31,26 @@ from specwise.estimation.settings import estimator_config
 from specwise.output import format_table, to_json
 from specwise.policies import PolicyConfig, Recommendation, drafter_cost, recommend
 from specwise.policies.settings import policy_config
+from specwise.policies.speedup_policy import CONSTANT_COST_NOTE
+from specwise.reporting.cost import CostSide, cost_lines, cost_side, sum_by_class_per_window
+from specwise.reporting.windows import TimeRange, load_subwindows
 
 __all__ = ["ClassAnswer", "recommend_command", "recommend_deltas", "since_start"]
 
 
 @dataclass(frozen=True)
 class ClassAnswer:
-    """What ``specwise recommend`` reports for one class."""
+    """What ``specwise recommend`` reports for one class: the estimate, the recommendation
+    and the cost side (measured speedup, fitted costs, batch sizes; ``load_aware`` False
+    and the constant-cost note without latency families)."""
 
     estimate: Estimate
     recommendation: Recommendation
+    cost_side: CostSide = field(default_factory=lambda: CostSide(False, CONSTANT_COST_NOTE))
 
     def to_dict(self) -> dict[str, Any]:
         e, r = self.estimate, self.recommendation
+        config = r.config
         return {
             "class": e.class_name,
             "method": e.method,
@@ -70,6 +77,15 @@ class ClassAnswer:
             "schedule": [list(s) for s in r.schedule] if r.schedule else None,
             "reason": r.reason,
             "notes": list(r.notes),
+            # the cost side (#14): what to run, measured vs predicted, the fitted costs
+            "configuration": None
+            if config is None
+            else {
+                "k": config.k,
+                "schedule": [list(x) for x in config.schedule] if config.schedule else None,
+                "describe": config.describe(),
+            },
+            "load": self.cost_side.to_dict(r.load),
         }
 
 
@@ -82,17 +98,46 @@ def recommend_deltas(
     now: float,
     k: int | None = None,
     current_k_for: Callable[[str], int | None] = lambda name: None,
+    extra_load: Sequence[CounterDelta] = (),
 ) -> list[ClassAnswer]:
-    """Sum series deltas per class, estimate each class and recommend its k."""
+    """Sum series deltas per class, estimate each class and recommend its configuration.
+
+    Speculative and load-only class deltas (replicas or periods without speculation) are
+    summed apart; every one of a class feeds its cost side (the fitted T(k, B), the
+    measured speedup, the batch sizes); ``extra_load`` replaces them by sub-windows (e.g. the
+    sub-windows of a Prometheus range). A class without latency families is priced with
+    the constant-cost model and says so.
+    """
+    by_class: dict[str, list[CounterDelta]] = {}
+    for d in sum_by_class_per_window(extra_load, classes) if extra_load else ():
+        by_class.setdefault(_class_name(d), []).append(d)
+    windowed = set(by_class)  # classes whose cost side comes from the sub-windows
+    summed = sum_by_class(deltas, classes)
+    for d in summed:
+        if _class_name(d) not in windowed:
+            by_class.setdefault(_class_name(d), []).append(d)
     answers = []
-    for d in sum_by_class(deltas, classes):
+    for d in summed:
         if not d.spec_families:
-            continue  # engines without speculation: no acceptance evidence to price k from
-        name = d.labels.get("class", "") or "/".join(v for _, v in sorted(d.labels.items()))
+            continue  # a class without speculation: load only, nothing to estimate
+        name = _class_name(d)
         e = estimate_delta(name, d, now=now, config=estimator, k=k)
-        r = recommend(e, config=policy_for(name), current_k=current_k_for(name))
-        answers.append(ClassAnswer(e, r))
+        policy = policy_for(name)
+        slope = policy.verify_cost
+        side = cost_side(
+            by_class[name],
+            prior_cost=policy.cost,
+            verify_slope=float(slope) if isinstance(slope, (int, float)) else 0.0,
+            k=k,
+            survival=[p.value for p in e.survival] or None,
+        )
+        r = recommend(e, config=policy, current_k=current_k_for(name), load=side.evidence)
+        answers.append(ClassAnswer(e, r, side))
     return answers
+
+
+def _class_name(d: CounterDelta) -> str:
+    return d.labels.get("class", "") or "/".join(v for _, v in sorted(d.labels.items()))
 
 
 def _curve(e: Estimate) -> str:
@@ -132,6 +177,8 @@ def _print_table(answers: Sequence[ClassAnswer]) -> None:
         click.echo(f"{a.estimate.class_name}: {a.recommendation.reason}")
         if a.recommendation.off_mode:
             click.echo(f"  off = {a.recommendation.off_mode}: {a.recommendation.off_cost}")
+        for line in cost_lines(a.cost_side, a.recommendation.load):
+            click.echo(f"  {line}")
 
 
 @click.command(
@@ -233,6 +280,7 @@ def recommend_command(
 
     now = time.time()
     deltas: list[CounterDelta]
+    extra_load: list[CounterDelta] = []
     with requests.Session() as session:
         if urls:
             source = ScrapeSource(list(urls), session=session, timeout=timeout)
@@ -252,7 +300,10 @@ def recommend_command(
         elif prometheus is not None:
             window_s = parse_duration(window, field="--window")
             client = PrometheusClient(prometheus, session=session, timeout=max(timeout, 30.0))
-            deltas = PrometheusSource(client, classes=classes).increase(now, window_s)
+            prom_source = PrometheusSource(client, classes=classes)
+            deltas = prom_source.increase(now, window_s)
+            # the cost side from sub-windows: the loads the window saw, not their average
+            extra_load = load_subwindows(prom_source, TimeRange(now - window_s, now))
         elif after is not None:
             end = FileSource(after).collect(now)
             if before is None:
@@ -279,6 +330,7 @@ def recommend_command(
         now=now,
         k=k_hint,
         current_k_for=current_k_for,
+        extra_load=extra_load,
     )
     if as_json:
         click.echo(to_json([a.to_dict() for a in answers]))

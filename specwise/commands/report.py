@@ -29,6 +29,7 @@ from specwise.reporting.windows import (
     auto_step,
     capped_rate_window,
     file_window,
+    load_subwindows,
     parse_range,
     prometheus_window,
     series_from_frame,
@@ -273,12 +274,14 @@ def _from_prometheus(
     ranges = [parse_range(_one(before, "--before"), now=now)]
     ranges.append(parse_range(_one(after, "--after"), now=now))
     out: list[tuple[list[CounterDelta], WindowInfo]] = []
+    loads: list[list[CounterDelta]] = []
     with requests.Session() as session:
         client = PrometheusClient(url, session=session, timeout=timeout)
         source = PrometheusSource(client, classes=classes)
         for label, rng in zip(("before", "after"), ranges, strict=True):
             sent = client.requests_sent
             deltas = prometheus_window(source, rng)
+            loads.append(load_subwindows(source, rng, progress=_progress(f"{label} window, load")))
             warnings = tuple(dict.fromkeys(source.warnings))
             st = auto_step(rng) if step == "auto" else parse_duration(step, field="--step")
             rw = capped_rate_window(
@@ -299,7 +302,12 @@ def _from_prometheus(
             sent = client.requests_sent - sent
             info = _info(label, url, rng, series, sent, notes)
             out.append((deltas, dataclasses.replace(info, frame=frame)))
-    return out[0][0], out[1][0], out[0][1], out[1][1]
+    return (
+        out[0][0],
+        out[1][0],
+        dataclasses.replace(out[0][1], load_deltas=tuple(loads[0])),
+        dataclasses.replace(out[1][1], load_deltas=tuple(loads[1])),
+    )
 
 
 def _info(

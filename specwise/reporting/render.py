@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator
 from specwise.config import format_duration
 from specwise.errors import ReportError
 from specwise.output import to_json
+from specwise.reporting.cost import cost_lines
 from specwise.reporting.data import write_report_data
 from specwise.reporting.plots import draw_alpha_cost_map, k_label
 from specwise.reporting.report import ClassReport, Report, WindowClass, WindowInfo, latency_text
@@ -119,6 +120,16 @@ def _window_class(w: WindowClass | None) -> dict[str, Any] | None:
         },
         "insufficient_reason": e.reason or None,
         "notes": list(dict.fromkeys([*e.notes, *r.notes])),
+        # the cost side (#14): measured vs predicted speedup, fitted costs, batch sizes,
+        # the recommended configuration and its bands
+        "configuration": None
+        if r.config is None
+        else {
+            "k": r.config.k,
+            "schedule": [list(x) for x in r.config.schedule] if r.config.schedule else None,
+            "describe": r.config.describe(),
+        },
+        "load": None if w.cost_side is None else w.cost_side.to_dict(r.load),
     }
 
 
@@ -416,6 +427,33 @@ def _rows(c: ClassReport) -> list[tuple[str, str, str]]:
                 f"{_f(w.speedup_deployed, '.2f')}x at deployed k = {w.deployed_k}; "
                 f"{_f(w.speedup_recommended, '.2f')}x at recommended k = {w.recommended_k}"
             )
+        if what == "measured":
+            m = w.cost_side.measured if w.cost_side is not None else None
+            if m is None:
+                return "-" if w.cost_side is None else w.cost_side.note or "-"
+            return (
+                f"{m.value:.2f}x [{m.low:.2f}, {m.high:.2f}] at k = {m.k}, B = {m.batch:.1f} "
+                f"({'plain baseline' if m.basis == 'baseline' else 'T(0, B) inferred'})"
+                + (f"; predicted {m.predicted:.2f}x" if m.predicted is not None else "")
+            )
+        if what == "config":
+            cfg = w.recommendation.config
+            return "-" if cfg is None else cfg.describe()
+        if what == "step":
+            fit = w.cost_side.fit if w.cost_side is not None else None
+            if fit is None:
+                return "-"
+            c = fit.cost
+            knee = f"knee {c.knee:.0f} tok" if math.isfinite(c.knee) else "no knee"
+            return (
+                f"base {c.base * 1e3:.3g} ms, {knee}, drafter {c.draft_base * 1e3:.3g} ms; "
+                f"implied c = {c.implied_draft_cost(fit.typical_batch):.3f}"
+            )
+        if what == "batch":
+            b = w.cost_side.batches if w.cost_side is not None else None
+            if b is None:
+                return "-"
+            return f"mean {b.mean:.1f}, p50 {b.quantile(0.5)}, p90 {b.quantile(0.9)}"
         if what == "itl":
             lat = w.latency
             if lat is None:
@@ -434,6 +472,10 @@ def _rows(c: ClassReport) -> list[tuple[str, str, str]]:
         ("draft cost c", "cost"),
         ("k deployed -> recommended", "k"),
         ("predicted speedup", "speedup"),
+        ("measured speedup [90%]", "measured"),
+        ("recommended configuration", "config"),
+        ("fitted step cost", "step"),
+        ("batch size", "batch"),
         ("inter-token latency", "itl"),
     ]
     return [(title, get(c.before, key), get(c.after, key)) for title, key in names]
@@ -450,6 +492,9 @@ def _change_lines(c: ClassReport, level: float) -> list[str]:
         )
     if c.latency is not None:
         out.append(latency_text(c.latency))
+    for label, w in (("before", c.before), ("after", c.after)):
+        if w is not None and w.cost_side is not None:
+            out += [f"{label}: {x}" for x in cost_lines(w.cost_side, w.recommendation.load)]
     return out
 
 

@@ -37,6 +37,7 @@ from specwise.estimation.estimator import (
 )
 from specwise.model import VerifyCost, verify_cost_at
 from specwise.policies import PolicyConfig, Recommendation, recommend
+from specwise.reporting.cost import CostSide, cost_side, sum_by_class_per_window
 from specwise.reporting.windows import (
     AlphaSeries,
 )
@@ -83,6 +84,8 @@ class WindowClass:
     estimate: Estimate
     recommendation: Recommendation
     latency: Latency | None = None
+    #: the cost side: measured speedup, fitted step costs, batch sizes (None: not computed)
+    cost_side: CostSide | None = None
 
     @property
     def deployed_k(self) -> int | None:
@@ -142,16 +145,34 @@ def analyze_window(
     estimator: EstimatorConfig = DEFAULT_ESTIMATOR_CONFIG,
     now: float,
     k: int | None = None,
+    load_deltas: Sequence[CounterDelta] = (),
 ) -> dict[str, WindowClass]:
-    """Sum series deltas per class, estimate each class and price its k (one window)."""
+    """Sum series deltas per class, estimate each class and price its configuration (one
+    window). The cost side of a class (fitted T(k, B), measured speedup, batch sizes) comes
+    from ``load_deltas`` (sub-windows of the window, which show the load move) when given,
+    else from the window's own class deltas; without latency families the constant-cost
+    model prices k and says so."""
+    summed = sum_by_class(deltas, classes)
+    by_class: dict[str, list[CounterDelta]] = {}
+    for d in sum_by_class_per_window(load_deltas, classes) if load_deltas else summed:
+        by_class.setdefault(_class_name(d.labels), []).append(d)
     out: dict[str, WindowClass] = {}
-    for d in sum_by_class(deltas, classes):
+    for d in summed:
         if not d.spec_families:
-            continue  # engines without speculation: no acceptance evidence to price k from
+            continue  # load only (a replica without speculation): feeds the cost side
         name = _class_name(d.labels)
         e = estimate_delta(name, d, now=now, config=estimator, k=k)
-        r = recommend(e, config=policy_for(name))
-        out[name] = WindowClass(name, d, e, r, _latency(d))
+        policy = policy_for(name)
+        slope = policy.verify_cost
+        side = cost_side(
+            by_class.get(name, [d]),
+            prior_cost=policy.cost,
+            verify_slope=float(slope) if isinstance(slope, (int, float)) else 0.0,
+            k=k,
+            survival=[p.value for p in e.survival] or None,
+        )
+        r = recommend(e, config=policy, load=side.evidence)
+        out[name] = WindowClass(name, d, e, r, _latency(d), side)
     return out
 
 
@@ -336,6 +357,11 @@ def _max_note(w: WindowClass, where: str = "") -> str:
     return f" (exact max k = {w.optimal_k}{where}, {f'+{gain:.2%}' if gain >= 5e-5 else '+<0.01%'})"
 
 
+def _measured(w: WindowClass) -> float | None:
+    m = w.cost_side.measured if w.cost_side is not None else None
+    return None if m is None else m.value
+
+
 def verdict_line(c: ClassReport) -> str:
     """``code: alpha 0.61 -> 0.74 (+0.13 +/- 0.01); deployed k 3 in both, predicted 1.9x ->
     2.3x; recommended k 4 -> 5, predicted 2.0x -> 2.6x; switch to k = 5``: like compared
@@ -385,6 +411,13 @@ def verdict_line(c: ClassReport) -> str:
         a.speedup_recommended,
     )  # fmt: skip
     parts.append(rec + (_max_note(a, " after") or _max_note(b, " before")))
+    mb, ma = _measured(b), _measured(a)
+    if mb is not None or ma is not None:
+        parts.append(f"measured {_speed(mb)} -> {_speed(ma)} at the deployed configuration")
+    cfg = a.recommendation.config
+    if cfg is not None and cfg.schedule and a.recommended_k:
+        action = f"run {cfg.describe()}"
+        return "; ".join([*parts, action])
     if a.recommended_k == 0:
         action = "turn speculation off (k = 0)" if a.deployed_k else "keep speculation off"
     elif a.deployed_k == a.recommended_k:
@@ -430,6 +463,8 @@ class WindowInfo:
     notes: tuple[str, ...] = ()
     #: The per-step frame the series came from (written to data/series-<label>.csv).
     frame: pd.DataFrame | None = field(default=None, compare=False, repr=False)
+    #: Sub-windows of a Prometheus window for the cost side (fits over the loads they saw).
+    load_deltas: tuple[CounterDelta, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -492,6 +527,7 @@ def build_report(
         estimator=estimator,
         now=before.end if before.end is not None else created,
         k=k,
+        load_deltas=before.load_deltas,
     )
     a = analyze_window(
         after_deltas,
@@ -500,6 +536,7 @@ def build_report(
         estimator=estimator,
         now=after.end if after.end is not None else created,
         k=k,
+        load_deltas=after.load_deltas,
     )
     vc: VerifyCost = None if verify_slope is None else (lambda kk: 1.0 + verify_slope * kk)
     rows = compare_windows(b, a, level=estimator.level, verify_cost=vc)

@@ -131,6 +131,38 @@ def prometheus_window(source: PrometheusSource, window: TimeRange) -> list[Count
     return source.increase(window.end, window.seconds)
 
 
+#: At most this many sub-windows per report window feed the cost side (each one tick's queries).
+MAX_LOAD_SUBWINDOWS = 8
+#: A sub-window lasts at most this long (long ranges are sampled, not tiled).
+LOAD_SUBWINDOW_SECONDS = 1800.0
+#: Windows shorter than this are not split.
+MIN_LOAD_SUBWINDOW_SECONDS = 300.0
+
+
+def load_subwindows(
+    source: PrometheusSource,
+    window: TimeRange,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[CounterDelta]:
+    """Per-class deltas over up to :data:`MAX_LOAD_SUBWINDOWS` sub-windows spread evenly over
+    ``window`` (each ending at the end of its share, at most 30 minutes long): the cost side
+    fits the step time over the batch sizes they saw (a day's quiet and busy hours) where one
+    total over the window would average them away. Empty when the window is too short."""
+    n = min(MAX_LOAD_SUBWINDOWS, int(window.seconds // MIN_LOAD_SUBWINDOW_SECONDS))
+    if n < 2:
+        return []
+    share = window.seconds / n
+    length = min(share, LOAD_SUBWINDOW_SECONDS)
+    out: list[CounterDelta] = []
+    for i in range(n):
+        end = window.start + (i + 1) * share
+        out.extend(source.increase(end, length))
+        if progress is not None:
+            progress(i + 1, n, f"sub-window ending {_iso(end)}")
+    return out
+
+
 def _is_log(text: str) -> bool:
     return "SpecDecoding metrics:" in text or "Speculative metrics:" in text
 

@@ -185,6 +185,7 @@ def test_not_paying_off_waits_for_its_duration_then_resolves() -> None:
         "alertname": "SpecDecodeNotPayingOff",
         "severity": "critical",
         "class": "summarize",
+        "basis": "predicted",  # no load block: the prediction stands in
     }
     assert npo[0].active_since == 0
     assert (
@@ -203,6 +204,10 @@ def test_not_paying_off_waits_for_its_duration_then_resolves() -> None:
         ({"deployed_k": 0, "predicted_speedup_deployed": 1.0, "recommended_k": 0}, set()),
         ({"predicted_speedup_deployed": None}, set()),
         ({"recommended_k": 5}, {"SpecDecodeKMismatch"}),
+        (
+            {"predicted_speedup_deployed": 0.8},
+            {"SpecDecodeNotPayingOff", "SpecDecodePredictedNotPayingOff"},
+        ),
         ({"stale": True}, {"SpecwiseDataStale"}),
     ],
 )
@@ -271,7 +276,9 @@ def test_pusher_maps_http_errors_to_one_sentence(fault_server: servers.FaultServ
         with pytest.raises(AlertDeliveryError) as info:
             pusher(_state(5, losing), 5)
     msg = str(info.value)
-    assert msg.startswith(f"Alertmanager at {fault_server.base_url} answered 400 to 1 alert(s)")
+    # a predicted loss without a measurement: SpecDecodeNotPayingOff{basis="predicted"} and
+    # SpecDecodePredictedNotPayingOff
+    assert msg.startswith(f"Alertmanager at {fault_server.base_url} answered 400 to 2 alert(s)")
     assert "0.labels in body is required" in msg
     assert info.value.status_code == 400
     assert "\n" not in msg
@@ -290,11 +297,12 @@ def test_pusher_unreachable_and_resolve_retried() -> None:
         pusher.evaluator.evaluate(_state(0, losing), 0)
         with pytest.raises(AlertDeliveryError, match="is unreachable"):
             pusher(_state(5, losing), 5)
-        # the failed alert is remembered, so a later recovery still sends its resolution
-        assert len(pusher.firing) == 1
+        # the failed alerts (measured-or-predicted and predicted) are remembered, so a later
+        # recovery still sends their resolution
+        assert len(pusher.firing) == 2
         with pytest.raises(AlertDeliveryError):
             pusher(_state(10, _class()), 10)
-        assert len(pusher.firing) == 1
+        assert len(pusher.firing) == 2
 
 
 def test_pusher_fires_and_resolves_on_a_real_alertmanager(
@@ -315,10 +323,11 @@ def test_pusher_fires_and_resolves_on_a_real_alertmanager(
         pusher(_state(clock[0] + 15, losing), clock[0] + 15)
         listed = requests.get(f"{am.base_url}/api/v2/alerts", timeout=5).json()
         names = {a["labels"]["alertname"]: a for a in listed}
-        assert set(names) == {"SpecDecodeNotPayingOff"}
+        assert set(names) == {"SpecDecodeNotPayingOff", "SpecDecodePredictedNotPayingOff"}
         assert names["SpecDecodeNotPayingOff"]["status"]["state"] == "active"
         assert names["SpecDecodeNotPayingOff"]["labels"] == {
             "alertname": "SpecDecodeNotPayingOff",
+            "basis": "predicted",
             "class": "summarize",
             "job": "specwise",
             "severity": "critical",

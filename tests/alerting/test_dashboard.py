@@ -102,6 +102,16 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "specwise_deployed_k",
         "specwise_predicted_speedup_ratio",
         "ALERTS",
+        # the cost side (#14): measured vs predicted, per band, the load, the fitted costs
+        "specwise_measured_speedup_ratio",
+        "specwise_measured_speedup_lower_ratio",
+        "specwise_band_measured_speedup_ratio",
+        "specwise_band_predicted_speedup_ratio",
+        "specwise_band_k",
+        "specwise_batch_size",
+        "specwise_step_cost_seconds",
+        "specwise_implied_draft_cost_ratio",
+        "specwise_load_aware",
     ):
         assert needed in exprs, needed
     for panel in dash["panels"]:

@@ -41,7 +41,16 @@ def test_after_alone_is_since_start(capsys: pytest.CaptureFixture[str]) -> None:
     # past the 4 measured (issue 11)
     assert row["recommended_k"] == 6
     assert row["shortfall"] == pytest.approx(11252 / (4 * 2946))
-    assert "at most 2 positions past the 4 measured" in str(row["reason"])
+    # the capture has vLLM's latency families: priced with the fitted step time (one window,
+    # no plain decoding: T(0, B) from the prior), and the step bound is said in the notes
+    assert "step bound applied: k priced up to 6 (4 measured positions + max_step 2)" in str(
+        row["notes"]
+    )
+    load = row["load"]
+    assert isinstance(load, dict)
+    assert load["load_aware"] is True
+    assert load["measured"]["basis"] == "inferred"
+    assert load["recommended"]["k"] == 6
 
 
 def test_before_after_window_and_losing_cost(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,7 +68,13 @@ def test_before_after_window_and_losing_cost(capsys: pytest.CaptureFixture[str])
     assert row["recommended_k"] == 0
     assert row["off_mode"] == "restart"
     assert row["predicted_speedup_current"] < 1.0  # type: ignore[operator]
-    assert "recommend 0" in str(row["reason"])
+    # priced with the fitted step time (the captures carry latency families): "off"
+    assert "recommend off (restart without a drafter)" in str(row["reason"])
+    assert row["configuration"] == {
+        "k": 0,
+        "schedule": None,
+        "describe": "off (no speculative config)",
+    }
 
 
 def test_log_source_matches_the_counters(capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,3 +161,88 @@ def test_table_shows_the_recommended_k_and_the_exact_maximum(
     assert "k rec." in out
     assert "k best" not in out
     assert f"{rec} (max {top})" in out
+
+
+# -- the cost side (#14): measured speedup against a plain replica, from real exposition ---
+
+
+def _captures(tmp_path: Path, *, batch: float, latency: bool = True) -> tuple[Path, Path]:
+    """Two /metrics captures of a served model: an EAGLE-like engine at k = 4 and a plain
+    replica of it (no speculative config), both at ``batch`` running requests, 10 minutes
+    apart; counters follow a ground-truth T(k, B)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from specwise.step_cost import SpecConfig, StepCost
+    from tests.controller.load_fleet import LoadEngine, LoadFleetCollector
+
+    cost = StepCost(base=0.02, per_token=0.02 / 256, knee=256, draft_base=0.001)
+    engines = [
+        LoadEngine("m", "0", 0.7, cost, SpecConfig(4), batch=batch, latency_families=latency),
+        LoadEngine("m", "1", 0.7, cost, SpecConfig(0), batch=batch, latency_families=latency),
+    ]
+    collector = LoadFleetCollector(engines)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    collector.advance(300.0)
+    before = tmp_path / f"before-{batch:g}.txt"
+    before.write_bytes(generate_latest(registry))
+    collector.advance(600.0)
+    after = tmp_path / f"after-{batch:g}.txt"
+    after.write_bytes(generate_latest(registry))
+    return before, after
+
+
+@pytest.mark.parametrize(("batch", "pays"), [(4.0, True), (256.0, False)])
+def test_measured_speedup_against_a_plain_replica(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], batch: float, pays: bool
+) -> None:
+    """At B = 4 the step is memory-bound and k = 4 delivers 2.3x; at B = 256 it is
+    compute-bound and the same k delivers 0.53x: measured against the plain replica of
+    the same model (same class), as vLLM's counters show it."""
+    from specwise.step_cost import StepCost, speedup_at_batch
+
+    truth = speedup_at_batch(
+        [0.7**i for i in range(1, 5)],
+        4,
+        batch,
+        StepCost(base=0.02, per_token=0.02 / 256, knee=256, draft_base=0.001),
+    )
+    before, after = _captures(tmp_path, batch=batch)
+    [row] = run_json(["--before", str(before), "--after", str(after), "--cost", "eagle"], capsys)
+    load = row["load"]
+    assert isinstance(load, dict)
+    m = load["measured"]
+    assert m["basis"] == "baseline"
+    assert m["k"] == 4
+    assert m["batch"] == pytest.approx(batch)
+    assert m["value"] == pytest.approx(truth, rel=0.03)
+    assert m["low"] <= m["value"] <= m["high"]
+    assert (m["value"] > 1.0) is pays
+    assert load["batch"]["p50"] == batch
+    assert load["costs"]["base"] == pytest.approx(0.02, rel=0.05)
+    if pays:
+        assert load["recommended"]["kind"] == "single"
+    else:  # one batch size and one k seen: where the knee lies between them is a guess
+        assert load["recommended"]["k"] < 4
+    args = ["recommend", "--before", str(before), "--after", str(after), "--cost", "eagle"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"measured speedup at k = 4: {m['value']:.2f}x" in out
+    assert "(against plain windows of this class)" in out
+    assert "fitted step: base 20" in out
+
+
+def test_without_latency_families_recommend_says_constant_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before, after = _captures(tmp_path, batch=8.0, latency=False)
+    args = ["recommend", "--before", str(before), "--after", str(after), "--cost", "eagle"]
+    assert main([*args, "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["load"]["load_aware"] is False
+    assert row["load"]["note"].startswith("no latency families: priced with the constant-cost")
+    assert row["configuration"] is None
+    assert row["recommended_k"] == 5  # today's answer at alpha 0.7, c = 0.05
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "  no latency families: priced with the constant-cost model" in out
