@@ -27,7 +27,7 @@ from specwise.estimation.step_fit import (
     fit_step_cost,
     measured_speedup,
 )
-from specwise.policies.load_policy import ConfigRecommendation, LoadEvidence
+from specwise.policies.load_policy import RECENT_SPAN, ConfigRecommendation, LoadEvidence
 from specwise.step_cost import BatchDistribution, SpecConfig
 
 __all__ = [
@@ -207,7 +207,8 @@ class LoadTracker:
                 m = measured_speedup(recent, fit, survival, band=(start, end))
                 if m is not None:
                     bands.append(((start, end), m))
-        return LoadEvidence(fit, batches, measured, tuple(bands)), ""
+        recent_batches = cl.window.batches(now, span=RECENT_SPAN)
+        return LoadEvidence(fit, batches, measured, tuple(bands), recent_batches), ""
 
 
 def _finite(x: float | None) -> float | None:
