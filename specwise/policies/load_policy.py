@@ -184,6 +184,26 @@ def _config_value(ks: np.ndarray, rel: np.ndarray, weights: np.ndarray) -> float
     return float((weights * rel[ks, np.arange(len(ks))]).sum() / total)
 
 
+def _schedule_gains(
+    ks: np.ndarray,
+    rel: np.ndarray,
+    plain: np.ndarray,
+    shares: Sequence[np.ndarray],
+    min_gain: float,
+    top: int,
+) -> bool:
+    """Whether the schedule gains ``min_gain`` over the best single k (and plain decoding)
+    under any of ``shares`` (the horizon, the recent load, their blend): tokens are weighted
+    by plain throughput, so a busy hour outweighs a quiet day in a blend, and a schedule that
+    is the best k at every batch size must not be traded for the busy hour's single k."""
+    for sh in shares:
+        w = sh * plain
+        best = max([1.0] + [_config_value(np.full(len(ks), k), rel, w) for k in range(1, top + 1)])
+        if _config_value(ks, rel, w) >= best * (1.0 + min_gain):
+            return True
+    return False
+
+
 def _ks_of(config: SpecConfig, n: int) -> np.ndarray:
     return np.asarray([config.k_at(b) for b in range(1, n + 1)], dtype=int)
 
@@ -404,11 +424,12 @@ def recommend_config(
     for b, p in zip(load.batches.sizes, load.batches.shares, strict=True):
         share[min(b, n) - 1] += p
     day_share = share.copy()
+    recent_share = share
     if load.recent_batches is not None:
-        recent = np.zeros(n)
+        recent_share = np.zeros(n)
         for b, p in zip(load.recent_batches.sizes, load.recent_batches.shares, strict=True):
-            recent[min(b, n) - 1] += p
-        share = (1.0 - RECENT_WEIGHT) * share + RECENT_WEIGHT * recent
+            recent_share[min(b, n) - 1] += p
+        share = (1.0 - RECENT_WEIGHT) * share + RECENT_WEIGHT * recent_share
     largest = load.batches.sizes[-1]
     if largest > n:
         warnings.append(
@@ -439,7 +460,6 @@ def recommend_config(
     single = [1.0] + [_config_value(np.full(n, k), rel, w) for k in range(1, top + 1)]
     single_k = recommended_k_from_speedups(single, tolerance=plateau)
     s_single = single[single_k]
-    floor = max(1.0, s_single)
     kind: Literal["off", "single", "schedule"]
     # Off (a restart without a drafter) only when speculation loses over the whole horizon
     # too: the recent load weighs in to react to a peak, but an engine turned off at its
@@ -454,7 +474,12 @@ def recommend_config(
         s_single = single[single_k]
         peak_schedule = schedules and is_schedule
     if peak_schedule or (
-        schedules and is_schedule and s_schedule > 1.0 and s_schedule >= floor * (1.0 + min_gain)
+        schedules
+        and is_schedule
+        and s_schedule > 1.0
+        and _schedule_gains(
+            schedule_ks, rel, plain, (share, day_share, recent_share), min_gain, top
+        )
     ):
         kind = "schedule"
         entries: tuple[ScheduleEntry, ...] = tuple(bands)
