@@ -54,7 +54,7 @@ PRIOR_ONLY_NOTE = (
 #: with one k and no plain window, the load is worth pricing once the batch size has moved
 #: by this factor (the step time's shape over B is then measured; its split between target
 #: and drafter still leans on the preset)
-LOAD_RANGE = 2.0
+LOAD_RANGE = 1.15
 #: a window under a schedule is priced at one band's k when this share of its batch samples
 #: falls in that band; otherwise it straddles bands and gives no step observation
 ONE_BAND_SHARE = 0.9
