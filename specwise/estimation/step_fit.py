@@ -24,6 +24,8 @@ import numpy as np
 from specwise.errors import ModelInputError
 from specwise.estimation.step_obs import (
     DRAW_WIDEN,
+    NOISE_PRIOR,
+    NOISE_PRIOR_WEIGHT,
     FloatArray,
     StepObservation,
     cell_keys,
@@ -49,9 +51,6 @@ __all__ = [
 N_SAMPLES = 200
 #: At most this many knee candidates (quantiles of the observed verified tokens).
 MAX_KNEES = 40
-#: Prior relative noise of one window's T_obs (a pseudo-observation for the noise scale).
-NOISE_PRIOR = 0.02
-NOISE_PRIOR_WEIGHT = 1.0
 #: Floor of the drafter prior's width, as a share of the plain step (n-gram presets are 0).
 DRAFT_PRIOR_FLOOR = 0.02
 #: The drafter prior's width when the data cannot identify the drafter step (one k, no plain
@@ -101,6 +100,10 @@ class StepCostFit:
 
     def interval(self, f: Callable[[StepCost], float], level: float = 0.9) -> tuple[float, float]:
         """The central ``level`` interval of ``f`` over the posterior draws."""
+        if not (0.0 < float(level) < 1.0):
+            raise ModelInputError(
+                f"interval level = {level!r} must lie between 0 and 1 (e.g. 0.9)", field="level"
+            )
         if not self.samples:
             v = float(f(self.cost))
             return (v, v)

@@ -38,6 +38,9 @@ FloatArray = npt.NDArray[np.float64]
 #: Posterior draws are widened by this factor: the knee's grid and the plug-in noise
 #: variance understate the spread (calibrated on simulated windows, tests/estimation).
 DRAW_WIDEN = 1.25
+#: Prior relative noise of one window's T_obs (a pseudo-observation for the noise scale).
+NOISE_PRIOR = 0.02
+NOISE_PRIOR_WEIGHT = 1.0
 #: A step time above this many seconds is not a decode step (a stalled or broken window).
 MAX_STEP_SECONDS = 60.0
 #: Bounds past which a window's numbers are not an engine's (a broken counter or parse).

@@ -19,6 +19,8 @@ import numpy as np
 from specwise.estimation.step_obs import (
     DRAW_WIDEN,
     MAX_K,
+    NOISE_PRIOR,
+    NOISE_PRIOR_WEIGHT,
     FloatArray,
     StepObservation,
     cell_keys,
@@ -120,15 +122,15 @@ def measured_speedup(
     plain = _Windows(k_all[psel], b_all[psel], t_all[psel], r_all[psel], g_plain * r_all[psel])
 
     # the value and its basis, exactly; the draws over pooled cells (a day of windows)
-    value_row, basis, baseline_var, s_plain = _pooled_speedup([fit.cost], spec, plain, None)
+    value_row, basis, baseline_var, _ = _pooled_speedup([fit.cost], spec, plain, None)
     value = float(value_row[0])
     low = high = value
     spec_c, plain_c = spec.pooled(), plain.pooled()
     if fit.samples:
         draws, _, _, _ = _pooled_speedup(list(fit.samples), spec_c, plain_c, basis)
-        # the windows' own noise: T_obs around the fitted T(k, B)
+        # the windows' own noise: T_obs / T(k, B) around their neighbours' (_rel_noise)
         tk0 = _step_times(cost_arrays([fit.cost]), spec.k, spec.b)[0]
-        s_spec = _rel_noise(spec.t / tk0, spec.r, spec.b) if len(spec.k) >= 2 else s_plain
+        s_spec = _rel_noise(spec.t / tk0, spec.r, spec.b)
         t0 = _step_times(cost_arrays([fit.cost]), np.zeros_like(spec.b), spec.b)[0]
         u = spec.r * spec.t / t0
         spec_var = s_spec**2 * float((u * u).sum()) / float(u.sum()) ** 2
@@ -166,8 +168,8 @@ def measured_speedup(
 
 @dataclass(frozen=True)
 class _Windows:
-    """Windows as arrays: k, batch, step seconds, request-steps, and tokens (G; for plain
-    windows unused)."""
+    """Windows as arrays: k, batch, step seconds, request-steps R, and tokens delivered G
+    (for plain windows without the generation counter, R: one token per request-step)."""
 
     k: FloatArray
     b: FloatArray
@@ -261,23 +263,25 @@ def _predicted(costs: Sequence[StepCost], spec: _Windows, e: float) -> FloatArra
 def _rel_noise(rel: FloatArray, weights: FloatArray, batch: FloatArray) -> float:
     """The standard deviation of one window's relative step time (weight-normalized), from
     the scatter of windows around their neighbours (batch sizes within 25%), so that a fit
-    that misses the shape between batch sizes does not pass for noise. Falls back to the
-    scatter around the fit when no two windows are neighbours; 0 with fewer than two."""
+    that misses the shape between batch sizes does not pass for noise; around their common
+    mean when no two windows are neighbours. The fit's noise prior (2% per window, one
+    pseudo-window) keeps a window or two from claiming no noise at all."""
+    n = len(rel)
     wsum = float(weights.sum())
     wsq = float((weights * weights).sum())
-    if len(rel) < 2 or not (wsum > 0 and wsq > 0):
-        return 0.0
+    if n < 2 or not (wsum > 0 and wsq > 0):
+        return NOISE_PRIOR
     groups = np.round(np.log(batch) / math.log(1.25)).astype(np.int64)
     _, inv = np.unique(groups, return_inverse=True)
     inv = inv.reshape(-1)
     gw = np.bincount(inv, weights=weights)
     gmean = np.bincount(inv, weights=weights * rel) / np.where(gw > 0, gw, 1.0)
-    n_groups = len(gw)
-    if len(rel) - n_groups >= 1:
+    if n - len(gw) >= 1:
         dev = rel - gmean[inv]
-        dof_share = (len(rel) - n_groups) / len(rel)
+        dof = float(n - len(gw))
     else:
         dev = rel - float((weights * rel).sum() / wsum)
-        dof_share = (len(rel) - 1) / len(rel)
-    var = float((weights * dev**2).sum() / wsum) / max(dof_share, 1e-9)
-    return math.sqrt(var * (wsum / len(rel)) / (wsq / wsum))
+        dof = float(n - 1)
+    ss = n * float((weights * dev**2).sum() / wsum)  # in units of an average window
+    var = (ss + NOISE_PRIOR_WEIGHT * NOISE_PRIOR**2) / (dof + NOISE_PRIOR_WEIGHT)
+    return math.sqrt(var * (wsum / n) / (wsq / wsum))

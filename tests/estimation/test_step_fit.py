@@ -482,3 +482,32 @@ def test_prior_only_fit_is_conditioned_on_the_preset() -> None:
     assert two is not None
     assert two.plain_source == "extrapolated"
     assert any(s.startswith("the drafter costs") for s in two.disagreements())
+
+
+def test_an_interval_level_outside_0_1_says_so() -> None:
+    from specwise.errors import ModelInputError
+
+    fit = fit_step_cost(simulate(1, (0, 2), n=20), prior_cost=0.05)
+    assert fit is not None
+    lo, hi = fit.interval(lambda c: c.base, level=0.5)
+    lo9, hi9 = fit.interval(lambda c: c.base)
+    assert lo9 <= lo <= hi <= hi9
+    with pytest.raises(ModelInputError, match="between 0 and 1"):
+        fit.interval(lambda c: c.base, level=90)
+
+
+def test_one_window_a_side_claims_no_certainty() -> None:
+    """The vLLM 0.32 capture's windows (n-gram k = 4 and a plain server, both at B about
+    1): one window each cannot show its own noise, so the fit's noise prior sets the width."""
+    obs = [
+        StepObservation(4, 0.9723, 0.0022777, 703.0, 1.6287, 100.0, 200.0),
+        StepObservation(0, 0.9825, 0.0014816, 1125.0, 1.0178, 0.0, 100.0),
+    ]
+    fit = fit_step_cost(obs, prior_cost=0.0)
+    assert fit is not None
+    m = measured_speedup(obs, fit)
+    assert m is not None
+    assert m.basis == "baseline"
+    assert m.value == pytest.approx(1.6287 / 0.0022777 * 0.0014816 / 1.0178, rel=1e-3)
+    assert m.high - m.low > 0.04 * m.value  # about 2% per window on each side
+    assert m.low < m.value < m.high
