@@ -423,3 +423,10 @@ def test_plain_replicas_stay_plain_and_are_not_scored() -> None:
     alone = run_config(_scenario(_load_class(8.0, 3)), SpecConfig(3))
     with_plain = run_config(_scenario(cls), SpecConfig(3))
     assert with_plain.tokens_per_target_time == pytest.approx(alone.tokens_per_target_time)
+
+
+@pytest.mark.parametrize("config", [SpecConfig(0), SpecConfig(3), SpecConfig(4, SCHEDULE)])
+def test_speculative_config_round_trip(config: SpecConfig) -> None:
+    from specwise.sim.fleet import config_from_speculative, speculative_config_of
+
+    assert config_from_speculative(speculative_config_of(config, "eagle")) == config
