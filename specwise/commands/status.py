@@ -85,9 +85,13 @@ def measured_text(c: ClassStatus) -> str:
     text = f"{m['value']:.2f}x"
     if m.get("low") is not None and m.get("high") is not None:
         text += f" [{m['low']:.2f}, {m['high']:.2f}]"
+    notes = []
+    p = load.get("predicted") or {}
+    if p.get("value") is not None and p.get("batch") is not None:  # the same windows, priced
+        notes.append(f"pred. {p['value']:.2f}x")
     if m.get("basis") == "inferred":
-        text += " (inferred T0)"
-    return text
+        notes.append("inferred T0")
+    return f"{text} ({', '.join(notes)})" if notes else text
 
 
 def format_status(state: ControllerState, *, width: int | None = None) -> str:

@@ -22,7 +22,7 @@ LOAD: dict[str, Any] = {
     "note": "",
     "error": "",
     "measured": {"value": 0.84, "low": 0.8, "high": 0.88, "basis": "baseline", "batch": 48.0},
-    "predicted": {"value": 0.9, "low": 0.85, "high": 0.95},
+    "predicted": {"value": 0.9, "low": 0.85, "high": 0.95, "batch": 48.0},
     "recommended": {"k": 4, "schedule": [[1, 16, 4], [17, 256, 0]], "kind": "schedule"},
     "bands": [
         {"band": "1-16", "start": 1, "end": 16, "k": 4, "share": 0.3, "speedup": 1.6},
@@ -104,7 +104,7 @@ def test_status_table_shows_measured_and_predicted_speedup_and_the_configuration
         predicted_speedup_recommended=1.2,
         load=LOAD,
     )
-    assert measured_text(code) == "0.84x [0.80, 0.88]"
+    assert measured_text(code) == "0.84x [0.80, 0.88] (pred. 0.90x)"
     assert config_text(code) == "k=4 -> k=4 [1-16: 4, 17-256: 0]"
     chat = ClassStatus("chat", 0.05, 3, 3, load={"load_aware": False, "note": "no latency"})
     assert measured_text(chat) == "n/a"
@@ -116,7 +116,7 @@ def test_status_table_shows_measured_and_predicted_speedup_and_the_configuration
     assert "configuration" in header
     row = next(line for line in table.splitlines() if line.startswith("code"))
     assert "0.90x -> 1.20x" in row
-    assert "0.84x [0.80, 0.88]" in row
+    assert "0.84x [0.80, 0.88] (pred. 0.90x)" in row
     assert "[1-16: 4, 17-256: 0]" in row
 
 
