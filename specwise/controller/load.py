@@ -27,7 +27,7 @@ from specwise.estimation.step_fit import (
     fit_step_cost,
     measured_speedup,
 )
-from specwise.policies.load_policy import ConfigRecommendation, LoadEvidence
+from specwise.policies.load_policy import RECENT_SPAN, ConfigRecommendation, LoadEvidence
 from specwise.step_cost import BatchDistribution, SpecConfig
 
 __all__ = [
@@ -54,7 +54,7 @@ PRIOR_ONLY_NOTE = (
 #: with one k and no plain window, the load is worth pricing once the batch size has moved
 #: by this factor (the step time's shape over B is then measured; its split between target
 #: and drafter still leans on the preset)
-LOAD_RANGE = 2.0
+LOAD_RANGE = 1.15
 #: a window under a schedule is priced at one band's k when this share of its batch samples
 #: falls in that band; otherwise it straddles bands and gives no step observation
 ONE_BAND_SHARE = 0.9
@@ -207,7 +207,8 @@ class LoadTracker:
                 m = measured_speedup(recent, fit, survival, band=(start, end))
                 if m is not None:
                     bands.append(((start, end), m))
-        return LoadEvidence(fit, batches, measured, tuple(bands)), ""
+        recent_batches = cl.window.batches(now, span=RECENT_SPAN)
+        return LoadEvidence(fit, batches, measured, tuple(bands), recent_batches), ""
 
 
 def _finite(x: float | None) -> float | None:

@@ -114,10 +114,10 @@ class LoadWindow:
         cutoff = now - self.horizon
         return [o for o in self._obs if o.end >= cutoff]
 
-    def batches(self, now: float) -> BatchDistribution | None:
-        """The time-weighted batch-size distribution over the horizon; None with no busy
-        sample."""
-        first = int((now - self.horizon) // self._bucket)
+    def batches(self, now: float, span: float | None = None) -> BatchDistribution | None:
+        """The time-weighted batch-size distribution over the horizon (or the last ``span``
+        seconds, whole buckets of horizon / 96); None with no busy sample."""
+        first = int((now - min(self.horizon, span or self.horizon)) // self._bucket)
         pooled: dict[int, float] = {}
         for idx, hist in self._batches.items():
             if idx < first:

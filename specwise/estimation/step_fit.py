@@ -53,6 +53,12 @@ N_SAMPLES = 200
 MAX_KNEES = 40
 #: Floor of the drafter prior's width, as a share of the plain step (n-gram presets are 0).
 DRAFT_PRIOR_FLOOR = 0.02
+#: The drafter prior's width when the data cannot identify the drafter step (one k, no plain
+#: window), as a share of the plain step: the fit is then conditioned on the preset c (the
+#: constant-cost model's own assumption), and its draws carry the uncertainty of what the
+#: windows identify (the deployed step over B), not a +-100% doubt about c that no window
+#: can shrink (a second k or a plain window lets the data move c again).
+DRAFT_PRIOR_CONDITIONED = 1e-4
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,8 @@ def fit_step_cost(
     # windows of one k within 1% of one batch size pool into one cell (the same sums up to
     # that 1%), so a day of windows costs what a few hundred do
     k, b, t, w = _cells(k_raw, b_raw, t_raw, w_raw)
+    # one k and no plain window: T(k, B) identifies base (1 + k c) only, so condition on c
+    conditioned = not bool(np.any(k == 0)) and len({int(x) for x in k}) < 2
     tokens = b * (k + 1.0)
     x0 = (1.0 + k * eps) * scale[0]
     x2 = k * scale[2]
@@ -325,7 +333,7 @@ def fit_step_cost(
         prec[1, 1] += 1.0 / sd1**2
         # draft_base - c * base around 0, width max(c, floor) of the plain step
         v = np.array([-c * scale[0], 0.0, scale[2], 0.0])
-        sd2 = max(c, DRAFT_PRIOR_FLOOR) * base_guess
+        sd2 = (DRAFT_PRIOR_CONDITIONED if conditioned else max(c, DRAFT_PRIOR_FLOOR)) * base_guess
         prec += np.outer(v, v) / sd2**2
         # draft_per_seq around 0: at the median batch, up to max(c, 0.05) of the step
         sd3 = max(c, 0.05) * base_guess / b_med / scale[3]
@@ -561,7 +569,8 @@ def _notes(
         kk = spec_ks[0] if spec_ks else 0
         notes.append(
             f"no plain (k = 0) windows and one k (k = {kk}): T(0, B) is inferred through the "
-            f"drafter prior (c = {c:.2f}), not measured"
+            f"drafter prior (conditioned on the preset c = {c:.2f}), not measured; a second k "
+            "or a plain window measures c"
         )
     if n < 3:
         notes.append(f"only {n} window{'s' if n != 1 else ''}: the fit leans on its priors")

@@ -59,6 +59,9 @@ HOVER_WARN = 0.15
 MAX_DRAWS = 200
 #: The interval level (5% .. 95%).
 LEVEL = 0.9
+#: The span of ``LoadEvidence.recent_batches`` (seconds) and its weight against the horizon.
+RECENT_SPAN = 1800.0
+RECENT_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class LoadEvidence:
     batches: BatchDistribution
     measured: MeasuredSpeedup | None = None
     bands_measured: tuple[tuple[tuple[int, int], MeasuredSpeedup], ...] = ()
+    #: the batch-size distribution of the last ``RECENT_SPAN`` seconds: weighted as much as
+    #: the horizon's, so a configuration is judged by the load now as well as by the day (a
+    #: peak that began an hour ago weighs little in 24 h of quiet, yet it is where the
+    #: tokens are being lost)
+    recent_batches: BatchDistribution | None = None
 
     @classmethod
     def from_cost(cls, cost: StepCost, batches: BatchDistribution) -> LoadEvidence:
@@ -174,6 +182,26 @@ def _config_value(ks: np.ndarray, rel: np.ndarray, weights: np.ndarray) -> float
     if total <= 0:
         return 1.0
     return float((weights * rel[ks, np.arange(len(ks))]).sum() / total)
+
+
+def _schedule_gains(
+    ks: np.ndarray,
+    rel: np.ndarray,
+    plain: np.ndarray,
+    shares: Sequence[np.ndarray],
+    min_gain: float,
+    top: int,
+) -> bool:
+    """Whether the schedule gains ``min_gain`` over the best single k (and plain decoding)
+    under any of ``shares`` (the horizon, the recent load, their blend): tokens are weighted
+    by plain throughput, so a busy hour outweighs a quiet day in a blend, and a schedule that
+    is the best k at every batch size must not be traded for the busy hour's single k."""
+    for sh in shares:
+        w = sh * plain
+        best = max([1.0] + [_config_value(np.full(len(ks), k), rel, w) for k in range(1, top + 1)])
+        if _config_value(ks, rel, w) >= best * (1.0 + min_gain):
+            return True
+    return False
 
 
 def _ks_of(config: SpecConfig, n: int) -> np.ndarray:
@@ -395,6 +423,13 @@ def recommend_config(
     share = np.zeros(n)
     for b, p in zip(load.batches.sizes, load.batches.shares, strict=True):
         share[min(b, n) - 1] += p
+    day_share = share.copy()
+    recent_share = share
+    if load.recent_batches is not None:
+        recent_share = np.zeros(n)
+        for b, p in zip(load.recent_batches.sizes, load.recent_batches.shares, strict=True):
+            recent_share[min(b, n) - 1] += p
+        share = (1.0 - RECENT_WEIGHT) * share + RECENT_WEIGHT * recent_share
     largest = load.batches.sizes[-1]
     if largest > n:
         warnings.append(
@@ -425,9 +460,27 @@ def recommend_config(
     single = [1.0] + [_config_value(np.full(n, k), rel, w) for k in range(1, top + 1)]
     single_k = recommended_k_from_speedups(single, tolerance=plateau)
     s_single = single[single_k]
-    floor = max(1.0, s_single)
     kind: Literal["off", "single", "schedule"]
-    if schedules and is_schedule and s_schedule > 1.0 and s_schedule >= floor * (1.0 + min_gain):
+    # Off (a restart without a drafter) only when speculation loses over the whole horizon
+    # too: the recent load weighs in to react to a peak, but an engine turned off at its
+    # peak would lose the quiet hours where speculation pays (and the counters that show
+    # it), so a peak gets a schedule with a k = 0 band instead.
+    day_w = day_share * plain
+    day_single = [_config_value(np.full(n, k), rel, day_w) for k in range(1, top + 1)]
+    pays_over_day = load.recent_batches is not None and max(day_single) > 1.0 + plateau
+    peak_schedule = False
+    if single_k == 0 and pays_over_day:
+        single_k = 1 + int(np.argmax(day_single))
+        s_single = single[single_k]
+        peak_schedule = schedules and is_schedule
+    if peak_schedule or (
+        schedules
+        and is_schedule
+        and s_schedule > 1.0
+        and _schedule_gains(
+            schedule_ks, rel, plain, (share, day_share, recent_share), min_gain, top
+        )
+    ):
         kind = "schedule"
         entries: tuple[ScheduleEntry, ...] = tuple(bands)
         config = _sc.SpecConfig(max(k for _a, _b, k in bands), validate_schedule(entries))
@@ -467,7 +520,7 @@ def recommend_config(
     # min_gain over the best single k); the chosen one must be within the plateau of it.
     within = 0
     for d in range(draws):
-        singles_d = [1.0] + [
+        singles_d = [0.0 if pays_over_day else 1.0] + [
             _config_value(np.full(n, k), draw_rel[d], draw_w[d]) for k in range(1, top + 1)
         ]
         pick = singles_d[recommended_k_from_speedups(singles_d, tolerance=plateau)]

@@ -364,6 +364,7 @@ def test_the_simulated_fleet_with_load_is_priced_with_it_and_its_configuration_f
     out = tmp_path / "out"
     watcher = FileWatcher(fleet, out)
     seen: list[dict[str, Any]] = []
+    schedules: list[tuple[tuple[int, int, int], ...]] = []
     with SimServer(fleet) as server:
         config = parse_config(
             {
@@ -395,6 +396,8 @@ def test_the_simulated_fleet_with_load_is_priced_with_it_and_its_configuration_f
             status = next(c for c in controller.state().classes if c.name == "docs")
             if status.load is not None and status.load.get("measured"):
                 seen.append(dict(status.load))
+            if status.deployed_schedule:
+                schedules.append(tuple(status.deployed_schedule))
     assert seen, "measured while speculating"
     last = seen[-1]
     assert last["load_aware"] is True
@@ -406,12 +409,15 @@ def test_the_simulated_fleet_with_load_is_priced_with_it_and_its_configuration_f
     status = next(c for c in controller.state().classes if c.name == "docs")
     final = status.load
     assert final is not None
-    # the answer changed with load: a schedule that drafts less at the busy batch sizes
+    # the answer changed with load: a schedule that drafts less at the busy batch sizes (and,
+    # once the busy hour outweighs the quiet one in tokens, possibly off: a restart)
     assert status.changes >= 1
-    schedule = status.deployed_schedule
-    assert schedule
+    assert schedules
+    schedule = schedules[-1]
     assert schedule[-1][2] < schedule[0][2]
-    assert any(b["value"] < 1.0 for b in final["bands_measured"])  # measured: loses when busy
+    assert status.deployed_k == 0 or status.deployed_schedule == schedule
+    # measured: loses when busy
+    assert any(b["value"] < 1.0 for ld in seen for b in ld["bands_measured"])
     registry = controller_registry(controller.state)
     assert registry.get_sample_value("specwise_load_aware", {"class": "docs"}) == 1
     assert registry.get_sample_value(

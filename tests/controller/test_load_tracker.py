@@ -118,3 +118,33 @@ def test_under_a_schedule_a_window_counts_in_its_band_and_straddling_ones_only_f
     batches = tracker.batches("c", 300.0)
     assert batches is not None
     assert set(batches.sizes) == {8, 30, 48}  # every window still gives its batch sizes
+
+
+def test_one_k_over_a_narrow_load_range_is_priced_with_the_conditioned_fit() -> None:
+    """One k at batch sizes 24-29 (a load hovering past the compute knee): the step time's
+    growth over B is measured, so the class is priced with the load (T(0, B) inferred through
+    the preset c, draws conditioned on it), not with the constant-cost model that would
+    raise k into the knee. Where the knee lies below the range is not identified (base and
+    knee trade off), and the interval says so."""
+    truth = dataclasses.replace(COST, draft_base=0.001)  # c = 0.05, the preset
+    tracker = LoadTracker()
+    for i in range(30):
+        batch = (24, 25, 26, 27, 28, 29)[i % 6]
+        t = truth.step_time(2, batch)
+        d = window(i, batch, 2)
+        steps = 60.0 / t
+        r = steps * batch
+        d = dataclasses.replace(
+            d, itl_seconds_sum=r * t, itl_seconds_count=r, iteration_steps=steps
+        )
+        tracker.add("c", d, 2)
+    ev, note = tracker.evidence("c", 1800.0, prior_cost=0.05, survival=SURVIVAL, deployed=None)
+    assert ev is not None, note
+    assert note == ""
+    assert ev.fit.plain_source == "prior"
+    assert any("conditioned on the preset c = 0.05" in n for n in ev.fit.notes)
+    assert ev.measured is not None
+    assert ev.measured.basis == "inferred"
+    assert ev.measured.low <= ev.measured.value <= ev.measured.high
+    # the fit sees the verify past the knee: k = 4 at B = 26 costs far more than the preset says
+    assert ev.fit.cost.relative(4, 26.0) > 1.5 * (1.0 + 4 * 0.05)

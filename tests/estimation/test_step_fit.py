@@ -461,6 +461,29 @@ def test_first_tokens_count_alike_on_both_sides() -> None:
     assert m.value == pytest.approx(client, rel=1e-9)
 
 
+def test_prior_only_fit_is_conditioned_on_the_preset() -> None:
+    # One k, no plain window: the data identify base (1 + k c) only. Conditioned on the
+    # preset c (what the constant-cost model assumes too), T(0, B) and the drafter cost have
+    # narrow draws instead of a +-100% doubt no window can shrink; a true c equal to the
+    # preset gives T(0, B) right.
+    exact = StepCost(base=0.02, per_token=4e-5, knee=96.0, draft_base=0.001)  # c = 0.05
+    fit = fit_step_cost(simulate(11, (4,), cost=exact), prior_cost=0.05, seed=3)
+    assert fit is not None
+    assert fit.plain_source == "prior"
+    lo, hi = fit.interval(lambda s: s.implied_draft_cost(8.0))
+    assert 0.045 <= lo <= hi <= 0.055
+    t_lo, t_hi = fit.interval(lambda s: s.step_time(0, 8.0))
+    assert t_hi / t_lo < 1.05
+    assert t_lo * 0.98 <= exact.step_time(0, 8.0) <= t_hi * 1.02
+    assert any("conditioned on the preset c = 0.05" in n for n in fit.notes)
+    # a second k frees c again: the heavy drafter shows through
+    heavy = StepCost(base=0.02, per_token=4e-5, knee=96.0, draft_base=0.003)  # c = 0.15
+    two = fit_step_cost(simulate(12, (4, 5), cost=heavy), prior_cost=0.05, seed=3)
+    assert two is not None
+    assert two.plain_source == "extrapolated"
+    assert any(s.startswith("the drafter costs") for s in two.disagreements())
+
+
 def test_an_interval_level_outside_0_1_says_so() -> None:
     from specwise.errors import ModelInputError
 

@@ -409,3 +409,34 @@ def test_evidence_from_a_known_cost_prices_point_intervals() -> None:
     assert out.kind == "schedule"
     assert out.low == pytest.approx(out.speedup)
     assert out.high == pytest.approx(out.speedup)
+
+
+def test_a_peak_now_reprices_without_turning_off_what_pays_over_the_day() -> None:
+    # 23 hours of quiet (B ~ 4, where k pays) and a peak now (B ~ 64, where it loses): the
+    # recent load weighs as much as the day, so the peak is answered at once, with a k = 0
+    # band, not by turning speculation off (which would lose the quiet hours)
+    day = mixture([(0.95, 4, 1), (0.05, 64, 4)])
+    peak = mixture([(1.0, 64, 4)])
+    args: dict[str, object] = {
+        "k_max": 8,
+        "plateau": 0.01,
+        "min_gain": 0.05,
+        "current": SpecConfig(4),
+        "max_batch_size": N,
+        "edge_margin": 0.25,
+        "off_overhead": 0.14,
+    }
+    evidence = LoadEvidence(fit(KNEE, cost_draws(KNEE)), day, recent_batches=peak)
+    out = recommend_config(survival(0.75), evidence, **args)  # type: ignore[arg-type]
+    assert out.kind == "schedule"
+    assert out.config.k_at(4) >= 3
+    assert out.config.k_at(64) == 0
+    assert out.confidence >= 0.8
+    # speculation that loses over the day too is still turned off
+    heavy = StepCost(base=0.02, per_token=0.02 / 64, knee=64, draft_base=0.012, draft_per_seq=1e-4)
+    off = recommend_config(
+        survival(0.3),
+        LoadEvidence(fit(heavy, cost_draws(heavy)), day, recent_batches=peak),
+        **args,  # type: ignore[arg-type]
+    )
+    assert off.kind == "off"
