@@ -169,7 +169,7 @@ def test_recommend_prometheus_fits_over_sub_windows(
 ) -> None:
     """``recommend --prometheus`` reads the same sub-windows: a window over the last quiet
     hour and the peak fits the knee (the preset knows none) and, weighted by the busy time,
-    drafts little: k = 4 measured at 0.76x is replaced."""
+    drafts little at the peak: k = 4 measured at 0.76x is replaced."""
     window = f"{math.ceil((time.time() - T0) / HOUR) + 1:.0f}h"
     assert main(["recommend", "--prometheus", prom.base_url, "--window", window, "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
@@ -180,5 +180,13 @@ def test_recommend_prometheus_fits_over_sub_windows(
     assert load["batch"]["p90"] >= 192
     assert any("the verify saturates" in d for d in load["disagreements"])
     assert load["measured"]["value"] < 1.0
-    assert load["recommended"]["k"] <= 2
+    # at the peak the recommended configuration drafts little: a single k <= 2, or a
+    # schedule whose band at the p90 batch size does (which one wins depends on how the
+    # hour-long sub-windows fall on the history, i.e. on the minute the test runs)
+    rec = load["recommended"]
+    at_peak = rec["k"]
+    for start, end, k in rec["schedule"] or ():
+        if start <= load["batch"]["p90"] <= end:
+            at_peak = k
+    assert at_peak <= 2, rec["describe"]
     assert load["recommended"]["speedup"] > load["recommended"]["current_speedup"]
