@@ -139,6 +139,7 @@ def off_reason(
     if not evidence:
         return (
             "speculation is off (k = 0): vLLM exports no acceptance counters, so there is "
-            "nothing to re-check; re-enable on a canary to measure alpha again"
+            "nothing to re-check until a re-enable probe ([probes], `specwise probe CLASS`) "
+            "measures alpha again"
         )
     return None
