@@ -159,10 +159,12 @@ def _opt_increase_resets(values: list[float | None], forced: list[int]) -> tuple
 
 def _position(s: Snapshot, i: int) -> float:
     """Position i of a snapshot: 0 where the engine ran a smaller k (nothing counted there
-    yet, so a k change that adds positions keeps their counts), NaN where none are exported."""
+    yet, so a k change that adds positions keeps their counts), k = 0 included (a load-only
+    snapshot: an engine without speculation counted nothing, so turning speculation back on
+    keeps the new engine's counts), NaN where none are exported."""
     if i < len(s.accepted_per_position):
         return s.accepted_per_position[i]
-    return 0.0 if s.accepted_per_position else math.nan
+    return 0.0 if s.accepted_per_position or not s.spec_families else math.nan
 
 
 #: Cumulative load and time counters of a Snapshot, summed (as gains) into a CounterDelta.

@@ -478,6 +478,10 @@ def evaluate(
     """The probe's verdict if it should end now (decisive or out of time), else None."""
     elapsed = now - probe.started
     out_of_time = elapsed >= settings.max_duration
+    if probe.instance and evidence.canary_ratio is None and elapsed < settings.min_duration:
+        # a canary says how it compares with the other replicas over the same minutes: its
+        # first window may already decide, but the comparison needs a second one
+        return None
     if probe.kind == "baseline":
         if evidence.plain_steps > 0 and elapsed >= settings.min_duration:
             return "measured", f"plain decoding measured over {elapsed / 60:.0f} min"

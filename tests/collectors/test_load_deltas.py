@@ -19,6 +19,7 @@ from specwise.collectors.deltas import (
 )
 from specwise.collectors.exposition import parse_exposition
 from specwise.collectors.snapshot import CounterDelta, Snapshot
+from specwise.estimation.estimator import WindowCounts
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "vllm"
 
@@ -158,6 +159,25 @@ def test_engine_restarted_without_speculation_gives_a_load_only_delta() -> None:
     assert e.spec_families is True
     assert e.drafts == 2946
     assert e.iteration_steps == 2191
+
+
+def test_speculation_turned_back_on_keeps_the_positions() -> None:
+    """A probe (#15) re-enables speculation on an engine that ran without it: the window from
+    the load-only snapshot to the new engine's counts every position (was: 0 at each, and
+    the estimator rejected the window, 'per-position counts sum to 0 but accepted is N')."""
+    off = page("metrics-nospec-baseline-after-20req.txt", 0)[0]
+    on = page("metrics-ngram-5-final.txt", 60)[0]
+    assert off.spec_families is False
+    assert off.accepted_per_position == ()
+    [d] = window_deltas([off], [on])
+    assert d.spec_families is True
+    assert d.k == on.k
+    assert d.restarts >= 1
+    assert d.drafts == on.drafts
+    assert d.accepted == on.accepted
+    assert d.accepted_per_position == on.accepted_per_position
+    assert math.fsum(d.accepted_per_position) == pytest.approx(d.accepted)
+    WindowCounts.from_delta(d)  # the estimator takes it: no DataError
 
 
 def test_since_start_carries_the_load_families() -> None:

@@ -102,6 +102,10 @@ def test_a_class_turned_off_comes_back_after_its_drafter_is_fixed() -> None:
     assert fleet.deployed_k("code") > 0, "a re-enable probe brought the fixed drafter back"
     results = probe_of(ctl)["results"]
     assert any(r["kind"] == "re-enable" and r["outcome"] == "pays" for r in results)
+    # the first window after the re-enable (from the k = 0 engine's load-only counters) is
+    # consistent evidence, not a data error (was: its positions counted 0, the window skipped)
+    errors = {s.name: dict(s.errors) for s in ctl.state().sources if s.errors}
+    assert not errors, errors
     # without probes the class stays off for ever (today's behaviour)
     off = closed_loop_config(repair(), probes={**PROBES, "enabled": False})
     ctl2, fleet2, clock2 = build(repair(), off)

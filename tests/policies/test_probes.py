@@ -181,6 +181,22 @@ def test_canary_that_pays_is_rolled_out_to_every_replica() -> None:
     assert "rolled out" in end.reason
 
 
+def test_a_canary_waits_for_its_comparison_up_to_min_duration() -> None:
+    """Decisive drafts in the canary's first window do not end it before the side-by-side
+    comparison with the other replicas (a second window) or min_duration."""
+    v = view(replicas=("a", "b"))
+    start = plan(trigger(settled(0.0), "m"), v, S, now=10.0)
+    assert start.probe is not None
+    decisive = ProbeEvidence(drafts=S.min_drafts, speedup=1.5, low=1.3, high=1.7)
+    assert evaluate(start.probe, decisive, S, 10.0 + S.min_duration - 1) is None
+    compared = ProbeEvidence(drafts=S.min_drafts, speedup=1.5, low=1.3, high=1.7, canary_ratio=1.4)
+    assert evaluate(start.probe, compared, S, 70.0) is not None
+    assert evaluate(start.probe, decisive, S, 10.0 + S.min_duration) is not None  # bounded
+    whole = plan(trigger(settled(0.0), "m"), view(), S, now=10.0).probe
+    assert whole is not None
+    assert evaluate(whole, decisive, S, 70.0) is not None  # no replicas: no comparison
+
+
 def test_explore_when_the_model_says_a_longer_k_may_pay() -> None:
     s = ProbeSettings(kinds=("explore",))
     v = view(deployed_k=2, explore_k=4, expected_speedup=1.3)
