@@ -5,7 +5,10 @@ Two measures. Throughput (``measure`` = "throughput", used when the speculative 
 and plain windows at comparable batch sizes both carry the per-request families): the
 tokens a request gets per second it spends in the engine, prefill included (finished
 requests' generated tokens / their ``vllm:request_inference_time_seconds``), against plain
-decoding's at comparable mean decode batch sizes: sum G_req / sum (S_req rate0(B_obs)). This
+decoding's at a comparable load level: sum G_req / sum (S_req rate0(L)). The load level L of
+a window is the time-average number of requests decoding in it (Little's law on the
+inter-token latency: ITL sum / window length, exact per window, unlike the finished
+requests' sums), which a per-request rate depends on. This
 is what a client sees: speculation shortens the decode, not the prefill, and a draft model's
 prefill costs extra. Decode-only (``measure`` = "decode", the fallback): sum G / sum (R T_obs
 / T0(B_obs)) over a class's windows; T0 from plain windows at comparable batch sizes
@@ -204,10 +207,18 @@ def measured_speedup(
     )
 
 
+def load_level(o: StepObservation) -> float:
+    """Requests decoding on average over the window (R T_obs / its length: Little's law on
+    the inter-token latency); its mean decode batch when the window has no length."""
+    span = o.end - o.start
+    return o.weight * o.step_seconds / span if span > 0 else o.batch
+
+
 def _request_arrays(obs: Sequence[StepObservation]) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Request-seconds, request tokens and batch of the windows where requests finished."""
+    """Request-seconds, request tokens and load level of the windows where requests
+    finished."""
     rows = [
-        (o.request_seconds, o.request_tokens, o.batch)
+        (o.request_seconds, o.request_tokens, load_level(o))
         for o in obs
         if o.request_seconds is not None
         and o.request_tokens is not None
@@ -234,15 +245,16 @@ def _throughput(
 ) -> tuple[float, float, float, float | None, float | None] | None:
     """The throughput measure (value, 90% low, high, load, plain load) or None when either
     side lacks the per-request families or plain windows at comparable batch sizes cover
-    less than 90% of the speculative request-seconds."""
-    s_sec, s_tok, s_b = _request_arrays(spec_obs)
-    p_sec, p_tok, p_b = _request_arrays(plain_obs)
+    less than 90% of the speculative request-seconds (plain windows within a factor
+    BASELINE_FACTOR of their load levels)."""
+    s_sec, s_tok, s_l = _request_arrays(spec_obs)
+    p_sec, p_tok, p_l = _request_arrays(plain_obs)
     if len(s_sec) == 0 or len(p_sec) == 0:
         return None
-    # plain decoding's per-request token rate near each speculative window's batch size: a
-    # triangular kernel in log B (zero at a factor BASELINE_FACTOR), weighted by seconds
+    # plain decoding's per-request token rate near each speculative window's load level: a
+    # triangular kernel in log L (zero at a factor BASELINE_FACTOR), weighted by seconds
     reach = math.log(BASELINE_FACTOR)
-    dist = np.abs(np.log(s_b)[:, None] - np.log(p_b)[None, :]) / reach
+    dist = np.abs(np.log(s_l)[:, None] - np.log(p_l)[None, :]) / reach
     w = np.maximum(0.0, 1.0 - dist) * p_sec[None, :]  # spec x plain
     wsum = w.sum(axis=1)
     covered = wsum > 0
