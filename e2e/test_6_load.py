@@ -8,8 +8,8 @@ comes and goes between restarts hits the baseline on both sides). Each is warmed
 loaded at concurrency 1, 4 and 16 (greedy, 64-token completions, repetitive prompts, each
 phase a bounded number of requests for PHASE_SECONDS). For each (server, concurrency) the
 test measures the generated tokens per second itself, client-side, and scrapes /metrics
-just before and just after the phase: the client and the counters see exactly the same requests, so contention
-from whatever else runs on the machine hits both alike.
+just before and just after the phase: the client and the counters see exactly the same
+requests, so contention from whatever else runs on the machine hits both alike.
 
 From the counter gains of each phase (plan identities, docs/design.md#the-cost-side):
 R = ITL count (request-steps), T_obs = ITL sum / R (the step time requests see),
