@@ -214,17 +214,15 @@ def load_level(o: StepObservation) -> float:
     return o.weight * o.step_seconds / span if span > 0 else o.batch
 
 
+def _has_requests(o: StepObservation) -> bool:
+    s, g = o.request_seconds, o.request_tokens
+    return s is not None and g is not None and 0 < s < math.inf and 0 < g < math.inf
+
+
 def _request_arrays(obs: Sequence[StepObservation]) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Request-seconds, request tokens and load level of the windows where requests
     finished."""
-    rows = [
-        (o.request_seconds, o.request_tokens, load_level(o))
-        for o in obs
-        if o.request_seconds is not None
-        and o.request_tokens is not None
-        and o.request_seconds > 0
-        and o.request_tokens > 0
-    ]
+    rows = [(o.request_seconds, o.request_tokens, load_level(o)) for o in obs if _has_requests(o)]
     a = np.array(rows, dtype=np.float64).reshape(-1, 3)
     return a[:, 0], a[:, 1], a[:, 2]
 
@@ -268,9 +266,9 @@ def _throughput(
     used = lean > 0
     sd = DRAW_WIDEN * math.sqrt(_ratio_var(s_tok, s_sec) + _ratio_var(p_tok[used], p_sec[used]))
     z = 1.6448536269514722  # the 90% interval
-    span_s = sum(o.end - o.start for o in spec_obs if o.request_seconds)
+    span_s = sum(o.end - o.start for o in spec_obs if _has_requests(o))
     load = float(s_sec.sum()) / span_s if span_s > 0 else None
-    p_used = [o for o in plain_obs if o.request_seconds and o.request_tokens]
+    p_used = [o for o in plain_obs if _has_requests(o)]
     span_p = sum(o.end - o.start for o, u in zip(p_used, used, strict=True) if u)
     plain_load = float(p_sec[used].sum()) / span_p if span_p > 0 else None
     return value, value * max(0.0, 1.0 - z * sd), value * (1.0 + z * sd), load, plain_load

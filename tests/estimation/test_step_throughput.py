@@ -4,6 +4,7 @@ prefill included, against plain windows at a comparable load (docs/design.md#the
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -164,3 +165,14 @@ def test_load_window_state_keeps_the_request_fields() -> None:
     old = win.to_json()
     old["observations"] = [row[:7] for row in old["observations"]]
     assert LoadWindow.from_json(old).observations(now=3000.0)[0].request_seconds is None
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, math.inf, 0.0])
+def test_broken_request_fields_are_skipped_not_fatal(bad: float) -> None:
+    plain = [_window(0, i, step=0.010, tps=1.0, load=1.0, prefill=0.005) for i in range(4)]
+    spec = [_window(3, 10 + i, step=0.020, tps=2.5, load=1.0, prefill=0.05) for i in range(4)]
+    broken = dataclasses.replace(plain[0], request_seconds=bad)
+    m = _measure([broken, *plain[1:], *spec])
+    assert m.measure == "throughput"
+    assert math.isfinite(m.value)
+    assert m.value == pytest.approx(_measure([*plain[1:], *spec]).value)
