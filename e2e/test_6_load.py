@@ -552,8 +552,10 @@ def test_identities_on_real_counters(phases: list[Phase]) -> None:
         else:
             assert 1.0 < b <= p.concurrency, (where, b)
         # tokens per second while decoding, B (G / R) / T_obs, against the client's: the
-        # client's also spans prefill and the time between a response and the next request
-        assert 0.7 < row["counter_tps"] / row["client_tps"] < 1.5, (where, row)
+        # client's also spans prefill and the time between a response and the next request,
+        # which a starved API server stretches without bound (1.52x in a busy run), so only
+        # from below; Little's law below is the exact check
+        assert row["counter_tps"] / row["client_tps"] > 0.7, (where, row)
         # Little's law: the client's tokens per second = requests in the engine x the rate
         # one request gets there (the two factors of the client-side ratio)
         little = row["engine_load"] * row["tokens_per_inference_second"]
@@ -622,17 +624,12 @@ def test_measured_speedup_matches_client_side(phases: list[Phase]) -> None:
     for row in rows:
         where = f"{row['server']} at concurrency {row['concurrency']}"
         ratio = row["engine_load"] / row["plain_engine_load"]
-        # one client: both engines mostly hold its one request; the load differs by the
-        # share of each request spent outside the engine (HTTP, the client), 5-8% here:
-        # compared, that share is what the 10% leaves for it
-        row["comparable"] = (
-            row["concurrency"] == 1 or 1 / COMPARABLE_LOAD <= ratio <= COMPARABLE_LOAD
-        )
+        # one client too: the engine holds its one request except while the API server and
+        # the client handle it (5-8% of the time here, 32% for the drafter's server in a
+        # run at load average 6.5, whose API server got little CPU)
+        row["comparable"] = 1 / COMPARABLE_LOAD <= ratio <= COMPARABLE_LOAD
         print(json.dumps(row))
         if not row["comparable"]:
-            # one request at a time always compares (asserted below); with more clients the
-            # plain server's API process sometimes held requests back from its engine
-            assert row["concurrency"] > 1, (where, row)
             print(
                 f"{where}: not comparable (the engine held {row['engine_load']} requests vs "
                 f"plain {row['plain_engine_load']}: the client ratio is mostly that), not asserted"
@@ -655,4 +652,6 @@ def test_measured_speedup_matches_client_side(phases: list[Phase]) -> None:
             if abs(client - 1.0) > TOLERANCE and (measured > 1.0) != (client > 1.0):
                 problems.append(f"{where}: {surface} says {measured:.3f}, client-side {client:.3f}")
     report("load: measured vs client-side speedup", rows=rows)
+    compared = [r for r in rows if r["comparable"]]
+    assert compared, "no level compared: every engine load differed by more than 10%"
     assert not problems, problems
