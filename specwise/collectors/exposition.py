@@ -47,6 +47,9 @@ _VLLM_PREFIXES = (
     "iteration_tokens_total",
     "request_time_per_output_token_seconds",
     "request_decode_time_seconds",
+    "request_prefill_time_seconds",
+    "request_inference_time_seconds",
+    "request_generation_tokens",
 )
 _PREFIXES = (
     *(f"vllm{sep}{p}" for sep in (":", "_") for p in _VLLM_PREFIXES),
@@ -84,6 +87,12 @@ _SAMPLES: dict[str, tuple[str, frozenset[str]]] = {
     "vllm:request_time_per_output_token_seconds_count": ("tpot_seconds_count", _HIST_TYPES),
     "vllm:request_decode_time_seconds_sum": ("decode_seconds_sum", _HIST_TYPES),
     "vllm:request_decode_time_seconds_count": ("decode_seconds_count", _HIST_TYPES),
+    "vllm:request_prefill_time_seconds_sum": ("prefill_seconds_sum", _HIST_TYPES),
+    "vllm:request_prefill_time_seconds_count": ("prefill_seconds_count", _HIST_TYPES),
+    "vllm:request_inference_time_seconds_sum": ("inference_seconds_sum", _HIST_TYPES),
+    "vllm:request_inference_time_seconds_count": ("inference_seconds_count", _HIST_TYPES),
+    "vllm:request_generation_tokens_sum": ("request_tokens_sum", _HIST_TYPES),
+    "vllm:request_generation_tokens_count": ("request_tokens_count", _HIST_TYPES),
     "process_start_time_seconds": ("process_start_time", _GAUGE_TYPES),
 }
 _SPEC_FIELDS = frozenset(
@@ -109,6 +118,12 @@ _LOAD_FIELDS = (
     "tpot_seconds_count",
     "decode_seconds_sum",
     "decode_seconds_count",
+    "prefill_seconds_sum",
+    "prefill_seconds_count",
+    "inference_seconds_sum",
+    "inference_seconds_count",
+    "request_tokens_sum",
+    "request_tokens_count",
 )
 
 
@@ -279,6 +294,12 @@ def _snapshot(
         tpot_seconds_count=v.get("tpot_seconds_count"),
         decode_seconds_sum=v.get("decode_seconds_sum"),
         decode_seconds_count=v.get("decode_seconds_count"),
+        prefill_seconds_sum=v.get("prefill_seconds_sum"),
+        prefill_seconds_count=v.get("prefill_seconds_count"),
+        inference_seconds_sum=v.get("inference_seconds_sum"),
+        inference_seconds_count=v.get("inference_seconds_count"),
+        request_tokens_sum=v.get("request_tokens_sum"),
+        request_tokens_count=v.get("request_tokens_count"),
         process_start_time=process_start,
         v0_acceptance_rate=v.get("v0_acceptance_rate"),
         v0_efficiency=v.get("v0_efficiency"),
@@ -315,6 +336,12 @@ def _load_only(
         tpot_seconds_count=v.get("tpot_seconds_count"),
         decode_seconds_sum=v.get("decode_seconds_sum"),
         decode_seconds_count=v.get("decode_seconds_count"),
+        prefill_seconds_sum=v.get("prefill_seconds_sum"),
+        prefill_seconds_count=v.get("prefill_seconds_count"),
+        inference_seconds_sum=v.get("inference_seconds_sum"),
+        inference_seconds_count=v.get("inference_seconds_count"),
+        request_tokens_sum=v.get("request_tokens_sum"),
+        request_tokens_count=v.get("request_tokens_count"),
         process_start_time=process_start,
         spec_families=False,
     )

@@ -50,6 +50,12 @@ LOAD_METRICS: dict[str, str] = {
     "iteration_tokens": "iteration_tokens_total_sum",
     "decode_seconds_sum": "request_decode_time_seconds_sum",
     "decode_seconds_count": "request_decode_time_seconds_count",
+    "prefill_seconds_sum": "request_prefill_time_seconds_sum",
+    "prefill_seconds_count": "request_prefill_time_seconds_count",
+    "inference_seconds_sum": "request_inference_time_seconds_sum",
+    "inference_seconds_count": "request_inference_time_seconds_count",
+    "request_tokens_sum": "request_generation_tokens_sum",
+    "request_tokens_count": "request_generation_tokens_count",
     "tpot_seconds_sum": "request_time_per_output_token_seconds_sum",
     "tpot_seconds_count": "request_time_per_output_token_seconds_count",
 }

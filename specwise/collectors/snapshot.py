@@ -61,6 +61,12 @@ class Snapshot:
     iteration_tokens: float | None = None
     decode_seconds_sum: float | None = None
     decode_seconds_count: float | None = None
+    prefill_seconds_sum: float | None = None
+    prefill_seconds_count: float | None = None
+    inference_seconds_sum: float | None = None
+    inference_seconds_count: float | None = None
+    request_tokens_sum: float | None = None
+    request_tokens_count: float | None = None
     tpot_seconds_sum: float | None = None
     tpot_seconds_count: float | None = None
     #: False for an engine running without speculation (its page has no spec-decode
@@ -118,6 +124,12 @@ class CounterDelta:
     iteration_tokens: float | None = None
     decode_seconds_sum: float | None = None
     decode_seconds_count: float | None = None
+    prefill_seconds_sum: float | None = None
+    prefill_seconds_count: float | None = None
+    inference_seconds_sum: float | None = None
+    inference_seconds_count: float | None = None
+    request_tokens_sum: float | None = None
+    request_tokens_count: float | None = None
     tpot_seconds_sum: float | None = None
     tpot_seconds_count: float | None = None
     #: per-engine running-request samples seen inside the window (the batch-size

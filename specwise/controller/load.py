@@ -223,6 +223,12 @@ def _measured(m: MeasuredSpeedup) -> dict[str, Any]:
         "basis": m.basis,
         "batch": m.batch,
         "k": m.k,
+        # "throughput": per-request tokens per second in the engine, prefill included, vs
+        # plain windows at comparable batch sizes; "decode": decode step time only
+        "measure": m.measure,
+        "decode_value": m.decode_value,
+        "load": m.load,
+        "plain_load": m.plain_load,
     }
 
 

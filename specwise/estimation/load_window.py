@@ -137,6 +137,11 @@ class LoadWindow:
             "max_observations": self.max_observations,
             "observations": [
                 [o.k, o.batch, o.step_seconds, o.weight, o.tokens_per_step, o.start, o.end]
+                + (
+                    []
+                    if o.request_seconds is None
+                    else [o.request_seconds, o.request_tokens, o.requests]
+                )
                 for o in self._obs
             ],
             "batches": [
@@ -192,7 +197,11 @@ def _num(value: Any, default: float) -> float:
 
 def _obs_from_row(row: Any) -> StepObservation | None:
     try:
-        k, batch, step, weight, tps, start, end = row
+        k, batch, step, weight, tps, start, end = row[:7]
+        # the finished requests' seconds, tokens and number (absent in older state files)
+        req = [float(x) for x in row[7:10]] if len(row) >= 10 else []
+        if req and not all(math.isfinite(x) and x > 0 for x in req):
+            req = []
         obs = StepObservation(
             k=int(k),
             batch=float(batch),
@@ -201,6 +210,9 @@ def _obs_from_row(row: Any) -> StepObservation | None:
             tokens_per_step=None if tps is None else float(tps),
             start=float(start),
             end=float(end),
+            request_seconds=req[0] if req else None,
+            request_tokens=req[1] if req else None,
+            requests=req[2] if req else None,
         )
     except (TypeError, ValueError):
         return None

@@ -8,7 +8,11 @@ Per class and window the counters give (plan identities):
   steps), else the mean of the busy running-request samples;
 - tokens per request-step, G / R (G = generation tokens gain): 1 + accepted / drafts under
   speculation (plus each request's first token, which has no ITL observation), about 1 for
-  plain decoding.
+  plain decoding;
+- per finished request (``vllm:request_inference_time_seconds`` = prefill + decode, and
+  ``vllm:request_generation_tokens``, _sum/_count): the request-seconds the window's finished
+  requests spent in the engine and the tokens they generated; their ratio is the token rate
+  one request sees, prefill included (the throughput basis of the measured speedup).
 
 :func:`observation_from_delta` makes a :class:`StepObservation` of a class delta, and
 :func:`observation_problem` says in one sentence why a delta gives none. The array helpers
@@ -60,7 +64,10 @@ class StepObservation:
     ``k``: the k drafted in the window (0 = plain decoding); ``batch``: B_obs, running
     requests per step; ``step_seconds``: T_obs; ``weight``: R, the request-steps behind the
     mean; ``tokens_per_step``: G / R (None without the generation counter); ``start`` and
-    ``end``: the window, Unix seconds.
+    ``end``: the window, Unix seconds. ``request_seconds``, ``request_tokens``,
+    ``requests``: the inference time (prefill + decode), generated tokens and number of the
+    requests that finished in the window (None without those families or when none
+    finished).
     """
 
     k: int
@@ -70,11 +77,23 @@ class StepObservation:
     tokens_per_step: float | None
     start: float
     end: float
+    request_seconds: float | None = None
+    request_tokens: float | None = None
+    requests: float | None = None
 
     @property
     def tokens(self) -> float:
         """Tokens the target verifies per step: B (k + 1)."""
         return self.batch * (self.k + 1)
+
+    @property
+    def load(self) -> float | None:
+        """Requests in the engine on average over the window (Little's law: request-seconds
+        of the finished requests / window length); None without the request families."""
+        span = self.end - self.start
+        if self.request_seconds is None or not span > 0:
+            return None
+        return self.request_seconds / span
 
 
 def _gain(value: float | None) -> float | None:
@@ -130,6 +149,7 @@ def _build(delta: CounterDelta, k: int | None) -> tuple[StepObservation | None, 
         # little above 1 for plain decoding. Far outside [0.5, 2 (k+1)] it is nonsense.
         if 0.5 <= ratio <= 2.0 * (kk + 1) + 1.0:
             tps = ratio
+    req_s, req_tok, req_n = _requests(delta)
     obs = StepObservation(
         k=kk,
         batch=batch,
@@ -138,6 +158,9 @@ def _build(delta: CounterDelta, k: int | None) -> tuple[StepObservation | None, 
         tokens_per_step=tps,
         start=float(delta.start),
         end=float(delta.end),
+        request_seconds=req_s,
+        request_tokens=req_tok,
+        requests=req_n,
     )
     if not valid(obs):
         return None, (
@@ -145,6 +168,27 @@ def _build(delta: CounterDelta, k: int | None) -> tuple[StepObservation | None, 
             f"step {t:.3g} s): skipped"
         )
     return obs, None
+
+
+#: A finished request's inference time above this is not one (a broken counter).
+MAX_REQUEST_SECONDS = 86400.0
+
+
+def _requests(delta: CounterDelta) -> tuple[float | None, float | None, float | None]:
+    """The finished requests' inference seconds, generated tokens and number in the window
+    (all None without ``vllm:request_inference_time_seconds`` or when none finished). Their
+    tokens come from ``vllm:request_generation_tokens``, else the generation counter's gain
+    (close over long windows: it also counts tokens of requests still running)."""
+    secs = _gain(delta.inference_seconds_sum)
+    n = _gain(delta.inference_seconds_count)
+    if secs is None or n is None or secs / n > MAX_REQUEST_SECONDS:
+        return None, None, None
+    tokens = _gain(delta.request_tokens_sum)
+    if tokens is None:
+        tokens = _gain(delta.generation_tokens)
+    if tokens is None:
+        return None, None, None
+    return secs, tokens, n
 
 
 def _window_k(delta: CounterDelta, k: int | None) -> int | None:

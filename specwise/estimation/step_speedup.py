@@ -1,9 +1,19 @@
 """What the deployed configuration delivered against plain decoding at the same batch
 sizes: the measured speedup (docs/design.md#the-cost-side).
 
-sum G / sum (R T_obs / T0(B_obs)) over a class's windows; T0 from plain windows at
-comparable batch sizes ("baseline") or from the fitted T(0, B) ("inferred"), with a 90%
-interval and, given a survival curve, the fitted model's prediction for the same windows.
+Two measures. Throughput (``measure`` = "throughput", used when the speculative windows
+and plain windows at comparable batch sizes both carry the per-request families): the
+tokens a request gets per second it spends in the engine, prefill included (finished
+requests' generated tokens / their ``vllm:request_inference_time_seconds``), against plain
+decoding's at a comparable load level: sum G_req / sum (S_req rate0(L)). The load level L of
+a window is the time-average number of requests decoding in it (Little's law on the
+inter-token latency: ITL sum / window length, exact per window, unlike the finished
+requests' sums), which a per-request rate depends on. This
+is what a client sees: speculation shortens the decode, not the prefill, and a draft model's
+prefill costs extra. Decode-only (``measure`` = "decode", the fallback): sum G / sum (R T_obs
+/ T0(B_obs)) over a class's windows; T0 from plain windows at comparable batch sizes
+("baseline") or from the fitted T(0, B) ("inferred"). Both with a 90% interval and, given a
+survival curve, the fitted model's (decode-only) prediction for the same windows.
 Exported from :mod:`specwise.estimation.step_fit` too.
 """
 
@@ -54,6 +64,15 @@ class MeasuredSpeedup:
     predicted: float | None = None
     predicted_low: float | None = None
     predicted_high: float | None = None
+    #: "throughput": per-request tokens per second in the engine, prefill included, against
+    #: plain windows at comparable batch sizes; "decode": tokens per step time (decode only)
+    measure: Literal["throughput", "decode"] = "decode"
+    #: the decode-only measure of the same windows (equals ``value`` when measure = "decode")
+    decode_value: float | None = None
+    #: requests in the engine on average over the speculative windows (Little's law), and
+    #: over the plain windows the throughput baseline leaned on; None without the families
+    load: float | None = None
+    plain_load: float | None = None
 
 
 def cost_arrays(costs: Sequence[StepCost]) -> dict[str, FloatArray]:
@@ -153,6 +172,27 @@ def measured_speedup(
             plo, phi = np.quantile(pred, [0.05, 0.95])
             predicted_low, predicted_high = min(float(plo), predicted), max(float(phi), predicted)
     batch = float((spec.r * spec.b).sum() / spec.r.sum())
+    thr = _throughput(
+        [o for o, s_ in zip(obs, sel, strict=True) if s_],
+        [o for o, p_ in zip(obs, psel, strict=True) if p_],
+    )
+    if thr is not None:
+        t_value, t_low, t_high, load, plain_load = thr
+        return MeasuredSpeedup(
+            value=t_value,
+            low=t_low,
+            high=t_high,
+            batch=batch,
+            k=k_dep,
+            basis="baseline",
+            predicted=predicted,
+            predicted_low=predicted_low,
+            predicted_high=predicted_high,
+            measure="throughput",
+            decode_value=value,
+            load=load,
+            plain_load=plain_load,
+        )
     return MeasuredSpeedup(
         value=value,
         low=low,
@@ -163,7 +203,75 @@ def measured_speedup(
         predicted=predicted,
         predicted_low=predicted_low,
         predicted_high=predicted_high,
+        decode_value=value,
     )
+
+
+def load_level(o: StepObservation) -> float:
+    """Requests decoding on average over the window (R T_obs / its length: Little's law on
+    the inter-token latency); its mean decode batch when the window has no length."""
+    span = o.end - o.start
+    return o.weight * o.step_seconds / span if span > 0 else o.batch
+
+
+def _has_requests(o: StepObservation) -> bool:
+    s, g = o.request_seconds, o.request_tokens
+    return s is not None and g is not None and 0 < s < math.inf and 0 < g < math.inf
+
+
+def _request_arrays(obs: Sequence[StepObservation]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Request-seconds, request tokens and load level of the windows where requests
+    finished."""
+    rows = [(o.request_seconds, o.request_tokens, load_level(o)) for o in obs if _has_requests(o)]
+    a = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    return a[:, 0], a[:, 1], a[:, 2]
+
+
+def _ratio_var(tokens: FloatArray, seconds: FloatArray) -> float:
+    """Relative variance of sum tokens / sum seconds from its windows' scatter (a ratio
+    estimator), with the noise prior as one pseudo-window so one window is not exact."""
+    n = len(tokens)
+    total = float(tokens.sum())
+    rate = total / float(seconds.sum())
+    ss = float(((tokens - rate * seconds) ** 2).sum()) / total**2
+    ss = ss * n / (n - 1) if n > 1 else 0.0
+    return ss + NOISE_PRIOR**2 / (n + NOISE_PRIOR_WEIGHT)
+
+
+def _throughput(
+    spec_obs: Sequence[StepObservation], plain_obs: Sequence[StepObservation]
+) -> tuple[float, float, float, float | None, float | None] | None:
+    """The throughput measure (value, 90% low, high, load, plain load) or None when either
+    side lacks the per-request families or plain windows at comparable batch sizes cover
+    less than 90% of the speculative request-seconds (plain windows within a factor
+    BASELINE_FACTOR of their load levels)."""
+    s_sec, s_tok, s_l = _request_arrays(spec_obs)
+    p_sec, p_tok, p_l = _request_arrays(plain_obs)
+    if len(s_sec) == 0 or len(p_sec) == 0:
+        return None
+    # plain decoding's per-request token rate near each speculative window's load level: a
+    # triangular kernel in log L (zero at a factor BASELINE_FACTOR), weighted by seconds
+    reach = math.log(BASELINE_FACTOR)
+    dist = np.abs(np.log(s_l)[:, None] - np.log(p_l)[None, :]) / reach
+    w = np.maximum(0.0, 1.0 - dist) * p_sec[None, :]  # spec x plain
+    wsum = w.sum(axis=1)
+    covered = wsum > 0
+    if float(s_sec[covered].sum()) < 0.9 * float(s_sec.sum()):
+        return None
+    s_sec, s_tok, w, wsum = s_sec[covered], s_tok[covered], w[covered], wsum[covered]
+    rate0 = (w * (p_tok / p_sec)[None, :]).sum(axis=1) / wsum
+    value = float(s_tok.sum() / (s_sec * rate0).sum())
+    # the plain windows the baseline leaned on, and how much (for the noise and the load)
+    lean = (s_sec[:, None] * w / wsum[:, None]).sum(axis=0)
+    used = lean > 0
+    sd = DRAW_WIDEN * math.sqrt(_ratio_var(s_tok, s_sec) + _ratio_var(p_tok[used], p_sec[used]))
+    z = 1.6448536269514722  # the 90% interval
+    span_s = sum(o.end - o.start for o in spec_obs if _has_requests(o))
+    load = float(s_sec.sum()) / span_s if span_s > 0 else None
+    p_used = [o for o in plain_obs if _has_requests(o)]
+    span_p = sum(o.end - o.start for o, u in zip(p_used, used, strict=True) if u)
+    plain_load = float(p_sec[used].sum()) / span_p if span_p > 0 else None
+    return value, value * max(0.0, 1.0 - z * sd), value * (1.0 + z * sd), load, plain_load
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,29 @@ def test_real_capture_load_and_time_families() -> None:
     assert (s.iteration_steps, s.iteration_tokens) == (2191, 15292)
     assert (s.tpot_seconds_count, s.tpot_seconds_sum) == (81, pytest.approx(0.15680081736124898))
     assert (s.decode_seconds_count, s.decode_seconds_sum) == (81, pytest.approx(18.31472114799982))
+    # per finished request: prefill, inference (= prefill + decode) and generated tokens
+    assert (s.prefill_seconds_count, s.prefill_seconds_sum) == (
+        81,
+        pytest.approx(2.0144296189997135),
+    )
+    assert (s.inference_seconds_count, s.inference_seconds_sum) == (
+        81,
+        pytest.approx(20.329150766999533),
+    )
+    assert (s.request_tokens_count, s.request_tokens_sum) == (81, 13854)
+
+
+def test_request_families_of_a_plain_server() -> None:
+    [s] = parse_exposition(read("metrics-nospec-baseline-after-20req.txt"), timestamp=5.0)
+    assert (s.inference_seconds_count, s.inference_seconds_sum) == (
+        20,
+        pytest.approx(1.744809164000344),
+    )
+    assert (s.prefill_seconds_count, s.prefill_seconds_sum) == (
+        20,
+        pytest.approx(0.07795387500004836),
+    )
+    assert (s.request_tokens_count, s.request_tokens_sum) == (20, 1145)
 
 
 def test_load_families_both_spellings_and_histogram_named_total() -> None:

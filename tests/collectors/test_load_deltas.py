@@ -59,6 +59,15 @@ def test_real_captures_load_gains() -> None:
     assert d.decode_seconds_count == 20
     assert d.decode_seconds_sum == pytest.approx(3.2916648279999094 - 1.6904638739998177)
     assert d.batch_samples == (0.0,)  # the end scrape's running requests
+    # per finished request: 20 requests, inference = prefill + decode, their tokens
+    assert (d.inference_seconds_count, d.prefill_seconds_count, d.request_tokens_count) == (
+        20,
+        20,
+        20,
+    )
+    assert d.inference_seconds_sum == pytest.approx(5.0691839180000215 - 3.403188213999897)
+    assert d.request_tokens_sum == 2322 - 1177
+    assert d.inference_seconds_sum == pytest.approx(d.prefill_seconds_sum + d.decode_seconds_sum)
     # the plan's identities hold on the real server: tokens per request-step = 1 + A/D-ish
     assert d.generation_tokens / d.itl_seconds_count > 1.0
 
@@ -136,6 +145,8 @@ def test_sum_by_class_keeps_spec_and_load_only_apart() -> None:
     assert s.generation_tokens == 2 * (2322 - 1177)
     assert sorted(s.batch_samples) == [0.0, 6.0, 7.0]  # pooled over the class's engines
     assert s.drafts == 2 * (416 - 210)
+    assert s.inference_seconds_count == 2 * 20  # the per-request families sum too
+    assert s.request_tokens_sum == 2 * (2322 - 1177)
     assert p.spec_families is False
     assert (p.k, p.drafts, p.draft_tokens, p.accepted) == (0, 0, 0, 0)
     assert p.series == 1

@@ -51,6 +51,12 @@ SPEC_INC = {
     "tpot_seconds_sum": 0.02,
     "decode_seconds_count": 1,
     "decode_seconds_sum": 0.3,
+    "prefill_seconds_count": 1,
+    "prefill_seconds_sum": 0.05,
+    "inference_seconds_count": 1,
+    "inference_seconds_sum": 0.35,
+    "request_tokens_count": 1,
+    "request_tokens_sum": 24,
 }
 PLAIN_INC = {
     "generation_tokens": 10,
@@ -81,6 +87,12 @@ SAMPLE_NAMES = {
     "tpot_seconds_sum": "request_time_per_output_token_seconds_sum",
     "decode_seconds_count": "request_decode_time_seconds_count",
     "decode_seconds_sum": "request_decode_time_seconds_sum",
+    "prefill_seconds_count": "request_prefill_time_seconds_count",
+    "prefill_seconds_sum": "request_prefill_time_seconds_sum",
+    "inference_seconds_count": "request_inference_time_seconds_count",
+    "inference_seconds_sum": "request_inference_time_seconds_sum",
+    "request_tokens_count": "request_generation_tokens_count",
+    "request_tokens_sum": "request_generation_tokens_sum",
 }
 
 
@@ -200,7 +212,8 @@ def test_server_side_load_gains_equal_client_deltas(
     assert set(got) == set(want) == {("m", True), ("m", False), ("p", False)}
     fields = ("generation_tokens", "iteration_steps", "iteration_tokens", "itl_seconds_sum",
               "itl_seconds_count", "tpot_seconds_sum", "tpot_seconds_count",
-              "decode_seconds_sum", "decode_seconds_count", "draft_tokens", "accepted")  # fmt: skip
+              "decode_seconds_sum", "decode_seconds_count", "draft_tokens", "accepted",
+              "inference_seconds_sum", "request_tokens_sum")  # fmt: skip
     for key, w in want.items():
         g = got[key]
         for f in fields:
