@@ -63,6 +63,4 @@ def test_read_back_and_reasons() -> None:
     assert "as the last evidence says" in str(
         off_reason("r", deployed=0, evidence=True, recommended_k=0)
     )
-    assert "re-enable probe" in str(
-        off_reason("r", deployed=0, evidence=False, recommended_k=0)
-    )
+    assert "re-enable probe" in str(off_reason("r", deployed=0, evidence=False, recommended_k=0))
