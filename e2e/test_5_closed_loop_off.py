@@ -62,8 +62,11 @@ def test_controller_turns_a_losing_drafter_off_and_holds(vllm: VLLMServer, tmp_p
         assert info is not None
         assert info["speculative_config"] is None
         assert "--speculative-config" not in info["argv"]
-        # speculation off: vLLM registers no spec-decode family, the collector sees none
-        assert probe.collect(time.time()) == []
+        # speculation off: vLLM registers no spec-decode family; the collector sees only a
+        # load-only snapshot (k = 0), the plain-decoding baseline of the cost side
+        seen = probe.collect(time.time())
+        assert [s for s in seen if s.spec_families] == []
+        assert [(s.spec_families, s.k) for s in seen] == [(False, 0)]
         assert "spec_decode" not in vllm.metrics_text()
 
         ticks = []
