@@ -70,8 +70,9 @@ class LoadWindow:
                     "steps carry the loaded drafter's overhead and are left out of the fit"
                 )
                 obs = None
-            elif k_band != obs.k:
-                obs = replace(obs, k=k_band)
+            else:  # priced at its mean's k; the fit spreads it over the schedule's bands
+                sched = tuple((int(a), int(b), int(kk)) for a, b, kk in config.schedule)
+                obs = replace(obs, k=k_band, schedule=sched)
         if obs is not None:
             self.add_observation(obs)
         samples = [
@@ -138,10 +139,11 @@ class LoadWindow:
             "observations": [
                 [o.k, o.batch, o.step_seconds, o.weight, o.tokens_per_step, o.start, o.end]
                 + (
-                    []
+                    [None, None, None]
                     if o.request_seconds is None
                     else [o.request_seconds, o.request_tokens, o.requests]
                 )
+                + [_extra(o)]
                 for o in self._obs
             ],
             "batches": [
@@ -195,13 +197,45 @@ def _num(value: Any, default: float) -> float:
     return v if math.isfinite(v) and v > 0 else default
 
 
+def _extra(o: StepObservation) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if o.batch_dof:
+        out["sq_dev"] = o.batch_sq_dev
+        out["dof"] = o.batch_dof
+    if o.schedule:
+        out["schedule"] = [list(e) for e in o.schedule]
+    return out
+
+
+def _parse_extra(value: Any) -> dict[str, Any]:
+    """The batch spread and schedule of a saved row (absent in older state files)."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, Any] = {}
+    try:
+        sq, dof = float(value.get("sq_dev", 0.0)), int(value.get("dof", 0))
+        if math.isfinite(sq) and sq >= 0 and dof > 0:
+            out["batch_sq_dev"], out["batch_dof"] = sq, dof
+        sched = value.get("schedule")
+        if sched:
+            out["schedule"] = tuple((int(a), int(b), int(k)) for a, b, k in sched)
+    except (TypeError, ValueError):
+        return {}
+    return out
+
+
 def _obs_from_row(row: Any) -> StepObservation | None:
     try:
         k, batch, step, weight, tps, start, end = row[:7]
         # the finished requests' seconds, tokens and number (absent in older state files)
-        req = [float(x) for x in row[7:10]] if len(row) >= 10 else []
+        req = (
+            [float(x) for x in row[7:10]]
+            if len(row) >= 10 and all(x is not None for x in row[7:10])
+            else []
+        )
         if req and not all(math.isfinite(x) and x > 0 for x in req):
             req = []
+        extra = _parse_extra(row[10]) if len(row) >= 11 else {}
         obs = StepObservation(
             k=int(k),
             batch=float(batch),
@@ -213,6 +247,7 @@ def _obs_from_row(row: Any) -> StepObservation | None:
             request_seconds=req[0] if req else None,
             request_tokens=req[1] if req else None,
             requests=req[2] if req else None,
+            **extra,
         )
     except (TypeError, ValueError):
         return None

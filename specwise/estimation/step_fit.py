@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from specwise.errors import ModelInputError
+from specwise.estimation.batch_spread import dispersion_from_samples, spread_support
 from specwise.estimation.step_obs import (
     DRAW_WIDEN,
     NOISE_PRIOR,
@@ -35,6 +36,7 @@ from specwise.estimation.step_obs import (
     valid_mask,
 )
 from specwise.estimation.step_speedup import MeasuredSpeedup, measured_speedup
+from specwise.policies.schedule import schedule_k_at
 from specwise.step_cost import StepCost
 
 __all__ = [
@@ -176,16 +178,115 @@ class StepCostFit:
 
 
 def _cells(
-    k: FloatArray, b: FloatArray, t: FloatArray, w: FloatArray
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Pool windows of one k and nearly one batch size: weighted mean B and T, summed
-    weight (the weighted least squares over cells equals the one over windows when B is
-    constant within a cell; within-cell scatter stays in the caller's raw y'Wy)."""
-    keys, inv = cell_keys(k, b)
+    k: FloatArray, b: FloatArray, t: FloatArray, w: FloatArray, sid: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, np.ndarray]:
+    """Pool windows of one k (and schedule) and nearly one batch size: weighted mean B and
+    T, summed weight (the weighted least squares over cells equals the one over windows when
+    B is constant within a cell; within-cell scatter stays in the caller's raw y'Wy)."""
+    combined = k + (MAX_K_CELL + 1.0) * sid
+    keys, inv = cell_keys(combined, b)
     ws = np.asarray(np.bincount(inv, weights=w), dtype=np.float64)
     bc = np.asarray(np.bincount(inv, weights=w * b), dtype=np.float64) / ws
     tc = np.asarray(np.bincount(inv, weights=w * t), dtype=np.float64) / ws
-    return keys, bc, tc, ws
+    ks = np.mod(keys, MAX_K_CELL + 1.0)
+    sids = np.floor_divide(keys, MAX_K_CELL + 1.0)
+    return ks, bc, tc, ws, sids, inv
+
+
+#: k per cell key below this (cells of different schedules get keys above it)
+MAX_K_CELL = 1024.0
+
+
+def _schedule_ids(
+    obs: Sequence[StepObservation],
+) -> tuple[FloatArray, list[tuple[tuple[int, int, int], ...] | None]]:
+    """Per window the index of its schedule in the returned list (0: none)."""
+    found: list[tuple[tuple[int, int, int], ...] | None] = [None]
+    index: dict[tuple[tuple[int, int, int], ...], int] = {}
+    ids = np.zeros(len(obs), dtype=np.float64)
+    for i, o in enumerate(obs):
+        if o.schedule:
+            j = index.get(o.schedule)
+            if j is None:
+                j = index[o.schedule] = len(found)
+                found.append(o.schedule)
+            ids[i] = j
+    return ids, found
+
+
+#: A schedule window with more than this share of its request-steps in a k = 0 band (the
+#: loaded drafter's overhead, vLLM #49548: neither plain decoding nor speculation) is left
+#: out of the fit.
+MAX_OFF_BAND_SHARE = 0.1
+
+
+@dataclass
+class _Spread:
+    """Each cell's batch sizes and their request-step weights (summing to 1 per cell), the
+    k run at each (a schedule's band, else the cell's k), flattened and grouped by cell."""
+
+    b: FloatArray
+    k: FloatArray
+    u: FloatArray
+    starts: np.ndarray  # the first pair of each cell
+    usable: FloatArray  # 1, or 0 for a cell mostly in a k = 0 band of its schedule
+
+    @classmethod
+    def build(
+        cls,
+        k: FloatArray,
+        b: FloatArray,
+        sid: FloatArray,
+        schedules: Sequence[tuple[tuple[int, int, int], ...] | None],
+        dispersion: float,
+    ) -> _Spread:
+        bs: list[FloatArray] = []
+        ks: list[FloatArray] = []
+        us: list[FloatArray] = []
+        usable = np.ones(len(k))
+        for i in range(len(k)):
+            sizes, q = spread_support(float(b[i]), dispersion)
+            sched = schedules[int(sid[i])]
+            if sched:
+                kk = np.array(
+                    [schedule_k_at(sched, max(1, round(x))) for x in sizes], dtype=np.float64
+                )
+            else:
+                kk = np.full(sizes.size, float(k[i]))
+            u = q * sizes
+            u = u / u.sum()
+            if sched and float(u[kk == 0].sum()) > MAX_OFF_BAND_SHARE:
+                usable[i] = 0.0
+            bs.append(sizes)
+            ks.append(kk)
+            us.append(u)
+        lengths = np.array([x.size for x in bs], dtype=np.intp)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.intp)
+        return cls(
+            b=np.concatenate(bs),
+            k=np.concatenate(ks),
+            u=np.concatenate(us),
+            starts=starts,
+            usable=usable,
+        )
+
+    def sum(self, values: FloatArray) -> FloatArray:
+        """Per cell, the request-weighted mean of ``values`` (one per pair)."""
+        out: FloatArray = np.add.reduceat(self.u * values, self.starts)
+        return out
+
+    def hinge(self, knees: FloatArray) -> FloatArray:
+        """Per cell and knee, the request-weighted mean of max(0, B (k_B + 1) - knee)
+        (0 for the "never" knee)."""
+        tokens = self.b * (self.k + 1.0)
+        finite = np.isfinite(knees)
+        h = np.where(
+            finite[None, :],
+            np.maximum(0.0, tokens[:, None] - np.where(finite, knees, 0.0)[None, :]),
+            0.0,
+        )
+        out: FloatArray = np.add.reduceat(self.u[:, None] * h, self.starts, axis=0)
+        return out
 
 
 @dataclass
@@ -293,22 +394,31 @@ def fit_step_cost(
     r_med = float(np.median(r))
     w_raw = np.minimum(r, 10.0 * r_med) / r_med / (t_raw * t_raw)
     yty = float((w_raw * t_raw) @ t_raw)
-    # windows of one k within 1% of one batch size pool into one cell (the same sums up to
-    # that 1%), so a day of windows costs what a few hundred do
-    k, b, t, w = _cells(k_raw, b_raw, t_raw, w_raw)
+    # the batch spreads within a window (requests come and go between steps): T_obs is the
+    # request-weighted mean step, E[B T(k_B, B)] / E[B] over the window's batch sizes, not
+    # T at the mean batch; the dispersion comes from the running samples against the means
+    dispersion = dispersion_from_samples(
+        (o.batch_sq_dev, o.batch, o.batch_dof) for o in usable
+    )
+    sched_ids, schedules = _schedule_ids(usable)
+    # windows of one k (and schedule) within 1% of one batch size pool into one cell (the
+    # same sums up to that 1%), so a day of windows costs what a few hundred do
+    k, b, t, w, sid, inv = _cells(k_raw, b_raw, t_raw, w_raw, sched_ids)
     # one k and no plain window: T(k, B) identifies base (1 + k c) only, so condition on c
     conditioned = not bool(np.any(k == 0)) and len({int(x) for x in k}) < 2
     tokens = b * (k + 1.0)
-    x0 = (1.0 + k * eps) * scale[0]
-    x2 = k * scale[2]
-    x3 = k * b * scale[3]
+    spread = _Spread.build(k, b, sid, schedules, dispersion)
+    if not spread.usable.all():  # a window that runs a k = 0 band of a schedule is left out
+        w = w * spread.usable
+        w_raw = w_raw * spread.usable[inv]
+        yty = float((w_raw * t_raw) @ t_raw)
+    x0 = spread.sum(1.0 + spread.k * eps) * scale[0]
+    x2 = spread.sum(spread.k) * scale[2]
+    x3 = spread.sum(spread.k * spread.b) * scale[3]
     fixed = np.stack([x0, x2, x3], axis=1)  # cells x 3
 
     knees, knee_mass = _knee_grid(tokens)
-    h = np.where(
-        np.isfinite(knees)[None, :], np.maximum(0.0, tokens[:, None] - knees[None, :]), 0.0
-    )
-    h = h * scale[1]  # n x G
+    h = spread.hinge(knees) * scale[1]  # cells x G
 
     fw = fixed * w[:, None]
     g_fixed = fixed.T @ fw  # 3x3
@@ -371,7 +481,7 @@ def fit_step_cost(
         ]
 
     def fit_at(knee: float, sigma2: float) -> _KneeFit:
-        hk = np.maximum(0.0, tokens - knee) * scale[1]
+        hk = spread.hinge(np.array([knee]))[:, 0] * scale[1]
         gram = np.zeros((4, 4))
         gram[np.ix_([0, 2, 3], [0, 2, 3])] = g_fixed
         gram[1, 1] = float((hk * hk * w).sum())

@@ -80,6 +80,12 @@ class StepObservation:
     request_seconds: float | None = None
     request_tokens: float | None = None
     requests: float | None = None
+    #: the batch's spread in the window: the busy running-request samples' squared
+    #: deviations from ``batch`` summed, and their degrees of freedom (0: no samples)
+    batch_sq_dev: float = 0.0
+    batch_dof: int = 0
+    #: the batch-size schedule the window ran under (its k per batch size), if any
+    schedule: tuple[tuple[int, int, int], ...] | None = None
 
     @property
     def tokens(self) -> float:
@@ -150,6 +156,7 @@ def _build(delta: CounterDelta, k: int | None) -> tuple[StepObservation | None, 
         if 0.5 <= ratio <= 2.0 * (kk + 1) + 1.0:
             tps = ratio
     req_s, req_tok, req_n = _requests(delta)
+    sq_dev, dof = _spread(delta, batch)
     obs = StepObservation(
         k=kk,
         batch=batch,
@@ -161,6 +168,8 @@ def _build(delta: CounterDelta, k: int | None) -> tuple[StepObservation | None, 
         request_seconds=req_s,
         request_tokens=req_tok,
         requests=req_n,
+        batch_sq_dev=sq_dev,
+        batch_dof=dof,
     )
     if not valid(obs):
         return None, (
@@ -215,6 +224,19 @@ def _window_batch(delta: CounterDelta, requests: float) -> float | None:
     if busy:
         return sum(busy) / len(busy)
     return None
+
+
+def _spread(delta: CounterDelta, batch: float) -> tuple[float, int]:
+    """The busy running samples' squared deviations from the window's mean batch and their
+    degrees of freedom (one fewer when the mean is their own, without engine steps)."""
+    busy = [float(x) for x in delta.batch_samples if 0.5 <= float(x) <= MAX_BATCH]
+    if not busy:
+        return 0.0, 0
+    own = _gain(delta.iteration_steps) is None
+    dof = len(busy) - 1 if own else len(busy)
+    if dof <= 0:
+        return 0.0, 0
+    return float(sum((x - batch) ** 2 for x in busy)), dof
 
 
 def observation_arrays(obs: Sequence[StepObservation]) -> dict[str, FloatArray]:

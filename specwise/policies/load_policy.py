@@ -127,7 +127,9 @@ class ConfigRecommendation:
 
     ``speedups[k]``: each single k over the distribution (index 0 = off = 1.0);
     ``confidence``: the share of posterior draws in which the chosen configuration is within
-    ``plateau`` of the best candidate.
+    ``plateau`` of the best candidate; ``guard_from``: the first batch size of the guard
+    bands past the largest one the traffic reached (None without them; with them the
+    configuration is a schedule even where the traffic runs one k).
     """
 
     config: SpecConfig
@@ -144,6 +146,7 @@ class ConfigRecommendation:
     speedups: tuple[float, ...] = ()
     confidence: float = 1.0
     notes: tuple[str, ...] = ()
+    guard_from: int | None = None
 
 
 # -- pricing arrays -------------------------------------------------------------------------
@@ -334,11 +337,13 @@ def _shape_bands(
     margin: float,
     rel: np.ndarray,
     w: np.ndarray,
+    hover_share: np.ndarray | None = None,
 ) -> tuple[list[_Band], list[_EdgeNote]]:
     notes: list[_EdgeNote] = []
+    hover = share if hover_share is None else hover_share
     bands = _merge_small(_runs(best), share, min_share, rel, w)
     for _ in range(4 * len(best) + 4):  # each pass moves one edge or merges two bands
-        bands, changed = _place_edges(bands, share, margin, rel, w, notes)
+        bands, changed = _place_edges(bands, hover, margin, rel, w, notes)
         if not changed:
             break
         bands = _merge_small(bands, share, min_share, rel, w)
@@ -449,8 +454,18 @@ def recommend_config(
         best.append(int(np.argmax(col >= peak * (1.0 - plateau) - 1e-12)))
 
     # 2. bands with margins.
+    # k flaps at an edge wherever the traffic hovers there, by day or now: an edge is judged
+    # by the denser of the two loads (a blend would thin a quiet night's density by half
+    # during a peak and leave an edge where the night sits)
+    hover_share = np.maximum(day_share, recent_share)
     bands, edge_notes = _shape_bands(
-        best, share, min_share=min_band_share, margin=edge_margin, rel=rel, w=w
+        best,
+        share,
+        min_share=min_band_share,
+        margin=edge_margin,
+        rel=rel,
+        w=w,
+        hover_share=hover_share,
     )
     schedule_ks = np.asarray([k for a, b, k in bands for _ in range(a, b + 1)], dtype=int)
     s_schedule = _config_value(schedule_ks, rel, w)
@@ -495,6 +510,21 @@ def recommend_config(
         config = _sc.SpecConfig(0)
         chosen_ks = np.zeros(n, dtype=int)
         bands = [(1, n, 0)]
+
+    # 4. Past the largest batch size the traffic reached, k steps down where the fit says
+    # the verify saturates (up to TAIL_REACH times that size; the last band runs on): those
+    # bands cost nothing while the load stays, and save a restart at the worst moment when
+    # it rises past what was seen. The fit's k there is never above the top band's.
+    tail_from: int | None = None
+    decided = kind  # over the traffic: the guard bands do not change it there
+    if schedules and kind != "off":
+        bands, tail_from = _with_tail(bands, best, share, n)
+        if tail_from is not None:
+            if kind == "single":
+                kind = "schedule"
+            entries = tuple(bands)
+            config = _sc.SpecConfig(max(k for _a, _b, k in bands), validate_schedule(entries))
+            chosen_ks = np.asarray([k for a, b, k in bands for _ in range(a, b + 1)], dtype=int)
 
     # Posterior draws: survival rows paired with fitted-cost draws.
     costs = tuple(load.fit.samples) or (load.fit.cost,)
@@ -594,14 +624,14 @@ def recommend_config(
         )
     if kind == "schedule":
         for a, _b, _k in bands[1:]:
-            h = _hover(a, edge_margin, share) if edge_margin > 0 else 0.0
+            h = _hover(a, edge_margin, hover_share) if edge_margin > 0 else 0.0
             if h >= HOVER_WARN:
                 warnings.append(
                     f"{h:.0%} of the busy time sits near the band edge at batch size {a}, "
                     "where k may flap as prefills move the running count (vLLM #49548 "
                     "measured ~232 -> 24-157 tok/s)."
                 )
-        if any(k == 0 for _a, _b, k in bands):
+        if any(k == 0 for a, _b, k in bands if tail_from is None or a < tail_from):
             warnings.append(
                 "a k = 0 band keeps the drafter loaded and its KV lookahead slots reserved, so "
                 f"those batch sizes run about {off_overhead:.0%} slower than an engine started "
@@ -613,7 +643,7 @@ def recommend_config(
         )
 
     reason = _reason(
-        kind,
+        decided,
         config,
         speedup,
         low,
@@ -627,6 +657,12 @@ def recommend_config(
         current_speedup,
         schedules,
     )
+    if tail_from is not None:
+        tail = ", ".join(f"{k} from {a}" for a, _b, k in bands if a >= tail_from)
+        reason += (
+            f"; past batch size {tail_from - 1}, the largest the traffic reached, k steps "
+            f"down where the fitted verify saturates ({tail})"
+        )
     return ConfigRecommendation(
         config=config,
         kind=kind,
@@ -642,7 +678,36 @@ def recommend_config(
         speedups=tuple(single),
         confidence=confidence,
         notes=tuple(notes),
+        guard_from=tail_from,
     )
+
+
+#: The guard bands past the largest batch size seen reach this many times that size.
+TAIL_REACH = 1.5
+
+
+def _with_tail(
+    bands: list[_Band], best: Sequence[int], share: np.ndarray, n: int
+) -> tuple[list[_Band], int | None]:
+    """``bands`` with guard bands past the largest batch size with traffic (the per-size
+    best k there, capped by the top band's k, up to TAIL_REACH times that size), and the
+    first guarded size; the bands unchanged and None when the tail adds nothing."""
+    seen = np.nonzero(share > 0)[0]
+    if seen.size == 0:
+        return bands, None
+    top = int(seen[-1]) + 1  # the largest batch size with traffic: nothing changes up to it
+    if top >= n:
+        return bands, None
+    reach = min(n, max(top + 1, math.ceil(TAIL_REACH * top)))
+    cap = next(k for a, b, k in bands if a <= top <= b)
+    tail_ks = [min(int(best[j - 1]), cap) for j in range(top + 1, reach + 1)]
+    if all(k == cap for k in tail_ks):
+        return bands, None
+    head = [(a, min(b, top), k) for a, b, k in bands if a <= top]
+    tail = [(a + top, b + top, k) for a, b, k in _runs(tail_ks)]
+    last = tail[-1]
+    tail[-1] = (last[0], n, last[2])
+    return _coalesce(head + tail), top + 1
 
 
 def _reason(

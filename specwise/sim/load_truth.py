@@ -28,6 +28,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
+from specwise.estimation.batch_spread import batch_pmf
 from specwise.step_cost import SCHEDULE_OFF_OVERHEAD, SpecConfig, StepCost
 
 __all__ = [
@@ -43,54 +44,6 @@ Array = NDArray[np.float64]
 
 #: batch sizes whose time share is below this are dropped from the per-moment arrays
 _TINY = 1e-9
-
-
-@lru_cache(maxsize=4096)
-def _pmf_cached(mean_key: int, dispersion: float, max_batch: int) -> Array:
-    mean = mean_key / 1000.0
-    b = np.arange(max_batch + 1, dtype=np.float64)
-    if mean <= 0.0:
-        out = np.zeros(max_batch + 1)
-        out[0] = 1.0
-        out.flags.writeable = False
-        return out
-    log_fact = np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, max_batch + 1)))))
-    if dispersion == 1.0:  # Poisson
-        logp = b * math.log(mean) - mean - log_fact
-        p = np.exp(logp)
-        tail = max(0.0, 1.0 - float(p.sum()))
-    elif dispersion > 1.0:  # negative binomial: variance = dispersion * mean
-        r = mean / (dispersion - 1.0)
-        q = 1.0 / dispersion  # success probability
-        lg = np.array([math.lgamma(x + r) for x in b]) - math.lgamma(r) - log_fact
-        p = np.exp(lg + r * math.log(q) + b * math.log(1.0 - q))
-        tail = max(0.0, 1.0 - float(p.sum()))
-    else:  # narrower than Poisson: a discretized normal (dispersion 0: the two nearest sizes)
-        if dispersion <= 0.0:
-            p = np.zeros(max_batch + 1)
-            lo = min(math.floor(mean), max_batch)
-            frac = mean - lo
-            p[lo] += 1.0 - frac
-            p[min(lo + 1, max_batch)] += frac
-        else:
-            var = dispersion * mean
-            p = np.exp(-((b - mean) ** 2) / (2.0 * var))
-            p /= p.sum()
-        tail = 0.0
-    p[-1] += tail  # the server runs at most max_batch; the rest waits
-    p /= p.sum()
-    p.flags.writeable = False  # shared by every caller of the cache
-    return p
-
-
-def batch_pmf(mean: float, *, dispersion: float = 1.0, max_batch: int = 256) -> Array:
-    """P(B = b) for b = 0..max_batch: the share of time the engine runs b requests.
-
-    ``dispersion`` is the variance over the mean: 1 = Poisson, > 1 burstier (negative
-    binomial), < 1 steadier (0: the mean itself, split between the two nearest sizes).
-    """
-    key = round(max(0.0, float(mean)) * 1000.0)
-    return _pmf_cached(key, float(dispersion), int(max_batch))
 
 
 @lru_cache(maxsize=1024)
