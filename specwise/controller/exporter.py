@@ -67,6 +67,7 @@ METRIC_NAMES = (
     "specwise_measured_speedup_ratio",
     "specwise_measured_speedup_lower_ratio",
     "specwise_measured_speedup_upper_ratio",
+    "specwise_inferred_speedup_ratio",
     "specwise_band_measured_speedup_ratio",
     "specwise_band_predicted_speedup_ratio",
     "specwise_band_share_ratio",
@@ -263,6 +264,13 @@ def _load_families(st: ControllerState) -> Iterator[GaugeMetricFamily]:
         "Upper end of the measured speedup's 90% interval.",
         labels=cls,
     )
+    inferred = GaugeMetricFamily(
+        "specwise_inferred_speedup_ratio",
+        "Speedup at the deployed configuration against plain decoding inferred from the fit "
+        "(no plain window measured it: one k, no k = 0 period or replica); not a measurement, "
+        "so not in specwise_measured_speedup_ratio or its alert.",
+        labels=cls,
+    )
     b_measured = GaugeMetricFamily(
         "specwise_band_measured_speedup_ratio",
         "Measured speedup per batch-size band of the deployed schedule (band = start-end).",
@@ -324,13 +332,18 @@ def _load_families(st: ControllerState) -> Iterator[GaugeMetricFamily]:
         v = [c.name]
         aware.add_metric(v, 1.0 if load.get("load_aware") else 0.0)
         m = load.get("measured") or {}
-        for fam, key in ((measured, "value"), (m_low, "low"), (m_high, "high")):
-            x = _number(m.get(key))
+        if m.get("basis") == "inferred":  # plain decoding from the fit, not from windows
+            x = _number(m.get("value"))
             if x is not None:
-                fam.add_metric(v, x)
+                inferred.add_metric(v, x)
+        else:
+            for fam, key in ((measured, "value"), (m_low, "low"), (m_high, "high")):
+                x = _number(m.get(key))
+                if x is not None:
+                    fam.add_metric(v, x)
         for b in load.get("bands_measured") or ():
             x = _number(b.get("value"))
-            if x is not None:
+            if x is not None and b.get("basis") != "inferred":
                 b_measured.add_metric([c.name, str(b.get("band", ""))], x)
         for b in load.get("bands") or ():
             name = [c.name, str(b.get("band", ""))]
@@ -355,7 +368,7 @@ def _load_families(st: ControllerState) -> Iterator[GaugeMetricFamily]:
         x = _number(batch.get("mean"))
         if x is not None:
             mean.add_metric(v, x)
-    yield from (measured, m_low, m_high, b_measured, b_predicted, b_share, b_k)
+    yield from (measured, m_low, m_high, inferred, b_measured, b_predicted, b_share, b_k)
     yield from (costs, implied_c, implied_v, quantiles, mean, aware)
 
 

@@ -397,9 +397,7 @@ def fit_step_cost(
     # the batch spreads within a window (requests come and go between steps): T_obs is the
     # request-weighted mean step, E[B T(k_B, B)] / E[B] over the window's batch sizes, not
     # T at the mean batch; the dispersion comes from the running samples against the means
-    dispersion = dispersion_from_samples(
-        (o.batch_sq_dev, o.batch, o.batch_dof) for o in usable
-    )
+    dispersion = dispersion_from_samples((o.batch_sq_dev, o.batch, o.batch_dof) for o in usable)
     sched_ids, schedules = _schedule_ids(usable)
     # windows of one k (and schedule) within 1% of one batch size pool into one cell (the
     # same sums up to that 1%), so a day of windows costs what a few hundred do

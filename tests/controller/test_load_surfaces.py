@@ -94,6 +94,29 @@ def test_the_cost_side_is_exported_under_the_planned_names() -> None:
         assert name in exported
 
 
+def test_an_inferred_speedup_is_not_exported_as_measured() -> None:
+    # one k and no plain window: plain decoding comes from the fit (through the preset c),
+    # so the value is not a measurement and SpecDecodeNotPayingOff must not fire on it
+    inferred = {
+        **LOAD,
+        "measured": {**LOAD["measured"], "basis": "inferred", "value": 0.7},
+        "bands_measured": [{"band": "1-256", "value": 0.7, "basis": "inferred"}],
+    }
+    code = ClassStatus("code", 0.05, 4, 4, load=inferred)
+    registry = controller_registry(lambda: _state(code))
+    labels = {"class": "code"}
+    assert registry.get_sample_value("specwise_inferred_speedup_ratio", labels) == 0.7
+    for name in (
+        "specwise_measured_speedup_ratio",
+        "specwise_measured_speedup_lower_ratio",
+        "specwise_measured_speedup_upper_ratio",
+    ):
+        assert registry.get_sample_value(name, labels) is None
+    band = {**labels, "band": "1-256"}
+    assert registry.get_sample_value("specwise_band_measured_speedup_ratio", band) is None
+    assert "specwise_inferred_speedup_ratio" in METRIC_NAMES
+
+
 def test_status_table_shows_measured_and_predicted_speedup_and_the_configuration() -> None:
     code = ClassStatus(
         "code",

@@ -103,7 +103,8 @@ def _day(*, report_spread: bool) -> list[StepObservation]:
 def test_the_fit_prices_the_spread_and_recovers_the_truth() -> None:
     spread = fit_step_cost(_day(report_spread=True), prior_cost=0.2)
     naive = fit_step_cost(_day(report_spread=False), prior_cost=0.2)
-    assert spread is not None and naive is not None
+    assert spread is not None
+    assert naive is not None
     for k in (0, 1, 2, 4):
         for b in (3.0, 16.0, 30.0, 48.0):
             truth = TRUE.step_time(k, b)
@@ -141,7 +142,9 @@ def test_a_window_mostly_in_a_k0_band_is_left_out() -> None:
     counted = fit_step_cost(
         [*good, StepObservation(**{**off.__dict__, "schedule": None})], prior_cost=0.2
     )
-    assert with_off is not None and without is not None and counted is not None
+    assert with_off is not None
+    assert without is not None
+    assert counted is not None
     assert with_off.cost.step_time(2, 30.0) == pytest.approx(
         without.cost.step_time(2, 30.0), rel=1e-3
     )
