@@ -518,7 +518,7 @@ def recommend_config(
     tail_from: int | None = None
     decided = kind  # over the traffic: the guard bands do not change it there
     if schedules and kind != "off":
-        bands, tail_from = _with_tail(bands, best, share, n)
+        bands, tail_from = _with_tail(bands, best, share, n, hover_share, edge_margin)
         if tail_from is not None:
             if kind == "single":
                 kind = "schedule"
@@ -687,11 +687,17 @@ TAIL_REACH = 1.5
 
 
 def _with_tail(
-    bands: list[_Band], best: Sequence[int], share: np.ndarray, n: int
+    bands: list[_Band],
+    best: Sequence[int],
+    share: np.ndarray,
+    n: int,
+    hover_share: np.ndarray,
+    margin: float,
 ) -> tuple[list[_Band], int | None]:
     """``bands`` with guard bands past the largest batch size with traffic (the per-size
-    best k there, capped by the top band's k, up to TAIL_REACH times that size), and the
-    first guarded size; the bands unchanged and None when the tail adds nothing."""
+    best k there, capped by the top band's k, up to TAIL_REACH times that size; no guard
+    edge where the traffic hovers), and the first guarded size; the bands unchanged and None
+    when the tail adds nothing."""
     seen = np.nonzero(share > 0)[0]
     if seen.size == 0:
         return bands, None
@@ -700,7 +706,10 @@ def _with_tail(
         return bands, None
     reach = min(n, max(top + 1, math.ceil(TAIL_REACH * top)))
     cap = next(k for a, b, k in bands if a <= top <= b)
-    tail_ks = [min(int(best[j - 1]), cap) for j in range(top + 1, reach + 1)]
+    start = top + 1  # the first guarded size: past the margin of where the traffic sits
+    while margin > 0 and start <= reach and _hover(start, margin, hover_share) > HOVER_DENSE:
+        start += 1
+    tail_ks = [cap if j < start else min(int(best[j - 1]), cap) for j in range(top + 1, reach + 1)]
     if all(k == cap for k in tail_ks):
         return bands, None
     head = [(a, min(b, top), k) for a, b, k in bands if a <= top]
