@@ -350,6 +350,7 @@ class ControllerRun:
 interval = "1s"
 listen = "127.0.0.1:{self.port}"
 stale_after = "10m"
+state_file = {json.dumps(str(workdir / "state.json"))}
 
 [source]
 kind = "scrape"
@@ -366,6 +367,7 @@ match = {json.dumps(CLASS_MATCH)}
 cost = 0.3
 """
         )
+        self.state_file = workdir / "state.json"
         self.log = workdir / "specwise-run.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -471,10 +473,14 @@ def phases(vllm: VLLMServer, tmp_path_factory: pytest.TempPathFactory) -> list[P
                 )
     finally:
         controller.stop()
-    # the raw pages and client numbers, to replay specwise's side offline
+    # the raw pages and client numbers, to replay specwise's side offline, and specwise
+    # run's state file (its load window: the 1 s windows it priced, saved once a minute)
+    stamp = int(time.time())
     text = json.dumps([dataclasses.asdict(p) for p in out]) + "\n"
     (CACHE / "load-phases.json").write_text(text)
-    (CACHE / f"load-phases-{int(time.time())}.json").write_text(text)
+    (CACHE / f"load-phases-{stamp}.json").write_text(text)
+    if controller.state_file.exists():
+        (CACHE / f"load-controller-{stamp}.json").write_bytes(controller.state_file.read_bytes())
     return out
 
 
