@@ -72,7 +72,7 @@ REPEAT = 4  # prompt text repeated: n-gram lookup finds matches
 #: The server runs at most 8 requests at once (--max-num-seqs 8): at 16, 8 more wait in its
 #: queue, so every server decodes a full batch whatever its frontend and the client take
 LEVELS: tuple[tuple[int, int], ...] = ((1, 300), (4, 800), (16, 1200))
-PHASE_SECONDS = 10.0
+PHASE_SECONDS = 20.0
 WARMUP: tuple[tuple[int, int], ...] = ((8, 24), (1, 4))
 #: the families read from each scrape (summed over the page's series)
 FAMILIES = {
@@ -118,7 +118,7 @@ CLASSES = ClassConfig.from_mapping({"tiny": CLASS_MATCH})
 #: verdict must match wherever the client-side ratio is this far from 1
 TOLERANCE = 0.10
 #: specwise run's estimator window: its measured speedup covers the windows of this span
-RECENT = 12.0
+RECENT = 22.0
 #: The client-side ratio at one concurrency is the ratio of requests in the engine (Little:
 #: inference seconds / phase length) times the per-request rate ratio specwise measures: a
 #: level is asserted where the two servers held requests in the engine within this factor.

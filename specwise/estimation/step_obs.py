@@ -230,7 +230,7 @@ def _spread(delta: CounterDelta, batch: float) -> tuple[float, int]:
     """The busy running samples' squared deviations from the window's mean batch and their
     degrees of freedom (one fewer when the mean is their own, without engine steps)."""
     busy = [float(x) for x in delta.batch_samples if 0.5 <= float(x) <= MAX_BATCH]
-    if not busy:
+    if not busy or not (0.0 < batch <= MAX_BATCH):  # no samples, or not an engine's batch
         return 0.0, 0
     own = _gain(delta.iteration_steps) is None
     dof = len(busy) - 1 if own else len(busy)

@@ -219,12 +219,32 @@ def _has_requests(o: StepObservation) -> bool:
     return s is not None and g is not None and 0 < s < math.inf and 0 < g < math.inf
 
 
-def _request_arrays(obs: Sequence[StepObservation]) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Request-seconds, request tokens and load level of the windows where requests
-    finished."""
-    rows = [(o.request_seconds, o.request_tokens, load_level(o)) for o in obs if _has_requests(o)]
-    a = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    return a[:, 0], a[:, 1], a[:, 2]
+def _request_arrays(
+    obs: Sequence[StepObservation],
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Request-seconds, request tokens, load level and mean batch of the windows where
+    requests finished."""
+    rows = [
+        (o.request_seconds, o.request_tokens, load_level(o), o.batch)
+        for o in obs
+        if _has_requests(o)
+    ]
+    a = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return a[:, 0], a[:, 1], a[:, 2], a[:, 3]
+
+
+#: Plain windows whose mean batch lies within this factor of a speculative window's are
+#: preferred for its baseline (same load and same batching: at one load level a window
+#: whose steps ran more requests each is slower per request); all within BASELINE_FACTOR
+#: of its load level when those cover too little.
+BATCH_MATCH = 1.1
+
+
+def _kernel(a: FloatArray, b: FloatArray, factor: float) -> FloatArray:
+    """Triangular weights in log space, zero at a ratio of ``factor`` (spec x plain)."""
+    dist = np.abs(np.log(a)[:, None] - np.log(b)[None, :]) / math.log(factor)
+    out: FloatArray = np.maximum(0.0, 1.0 - dist)
+    return out
 
 
 def _ratio_var(tokens: FloatArray, seconds: FloatArray) -> float:
@@ -245,15 +265,21 @@ def _throughput(
     side lacks the per-request families or plain windows at comparable batch sizes cover
     less than 90% of the speculative request-seconds (plain windows within a factor
     BASELINE_FACTOR of their load levels)."""
-    s_sec, s_tok, s_l = _request_arrays(spec_obs)
-    p_sec, p_tok, p_l = _request_arrays(plain_obs)
+    s_sec, s_tok, s_l, s_b = _request_arrays(spec_obs)
+    p_sec, p_tok, p_l, p_b = _request_arrays(plain_obs)
     if len(s_sec) == 0 or len(p_sec) == 0:
         return None
     # plain decoding's per-request token rate near each speculative window's load level: a
-    # triangular kernel in log L (zero at a factor BASELINE_FACTOR), weighted by seconds
-    reach = math.log(BASELINE_FACTOR)
-    dist = np.abs(np.log(s_l)[:, None] - np.log(p_l)[None, :]) / reach
-    w = np.maximum(0.0, 1.0 - dist) * p_sec[None, :]  # spec x plain
+    # triangular kernel in log L (zero at a factor BASELINE_FACTOR), weighted by seconds,
+    # and in log B (zero at BATCH_MATCH) where such windows cover 90% of the speculative
+    # request-seconds
+    w_load = _kernel(s_l, p_l, BASELINE_FACTOR) * p_sec[None, :]  # spec x plain
+    w_both = w_load * _kernel(s_b, p_b, BATCH_MATCH)
+    w = w_load
+    for cand in (w_both, w_load):
+        if float(s_sec[cand.sum(axis=1) > 0].sum()) >= 0.9 * float(s_sec.sum()):
+            w = cand
+            break
     wsum = w.sum(axis=1)
     covered = wsum > 0
     if float(s_sec[covered].sum()) < 0.9 * float(s_sec.sum()):

@@ -102,6 +102,25 @@ def test_plain_rate_taken_at_the_speculative_load() -> None:
     assert m.value == pytest.approx(2.0 * 0.015 / 0.018, rel=1e-6)
 
 
+def test_plain_rate_taken_at_the_speculative_batch_too() -> None:
+    # two kinds of plain windows at one load level (about 1 request decoding): one request
+    # at a time (B 1) and bursts of 2 with idle gaps (B 2), each request slower there; the
+    # speculative windows ran one at a time, so only the B 1 windows are their baseline
+    alone = [_window(0, i, step=0.010, tps=1.0, load=1.0, prefill=0.0) for i in range(4)]
+    bursts = [
+        dataclasses.replace(
+            _window(0, 4 + i, step=0.016, tps=1.0, load=1.0, prefill=0.0), batch=2.0
+        )
+        for i in range(8)
+    ]
+    spec = [_window(2, 20 + i, step=0.018, tps=2.0, load=1.0, prefill=0.0) for i in range(2)]
+    m = _measure([*alone, *bursts, *spec])
+    assert m.value == pytest.approx(2.0 * 0.010 / 0.018, rel=1e-6)
+    # without the B 1 windows, the load level alone matches the bursts
+    far = _measure([*bursts, *spec])
+    assert far.value == pytest.approx(2.0 * 0.016 / 0.018, rel=1e-6)
+
+
 def test_falls_back_to_decode_only_without_the_families_or_a_comparable_load() -> None:
     plain = [_window(0, i, step=0.010, tps=1.0, load=1.0, prefill=0.005) for i in range(4)]
     spec = [_window(3, 10 + i, step=0.020, tps=2.5, load=1.0, prefill=0.05) for i in range(4)]
