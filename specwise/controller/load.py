@@ -272,6 +272,8 @@ def _recommended(rec: ConfigRecommendation) -> dict[str, Any]:
         "current_speedup": rec.current_speedup,
         "single_k": rec.single_k,
         "single_speedup": rec.single_speedup,
+        # the first batch size of the guard bands past the largest the traffic reached
+        "guard_from": rec.guard_from,
         "reason": rec.reason,
     }
 

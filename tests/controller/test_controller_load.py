@@ -177,6 +177,9 @@ def test_exports_measured_and_predicted_speedup_fitted_costs_and_batch_quantiles
     row = recs["classes"][0]
     assert row["load"]["batch"]["p90"] == 32  # 29 of 32 ticks at or below 32
     assert row["load"]["recommended"]["k"] == code.recommended_k
+    # guard bands start past the largest batch size the traffic reached (or there are none)
+    guard = row["load"]["recommended"]["guard_from"]
+    assert guard is None or guard > 32
     assert not any(CONSTANT_COST_NOTE in n for n in code.notes)
 
 
