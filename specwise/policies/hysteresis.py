@@ -5,6 +5,10 @@ the gate only when the predicted gain over the current k exceeds ``min_gain``, t
 is confident enough, no drift is settling, at least ``min_dwell_seconds`` passed since the
 last change, and fewer than ``max_changes_per_hour`` changes happened in the last hour.
 
+A gain below ``min_gain`` but at least half of it passes once every recommendation has
+claimed it for four dwells (``SUSTAINED_DWELLS``): worth a restart over the hours that
+follow, while a tie that flips on noise never holds that long.
+
 A recommendation under load is a configuration (k plus a batch-size schedule): a change of
 the schedule alone is a restart too, so it needs the same ``min_gain`` over the current
 configuration's speedup; specwise never restarts to move a band edge for less.
@@ -68,6 +72,17 @@ class HysteresisState:
     proposed: bool = False
     #: the batch-size schedule in force with ``current_k`` (None: one k at every batch size)
     current_schedule: tuple[ScheduleEntry, ...] | None = None
+    #: since when every recommendation has claimed a gain of at least SUSTAINED_SHARE of
+    #: ``min_gain`` over the configuration in force (None: not now)
+    small_gain_since: float | None = None
+
+
+#: A gain below ``min_gain`` but at least this share of it passes once every recommendation
+#: has claimed it for SUSTAINED_DWELLS x ``min_dwell_seconds`` (and the other checks pass): a
+#: restart costs a minute or two of one replica, and 1.5% over the following hours is worth
+#: more; a tie that flips on noise never holds that long.
+SUSTAINED_SHARE = 0.5
+SUSTAINED_DWELLS = 4.0
 
 
 def _norm(
@@ -111,15 +126,29 @@ def gate(
     target_schedule = rec.config.schedule if rec.config is not None else current_schedule
     same_k = current is not None and target == current
     if same_k and _norm(target, target_schedule) == _norm(current, current_schedule):
-        return with_change_allowed(rec, False, rec.reason), state
+        return with_change_allowed(rec, False, rec.reason), replace(state, small_gain_since=None)
     blocked = ""
     gain = rec.gain
     if rec.predicted_speedup_recommended is None:  # no evidence: the reason says so already
         return with_change_allowed(rec, False, rec.reason), state
+    small = gain is not None and SUSTAINED_SHARE * cfg.min_gain <= gain < cfg.min_gain
+    since = (
+        (state.small_gain_since if state.small_gain_since is not None else now) if small else None
+    )
+    state = replace(state, small_gain_since=since)
+    sustained = (
+        since is not None
+        and cfg.min_gain > 0
+        and now - since >= SUSTAINED_DWELLS * max(cfg.min_dwell_seconds, 60.0)
+    )
+    note = ""
     if same_k and gain is None:
         blocked = "the current configuration's speedup is unknown: a schedule change is unpriced"
-    elif gain is not None and gain < cfg.min_gain:
+    elif gain is not None and gain < cfg.min_gain and not sustained:
         blocked = f"predicted gain {gain:+.1%} is below the {cfg.min_gain:.0%} threshold"
+        if since is not None:
+            need = SUSTAINED_DWELLS * max(cfg.min_dwell_seconds, 60.0) - (now - since)
+            blocked += f" (taken if it holds {need:.0f} s more)"
     elif rec.confidence < cfg.min_confidence:
         blocked = f"confidence {rec.confidence:.2f} is below {cfg.min_confidence:.2f}"
     elif drifting:
@@ -131,6 +160,11 @@ def gate(
     elif len(recent) >= cfg.max_changes_per_hour:
         what = "proposals (dry-run)" if state.proposed else "changes"
         blocked = f"{len(recent)} {what} in the last hour (cap {cfg.max_changes_per_hour})"
+    if not blocked and gain is not None and gain < cfg.min_gain:  # taken: it held
+        note = (
+            f"; a gain of {gain:+.1%}, below the {cfg.min_gain:.0%} threshold, claimed for "
+            f"{(now - since) / 3600.0 if since is not None else 0.0:.1f} h"
+        )
     if blocked:
         return with_change_allowed(
             rec,
@@ -143,7 +177,7 @@ def gate(
         changes=(*recent, now),
         current_schedule=None if target == 0 or not target_schedule else tuple(target_schedule),
     )
-    return with_change_allowed(rec, True, rec.reason), new_state
+    return with_change_allowed(rec, True, rec.reason + note), new_state
 
 
 class HysteresisGate:

@@ -82,3 +82,41 @@ def test_config_errors() -> None:
         HysteresisConfig(max_changes_per_hour=0)
     with pytest.raises(ConfigError, match="min_confidence"):
         HysteresisConfig(min_confidence=2.0)
+
+
+def test_a_small_gain_claimed_for_four_dwells_is_taken() -> None:
+    # +3% against a 5% threshold (at least half of it): held, then taken once every
+    # recommendation has claimed it for 4 x 1800 s, and only if the other checks pass
+    state = HysteresisState(current_k=4)
+    t = 0.0
+    for _ in range(8):  # ticks every 15 minutes for 2 hours
+        out, state = gate(rec(3, s_rec=1.545), state, now=t, config=CFG)
+        assert not out.change_allowed
+        assert "taken if it holds" in out.reason
+        t += 900.0
+    out, state = gate(rec(3, s_rec=1.545, conf=0.5), state, now=t, config=CFG)
+    assert not out.change_allowed
+    assert "confidence 0.50" in out.reason  # the other checks still apply
+    out, state = gate(rec(3, s_rec=1.545), state, now=t, config=CFG)
+    assert out.change_allowed
+    assert "a gain of +3.0%, below the 5% threshold, claimed for 2.0 h" in out.reason
+    assert state.current_k == 3
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [
+        {"s_rec": 1.52},  # +1.3%: below half the threshold
+        {"k": 4, "s_rec": 1.5},  # the recommendation agrees with what runs
+    ],
+)
+def test_a_small_gain_must_hold_without_a_break(interrupt: dict[str, float]) -> None:
+    state = HysteresisState(current_k=4)
+    for t in (0.0, 3600.0):
+        _, state = gate(rec(3, s_rec=1.545), state, now=t, config=CFG)
+    args = {"k": 3, **interrupt}
+    _, state = gate(rec(**args), state, now=5400.0, config=CFG)  # type: ignore[arg-type]
+    assert state.small_gain_since is None
+    out, state = gate(rec(3, s_rec=1.545), state, now=7300.0, config=CFG)
+    assert not out.change_allowed  # the clock started again at 7300
+    assert state.small_gain_since == 7300.0
