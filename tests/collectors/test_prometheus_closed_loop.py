@@ -193,7 +193,15 @@ def test_a_class_whose_counters_vanish_goes_stale(
         with served.fleet.lock:
             served.fleet.engines_of("chat")[0].set_k(0, served.fleet.clock())
         _wait_for(loop, lambda s: loop.status("chat").stale, ticks=2 + int(STALE_AFTER))
-        assert {c.labels["class"] for c in loop.totals() if c.spec_families} == {"code"}
+
+        def code_only(_: ControllerState) -> bool:
+            return {c.labels["class"] for c in loop.totals() if c.spec_families} == {"code"}
+
+        # under load one of code's scrapes can time out, and Prometheus then leaves code out of
+        # that answer (the target is stale for an instant): judged on the next complete one
+        if not code_only(loop.controller.state()):
+            _wait_for(loop, code_only, ticks=5)
+        assert loop.status("chat").stale
         # chat's engine still serves its load families: a load-only total, kept apart (#14)
         assert all(c.labels["class"] == "chat" for c in loop.totals() if not c.spec_families)
         registry = controller_registry(loop.controller.state)
